@@ -1,0 +1,5 @@
+"""Networks of the published tables, registered by name (importing this package registers them all)."""
+
+from bbcu.archs.registry import ModelEntry, create_model, list_models, model_entry, register_model
+
+__all__ = ["ModelEntry", "create_model", "list_models", "model_entry", "register_model"]

@@ -1,0 +1,1 @@
+"""One module per ``bbcu`` verb; each exposes ``add_parser(subparsers)``."""
