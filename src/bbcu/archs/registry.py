@@ -67,8 +67,15 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered model, e.g. ``create_model("bbcu-l", scale=4)``."""
-    return model_entry(name).factory(**kwargs)
+    """Build a registered model, e.g. ``create_model("bbcu-l", scale=4)``.
+
+    The name and keyword arguments are kept on the module (``model_name``, ``model_kwargs``) so a
+    weights file can record exactly how to rebuild it.
+    """
+    model = model_entry(name).factory(**kwargs)
+    model.model_name = name
+    model.model_kwargs = dict(kwargs)
+    return model
 
 
 def list_models(task: str | None = None) -> list[str]:
