@@ -1,0 +1,249 @@
+"""Reading and writing images as NumPy arrays, and the conversions every other module relies on.
+
+One array convention everywhere: uint8, ``HxW`` for grey and ``HxWx3`` (RGB order) for colour, so a
+metric, a degradation or a network never has to guess what a file held. Decoding quirks (palettes,
+alpha, 16-bit samples, EXIF rotation) are settled here, once, and reading never returns a partial image:
+a damaged file is an error naming the file, because a silently truncated test image would shift a
+published score without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from bbcu.errors import UserError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+_FORMAT_BY_EXTENSION = {
+    ".bmp": "BMP",
+    ".jpeg": "JPEG",
+    ".jpg": "JPEG",
+    ".png": "PNG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+_FORMATS_WITHOUT_ALPHA = {"JPEG", "BMP"}
+
+
+class ImageReadError(UserError):
+    """A file that is missing, empty, truncated, corrupt or not an image."""
+
+
+def read_image(path: str | os.PathLike[str], *, keep_alpha: bool = False) -> np.ndarray:
+    """Decode an image file into a uint8 array, with the EXIF orientation applied.
+
+    Conversions, chosen so that an array's channel count describes its content:
+
+    - bilevel (``1``) and 8-bit grey (``L``) give ``HxW``;
+    - a palette image whose colours are all grey gives ``HxW`` (a palette is only a way of storing
+      pixels, and grey test sets must stay grey), any other palette gives ``HxWx3``;
+    - 16-bit samples (grey, and RGB/RGBA PNG) are scaled to 8 bits as ``round(v * 255 / 65535)``, with a
+      warning, since precision is lost (other 16-bit colour files get Pillow's high byte);
+    - an alpha channel (``LA``, ``RGBA``, a palette's transparency) is dropped with a warning, or kept as
+      ``HxWx4`` RGBA when ``keep_alpha`` is set;
+    - every other mode (CMYK, YCbCr, ...) is converted to RGB.
+
+    Args:
+        path: Image file (PNG, JPEG, BMP, TIFF or WebP).
+        keep_alpha: Return ``HxWx4`` RGBA instead of dropping alpha when the file has it.
+
+    Returns:
+        A C-contiguous uint8 array.
+
+    Raises:
+        ImageReadError: If the file cannot be decoded completely.
+    """
+    path = Path(path)
+    image, reduced_from_16_bits = _decode(path)
+    if reduced_from_16_bits:
+        warnings.warn(f"{path}: 16-bit samples rounded to 8 bits", stacklevel=2)
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    if has_alpha and not keep_alpha:
+        warnings.warn(f"{path}: alpha channel dropped", stacklevel=2)
+    if has_alpha and keep_alpha:
+        return np.ascontiguousarray(image.convert("RGBA"))
+    if image.mode == "P" and _palette_is_grey(image):
+        return np.ascontiguousarray(image.convert("L"))
+    if image.mode in {"1", "L", "LA", "La"}:
+        return np.ascontiguousarray(image.convert("L"))
+    return np.ascontiguousarray(image.convert("RGB"))
+
+
+def _decode(path: Path) -> tuple[Image.Image, bool]:
+    """Fully decode ``path`` (so truncation is detected now), with 16-bit samples rounded to 8 bits.
+
+    Returns:
+        The EXIF-oriented image and whether it had 16-bit samples.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images would read silently")
+    if not path.is_file():
+        raise ImageReadError(f"cannot read image {path}: no such file")
+    try:
+        with Image.open(path) as image:
+            low_byte_rawmode = _LOW_BYTE_RAWMODES.get(_png_rawmode(image))
+            image.load()
+            samples = _sixteen_bit_samples(path, image, low_byte_rawmode)
+            if samples is not None:
+                image = _replace_pixels(image, _sixteen_to_eight_bits(samples))
+            return ImageOps.exif_transpose(image), samples is not None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ImageReadError(f"cannot read image {path}: {reason}") from None
+
+
+def _sixteen_bit_samples(path: Path, image: Image.Image, low_byte_rawmode: str | None) -> np.ndarray | None:
+    """The full 16-bit samples of a decoded image that has them, else None."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(image)
+    if low_byte_rawmode is not None:
+        return np.asarray(image).astype(np.int64) * 256 + _decode_low_bytes(path, low_byte_rawmode)
+    return None
+
+
+def _png_rawmode(image: Image.Image) -> str | None:
+    """How a PNG's samples are stored (e.g. ``RGB;16B``), or None for other formats."""
+    if image.format != "PNG" or len(image.tile) != 1:
+        return None
+    return image.tile[0].args
+
+
+def _decode_low_bytes(path: Path, low_byte_rawmode: str) -> np.ndarray:
+    """Decode a 16-bit colour PNG again, keeping each sample's low byte instead of its high byte.
+
+    Pillow has no 16-bit colour mode and keeps only the high byte; reading the big-endian samples as
+    little-endian (same bit depth, so the same PNG unfiltering) yields the low bytes.
+    """
+    with Image.open(path) as image:
+        image.tile = [image.tile[0]._replace(args=low_byte_rawmode)]
+        image.load()
+        return np.asarray(image)
+
+
+def _replace_pixels(image: Image.Image, pixels: np.ndarray) -> Image.Image:
+    """A new image holding ``pixels`` with the metadata (EXIF, transparency) of ``image``."""
+    replaced = Image.fromarray(pixels)
+    replaced.info = dict(image.info)
+    return replaced
+
+
+def _palette_is_grey(image: Image.Image) -> bool:
+    """Whether every colour of a palette image's palette has R == G == B."""
+    colours = np.array(image.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
+    return bool(np.all(colours == colours[:, :1]))
+
+
+def _sixteen_to_eight_bits(samples: np.ndarray) -> np.ndarray:
+    """Map 0..65535 to 0..255 by rounding ``v / 257``; ``v / 257`` is never exactly half-way."""
+    wide = np.clip(samples.astype(np.int64), 0, 65535)
+    return ((wide + 128) // 257).astype(np.uint8)
+
+
+def write_image(path: str | os.PathLike[str], array: np.ndarray, *, jpeg_quality: int = 95) -> None:
+    """Write a uint8 image atomically; the format follows the file extension.
+
+    The image is written to a temporary file in the destination folder, flushed to disk and renamed
+    over ``path``, so an interrupted run never leaves a half-written image that a later evaluation
+    would read. WebP is written lossless (keeping colours under transparent pixels), but it has no grey
+    mode: a grey image comes back from a ``.webp`` file as three equal channels. JPEG uses ``jpeg_quality``.
+
+    Args:
+        path: Destination; its extension must be one of ``IMAGE_EXTENSIONS``. Missing folders are created.
+        array: uint8 ``HxW``, ``HxWx3`` or ``HxWx4``.
+        jpeg_quality: Quality of a JPEG output (1..100).
+
+    Raises:
+        UserError: For an unknown extension, alpha in a format without alpha, or an unwritable path.
+        ValueError: If ``array`` is not a uint8 image array.
+    """
+    path = Path(path)
+    image_format = _FORMAT_BY_EXTENSION.get(path.suffix.lower())
+    if image_format is None:
+        known = ", ".join(IMAGE_EXTENSIONS)
+        raise UserError(f"cannot write {path}: unknown image extension {path.suffix!r} (use one of {known})")
+    _check_image_array(array)
+    if array.ndim == 3 and array.shape[2] == 4 and image_format in _FORMATS_WITHOUT_ALPHA:
+        raise UserError(f"cannot write {path}: {image_format} has no alpha channel")
+    options = {"JPEG": {"quality": jpeg_quality}, "WEBP": {"lossless": True, "exact": True}}.get(
+        image_format, {}
+    )
+    _atomic_save(path, Image.fromarray(np.ascontiguousarray(array)), image_format, options)
+
+
+def _check_image_array(array: np.ndarray) -> None:
+    """Reject arrays that are not uint8 ``HxW``, ``HxWx3`` or ``HxWx4``."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 numpy array, got {getattr(array, 'dtype', type(array))}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {array.shape}")
+
+
+def _atomic_save(path: Path, image: Image.Image, image_format: str, options: dict[str, object]) -> None:
+    """Save through a temporary file in the same folder, fsync it, then ``os.replace`` it into place.
+
+    The temporary file is created with ``open(..., "xb")`` rather than ``mkstemp`` so that the image
+    gets the usual permissions (``mkstemp`` files are private to their owner).
+    """
+    temp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temp_path, "xb") as stream:
+            image.save(stream, format=image_format, **options)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_path, path)
+    except BaseException as err:
+        temp_path.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+        raise
+
+
+def to_float(img: np.ndarray) -> np.ndarray:
+    """uint8 image to float32 in [0, 1] (``x / 255``)."""
+    if img.dtype != np.uint8:
+        raise TypeError(f"to_float expects a uint8 image, got {img.dtype}")
+    return img.astype(np.float32) / np.float32(255)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] to uint8: clip, ``x * 255``, round half to even (``np.round``).
+
+    This is the BasicSR/KAIR convention (``(x * 255).round()``) that the published scores were computed
+    with; the arithmetic stays in the input's precision (float32 stays float32), as theirs does.
+    """
+    if not np.issubdtype(img.dtype, np.floating):
+        raise TypeError(f"to_uint8 expects a float image in [0, 1], got {img.dtype}")
+    scaled = np.clip(img, 0, 1) * img.dtype.type(255)
+    return np.round(scaled).astype(np.uint8)
+
+
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """``HxW`` or ``HxWxC`` image to a float32 ``(1, C, H, W)`` tensor; uint8 is scaled to [0, 1] first."""
+    floats = to_float(img) if img.dtype == np.uint8 else img.astype(np.float32)
+    if floats.ndim == 2:
+        floats = floats[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(floats.transpose(2, 0, 1))).unsqueeze(0)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
+    """A ``(1, C, H, W)`` or ``(C, H, W)`` tensor to float32 ``HxW`` (C = 1) or ``HxWxC``, unclipped."""
+    if tensor.dim() == 4:
+        if tensor.shape[0] != 1:
+            raise ValueError(f"expected a batch of one image, got shape {tuple(tensor.shape)}")
+        tensor = tensor[0]
+    if tensor.dim() != 3:
+        raise ValueError(f"expected a (1, C, H, W) or (C, H, W) tensor, got shape {tuple(tensor.shape)}")
+    array = tensor.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0)
+    return np.ascontiguousarray(array[:, :, 0] if array.shape[2] == 1 else array)
