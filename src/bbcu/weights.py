@@ -1,0 +1,201 @@
+"""Weights files: a model's tensors plus what it takes to rebuild it, in one safetensors file.
+
+safetensors rather than a pickled ``.pth``: loading one can never run code, and its string metadata
+records the registry name and keyword arguments, so ``load(path)`` needs nothing but the path. Writes
+go through a temporary file and ``os.replace`` so an interrupted save never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+import bbcu
+from bbcu.archs import create_model
+from bbcu.errors import UserError
+
+FORMAT = "bbcu-weights"
+FORMAT_VERSION = "1"
+_RESERVED_KEYS = ("format", "format_version", "bbcu_version", "model", "model_kwargs")
+_NAMES_SHOWN = 3
+
+
+def save(
+    model: nn.Module, path: str | os.PathLike[str], *, extra_metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write ``model``'s state dict and its registry name and kwargs to a safetensors file.
+
+    Args:
+        model: A model built by ``bbcu.create_model`` (which records ``model_name``/``model_kwargs``).
+        path: Destination file; replaced atomically.
+        extra_metadata: More string entries for the header, e.g. where converted weights came from.
+
+    Raises:
+        UserError: If the model cannot be described (not built by name, kwargs not JSON).
+        ValueError: If ``extra_metadata`` reuses a reserved key.
+    """
+    clashing = sorted(set(extra_metadata or {}) & set(_RESERVED_KEYS))
+    if clashing:
+        raise ValueError(f"extra_metadata may not set reserved keys {clashing}")
+    if not hasattr(model, "model_name"):
+        raise UserError("cannot save a model not built by bbcu.create_model: its name and kwargs are unknown")
+    try:
+        kwargs_json = json.dumps(model.model_kwargs, sort_keys=True)
+    except TypeError as err:
+        raise UserError(f"cannot record the arguments of {model.model_name}: {err}") from None
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bbcu_version": bbcu.__version__,
+        "model": model.model_name,
+        "model_kwargs": kwargs_json,
+        **(extra_metadata or {}),
+    }
+    # Cloning drops any storage shared between entries, which safetensors refuses to serialise.
+    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    write_atomically(path, safetensors.torch.save(tensors, metadata=metadata))
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see either the old file or the complete new one.
+
+    Raises:
+        UserError: If the file cannot be written (missing folder, no permission, disk full).
+    """
+    path = Path(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)  # already gone after a successful replace
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The header metadata of a bbcu weights file, checked to be ours and of a supported version.
+
+    Raises:
+        UserError: If the file is missing, not a safetensors file, or not a bbcu weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (safetensors.SafetensorError, OSError) as err:
+        raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+    if metadata.get("format") != FORMAT:
+        raise UserError(f"{path} is a safetensors file but not a bbcu weights file (no '{FORMAT}' metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"{path} has weights format version {metadata.get('format_version')!r}; "
+            f"this bbcu reads version {FORMAT_VERSION}"
+        )
+    return metadata
+
+
+def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model recorded in a weights file and fill it with the stored tensors.
+
+    Args:
+        path: A file written by ``save``.
+        device: Where the returned model lives.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        UserError: For a missing, corrupt or foreign file, an unknown model, or tensors that do not fit.
+    """
+    metadata = read_metadata(path)
+    try:
+        name, kwargs = metadata["model"], json.loads(metadata["model_kwargs"])
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from None
+    model = build_model(name, kwargs, source=str(path))
+    try:
+        state = safetensors.torch.load_file(str(path), device="cpu")
+    except (safetensors.SafetensorError, OSError) as err:
+        raise UserError(f"cannot read the tensors of {path}: {err}") from None
+    load_state_dict_strictly(model, state, source=str(path))
+    try:
+        return model.to(torch.device(device)).eval()
+    except (RuntimeError, AssertionError) as err:  # a CPU-only torch asserts on "cuda"
+        raise UserError(f"cannot place the model on device {device!r}: {err}") from None
+
+
+def build_model(name: str, kwargs: Mapping[str, object], *, source: str) -> nn.Module:
+    """``create_model`` with the user-facing errors of a file that names an unknown model or bad arguments."""
+    try:
+        return create_model(name, **kwargs)
+    except KeyError as err:
+        raise UserError(f"{source}: {err.args[0]}") from None
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{source}: cannot build {name} with {dict(kwargs)}: {err}") from None
+
+
+def load_state_dict_strictly(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Load ``state`` into ``model``, naming the first few offending keys when they do not match exactly.
+
+    Args:
+        model: The model to fill.
+        state: Tensors keyed by the model's parameter names.
+        source: Where ``state`` came from, for the message.
+        labels: How to show a key of ``state`` to the user (a converter shows the original key).
+
+    Raises:
+        UserError: If keys are missing or unexpected, or shapes differ.
+    """
+    expected = model.state_dict()
+    label = (labels or {}).get
+    problems = [
+        _listed("missing", sorted(set(expected) - set(state))),
+        _listed("unexpected", sorted(label(key, key) for key in set(state) - set(expected))),
+        _listed(
+            "shape mismatch",
+            [
+                f"{label(key, key)} (file {_shape(state[key])}, model {_shape(expected[key])})"
+                for key in sorted(set(state) & set(expected))
+                if state[key].shape != expected[key].shape
+            ],
+        ),
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        name = getattr(model, "model_name", "the model")
+        raise UserError(f"{source} does not fit {name}: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _listed(what: str, keys: list[str]) -> str:
+    if not keys:
+        return ""
+    more = f" (+{len(keys) - _NAMES_SHOWN} more)" if len(keys) > _NAMES_SHOWN else ""
+    return f"{len(keys)} {what}: {', '.join(keys[:_NAMES_SHOWN])}{more}"
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "x".join(str(d) for d in tensor.shape) or "scalar"

@@ -1,0 +1,222 @@
+"""Weights files: a round trip for every registered model, and a clear error for every bad file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from torch import nn
+
+from bbcu.archs import create_model, list_models, model_entry
+from bbcu.errors import UserError
+from bbcu.weights import FORMAT, FORMAT_VERSION, load, read_metadata, save
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny forward passes run faster on one thread than on threads fighting over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name: str) -> nn.Module:
+    """SR models at x2 so the recorded kwargs differ from the factory default (x4)."""
+    return create_model(name, scale=2) if model_entry(name).task == "sr" else create_model(name)
+
+
+def randomize(model: nn.Module) -> None:
+    """Move every float tensor off its initial value (zeros included), so a skipped load would show.
+
+    The change is mostly relative so that deep full-precision nets (SRResNet) stay finite.
+    """
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.mul_(1 + 0.1 * torch.rand(tensor.shape, generator=generator))
+                tensor.add_(0.01 * torch.rand(tensor.shape, generator=generator))
+
+
+def image(model: nn.Module) -> torch.Tensor:
+    return torch.rand(1, model.in_channels, 12, 10, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_round_trip_restores_the_model(name: str, tmp_path: Path) -> None:
+    model = build(name)
+    randomize(model)
+    model.eval()
+    path = tmp_path / f"{name}.safetensors"
+
+    save(model, path, extra_metadata={"note": "test"})
+    loaded = load(path)
+
+    assert type(loaded) is type(model)
+    assert (loaded.model_name, loaded.model_kwargs) == (model.model_name, model.model_kwargs)
+    assert not loaded.training
+    expected_state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert expected_state.keys() == loaded_state.keys()
+    assert all(torch.equal(expected_state[k], loaded_state[k]) for k in expected_state)
+    with torch.no_grad():
+        x = image(model)
+        restored, original = loaded(x), model(x)
+    assert torch.isfinite(original).all()
+    assert torch.equal(restored, original)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_header_records_how_to_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save(create_model("bbcu-m", scale=3), path, extra_metadata={"converted_from": "x.pth"})
+    metadata = read_metadata(path)
+    assert metadata["format"] == FORMAT == "bbcu-weights"
+    assert metadata["format_version"] == FORMAT_VERSION == "1"
+    assert metadata["model"] == "bbcu-m"
+    assert json.loads(metadata["model_kwargs"]) == {"scale": 3}
+    assert metadata["converted_from"] == "x.pth"
+    assert metadata["bbcu_version"]
+
+
+def test_reserved_metadata_keys_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        save(create_model("dncnn-lite"), tmp_path / "m.safetensors", extra_metadata={"model": "x"})
+
+
+def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(UserError, match="No space left"):
+        save(create_model("dncnn-lite"), tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unusable_device_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot place the model on device 'nonsense'"):
+        load(our_file(tmp_path), device="nonsense")
+
+
+def test_saving_into_a_missing_folder_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot write"):
+        save(create_model("dncnn-lite"), tmp_path / "nowhere" / "m.safetensors")
+
+
+def our_file(tmp_path: Path, name: str = "dncnn-lite") -> Path:
+    path = tmp_path / "model.safetensors"
+    save(create_model(name), path)
+    return path
+
+
+def rewrite(path: Path, tensors: dict[str, torch.Tensor], **metadata_changes: str) -> None:
+    """Write ``tensors`` back to ``path`` under ``path``'s own metadata, with some entries changed."""
+    metadata = {**read_metadata(path), **metadata_changes}
+    path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
+
+
+def truncated(tmp_path: Path) -> Path:
+    path = our_file(tmp_path)
+    path.write_bytes(path.read_bytes()[:-100])
+    return path
+
+
+def foreign(tmp_path: Path) -> Path:
+    path = tmp_path / "foreign.safetensors"
+    path.write_bytes(safetensors.torch.save({"weight": torch.zeros(2)}))
+    return path
+
+
+def random_bytes(tmp_path: Path) -> Path:
+    path = tmp_path / "noise.safetensors"
+    path.write_bytes(
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0)).byte().numpy()
+    )
+    return path
+
+
+def renamed_pth(tmp_path: Path) -> Path:
+    path = tmp_path / "model.safetensors"
+    torch.save(create_model("dncnn-lite").state_dict(), path)
+    return path
+
+
+def empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.safetensors"
+    path.touch()
+    return path
+
+
+def future_version(tmp_path: Path) -> Path:
+    path = our_file(tmp_path)
+    rewrite(path, safetensors.torch.load_file(path), format_version="2")
+    return path
+
+
+def unknown_model(tmp_path: Path) -> Path:
+    path = our_file(tmp_path)
+    rewrite(path, safetensors.torch.load_file(path), model="no-such-net")
+    return path
+
+
+def missing_key(tmp_path: Path) -> Path:
+    path = our_file(tmp_path)
+    tensors = safetensors.torch.load_file(path)
+    del tensors["model.0.weight"]
+    rewrite(path, tensors)
+    return path
+
+
+def unexpected_key(tmp_path: Path) -> Path:
+    path = our_file(tmp_path)
+    rewrite(path, {**safetensors.torch.load_file(path), "model.99.weight": torch.zeros(1)})
+    return path
+
+
+def wrong_shape(tmp_path: Path) -> Path:
+    path = our_file(tmp_path)
+    rewrite(path, {**safetensors.torch.load_file(path), "model.0.weight": torch.zeros(64, 3, 3, 3)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_file", "message"),
+    [
+        (lambda tmp: tmp / "absent.safetensors", "not found"),
+        (truncated, "not a readable safetensors file"),
+        (foreign, "not a bbcu weights file"),
+        (random_bytes, "not a readable safetensors file"),
+        (renamed_pth, "not a readable safetensors file"),
+        (empty, "not a readable safetensors file"),
+        (future_version, "version '2'"),
+        (unknown_model, "unknown model 'no-such-net'"),
+        (missing_key, "1 missing: model.0.weight"),
+        (unexpected_key, "1 unexpected: model.99.weight"),
+        (wrong_shape, "model.0.weight (file 64x3x3x3, model 12x3x3x3)"),
+    ],
+    ids=[
+        "missing-file",
+        "truncated",
+        "foreign",
+        "random-bytes",
+        "renamed-pth",
+        "empty",
+        "future-version",
+        "unknown-model",
+        "missing-key",
+        "unexpected-key",
+        "wrong-shape",
+    ],
+)
+def test_bad_files_give_one_line_user_errors(make_file, message: str, tmp_path: Path) -> None:
+    path = make_file(tmp_path)
+    with pytest.raises(UserError) as caught:
+        load(path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
