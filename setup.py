@@ -1,5 +1,28 @@
-"""Build hook: the package is pure Python until the packed engine's compiled kernels land."""
+"""Build hook: compiles the packed 1-bit engine's XNOR-popcount kernels (``bbcu.engine._bitops``).
 
-from setuptools import setup
+The kernels are built for baseline x86-64 (no ``-march=native``, so the wheel runs on any CPU); each SIMD
+path is compiled for its own instruction set inside its source file and picked at run time.
+"""
 
-setup()
+from pathlib import Path
+
+import numpy
+from setuptools import Extension, setup
+
+CSRC = Path("src/bbcu/engine/csrc")
+
+bitops = Extension(
+    "bbcu.engine._bitops",
+    sources=[
+        str(CSRC / name)
+        for name in ("module.c", "isa.c", "threads.c", "conv_portable.c", "conv_avx2.c", "conv_avx512.c")
+    ],
+    depends=[str(CSRC / name) for name in ("bitops.h", "epilogue.h")],
+    include_dirs=[numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    # No FMA contraction: every ISA path must round the float epilogue identically.
+    extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-pthread"],
+    extra_link_args=["-pthread"],
+)
+
+setup(ext_modules=[bitops])

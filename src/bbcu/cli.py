@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bbcu {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # A reader such as `head` closed the pipe: stop quietly, as Unix tools do.
+        sys.stderr.close()
+        return 141
 
 
 if __name__ == "__main__":
