@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bbcu {args.verb}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # A reader such as `head` closed the pipe: stop quietly, as Unix tools do.
-        sys.stderr.close()
+        # A reader such as `head` closed the pipe: stop quietly, as Unix tools do. Pointing stdout at
+        # /dev/null keeps the interpreter's final flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
 
 
