@@ -1,0 +1,133 @@
+"""``bbcu eval``: score a model on the benchmark sets with the published protocols, beside the paper."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bbcu.archs import create_model, model_entry
+from bbcu.archs.bicubic import bicubic  # noqa: F401  (registers the non-learned baselines offered here)
+from bbcu.archs.identity import identity  # noqa: F401
+from bbcu.data.testsets import TASKS, available_test_sets
+from bbcu.errors import UserError
+from bbcu.evaluate import SetResult, check_model_task, evaluate_set, format_table, setting_label, write_csv
+from bbcu.published import SETTING_NAMES, published_settings
+from bbcu.weights import load as load_weights
+
+DEFAULT_RESULTS_DIR = Path("results") / "eval"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``bbcu eval``."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="PSNR/SSIM of a model on the benchmark sets, beside the published numbers",
+        description="Restore every image of the named test sets; score it by the task's published protocol.",
+    )
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--scale", help="SR scales, e.g. 2,4 (default: the model's, or the published 2,4)")
+    parser.add_argument("--sigma", help="noise levels, e.g. 15,25,50 (default: the published ones)")
+    parser.add_argument("--quality", help="JPEG qualities, e.g. 10,40 (default: 10,20,30,40)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--model", help="registry name (random weights unless non-learned: bicubic, identity)"
+    )
+    source.add_argument("--weights", type=Path, help="a bbcu weights file (.safetensors)")
+    parser.add_argument(
+        "--datasets", help="comma-separated sets (default: the task's published sets present)"
+    )
+    parser.add_argument("--data-root", help="data folder (default: $BBCU_DATA, else ../shared/data)")
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        help=f"per-image CSV (default: a file in {DEFAULT_RESULTS_DIR})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the per-set rows as JSON instead of a table"
+    )
+    parser.add_argument("--save-images", type=Path, metavar="DIR", help="write the restored images here")
+    parser.add_argument(
+        "--tile", type=int, help="tile size in LQ pixels (default: whole image within budget)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table (or JSON), write the per-image CSV."""
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    model_name, runs = _models(args)
+    datasets = parse_list(args.datasets, "--datasets", str) or available_test_sets(args.task, args.data_root)
+    save_dir = None if args.save_images is None else args.save_images / model_name
+    results: list[SetResult] = []
+    for setting, model in runs:
+        check_model_task(model, args.task)
+        for dataset in datasets:
+            result = evaluate_set(
+                model, args.task, dataset, setting, root=args.data_root, tile=args.tile, save_dir=save_dir
+            )
+            results.append(result)
+    tag = "-".join(setting_label(args.task, setting) for setting, _ in runs)
+    csv_path = args.csv or DEFAULT_RESULTS_DIR / f"{model_name}_{args.task}_{tag}.csv"
+    write_csv(csv_path, results, model_name)
+    if args.json:
+        print(json.dumps([r.summary() for r in results], indent=2))
+    else:
+        print(format_table(results, model_name))
+        print(f"per-image scores: {csv_path}")
+    return 0
+
+
+def parse_list(text: str | None, option: str, kind: type[int] | type[str]) -> list:
+    """``"2,4"`` -> ``[2, 4]``; None -> ``[]``; anything unparsable, empty or non-positive is a user error."""
+    if text is None:
+        return []
+    try:
+        values = [kind(item.strip()) for item in text.split(",")]
+    except ValueError:
+        raise UserError(f"{option} takes a comma-separated list, got {text!r}") from None
+    if any(v == "" or (kind is int and v <= 0) for v in values):
+        raise UserError(f"{option} takes a comma-separated list of positive values, got {text!r}")
+    return values
+
+
+def _models(args: argparse.Namespace) -> tuple[str, list[tuple[int, nn.Module]]]:
+    """The model name and its (setting, model) runs; a named SR model is built once per scale."""
+    option = SETTING_NAMES[args.task]
+    settings = parse_list(getattr(args, option), f"--{option}", int)
+    if args.weights is not None:
+        model = load_weights(args.weights)
+        if not settings:
+            settings = [int(model.scale)] if args.task == "sr" else list(published_settings(args.task))
+        return model.model_name, [(setting, model) for setting in settings]
+    try:
+        model_entry(args.model)
+    except KeyError as err:
+        raise UserError(err.args[0]) from None
+    settings = settings or list(published_settings(args.task))
+    if args.task == "sr":
+        runs = [(scale, _build(args.model, scale)) for scale in settings]
+    else:
+        model = _build(args.model, 1)
+        runs = [(setting, model) for setting in settings]
+    if any(True for _ in runs[0][1].parameters()):
+        note = f"{args.model} runs with random weights (give --weights for trained ones)"
+        print(f"bbcu eval: note: {note}", file=sys.stderr)
+    return args.model, runs
+
+
+def _build(name: str, scale: int) -> nn.Module:
+    try:
+        return create_model(name, scale=scale)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"cannot build {name} with scale {scale}: {err}") from None
