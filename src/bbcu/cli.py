@@ -15,7 +15,19 @@ from collections.abc import Sequence
 
 from bbcu.errors import UserError
 
-VERBS = ("complexity", "convert", "eval", "train", "export", "bench", "restore", "demo")
+VERBS = (
+    "restore",
+    "eval",
+    "train",
+    "complexity",
+    "convert",
+    "export",
+    "bench",
+    "compare",
+    "plot",
+    "serve",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

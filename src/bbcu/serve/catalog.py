@@ -1,0 +1,135 @@
+"""The models the page offers: a whitelist built once, so a client can only ever name one of them.
+
+A client sends a model *name*; it is looked up here and never used as a path (``bbcu.restore`` would
+accept a weights path as a model name, which a web client must not reach). The catalogue holds the
+non-learned ``bicubic`` at every SR scale, which needs no file and keeps the page useful on a bare
+checkout, and every shipped model of ``bbcu.zoo``. Networks are loaded on first use and kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from bbcu import zoo
+from bbcu.archs import create_model, model_entry
+from bbcu.complexity import CostReport, count_cost
+from bbcu.restore import ResolvedModel, resolve_model
+from bbcu.serve.limits import RequestError
+
+BICUBIC = "bicubic"
+SR_SCALES = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the catalogue, with what the page shows about it.
+
+    Attributes:
+        name: What the client sends (a shipped name, or ``"bicubic"``).
+        task: ``"sr"``, ``"denoise"`` or ``"jpeg"``.
+        scale: SR factor (1 for denoising and JPEG).
+        architecture: Registry name of the network.
+        binary: Whether the network has binary convolutions.
+        engines: Engines it can run on: ``"torch"``, plus ``"packed"`` when the packed engine is
+            importable and supports the architecture.
+        file_bytes: Size of its weights file (0 for bicubic, which has none).
+        reference: The network without weights, used only to count OPs and Params.
+    """
+
+    name: str
+    task: str
+    scale: int
+    architecture: str
+    binary: bool
+    engines: tuple[str, ...]
+    file_bytes: int
+    reference: nn.Module = field(repr=False, compare=False)
+
+    def cost(self, width: int, height: int) -> CostReport:
+        """OPs and Params of one pass over a ``width x height`` input (paper units, DESIGN.md section 3)."""
+        return count_cost(self.reference, (width, height))
+
+    def describe(self) -> dict[str, object]:
+        """The JSON the page lists models with; cost at the paper's 320x180 input."""
+        cost = self.cost(320, 180)
+        return {
+            "name": self.name,
+            "task": self.task,
+            "scale": self.scale,
+            "architecture": self.architecture,
+            "binary": self.binary,
+            "engines": list(self.engines),
+            "file_bytes": self.file_bytes,
+            "ops_g_320x180": round(cost.ops_g, 3),
+            "params_k": round(cost.params_k, 2),
+        }
+
+
+class Catalog:
+    """The whitelist of models, and the networks loaded from it so far."""
+
+    def __init__(self, choices: list[ModelChoice]) -> None:
+        self.choices = choices
+        self._loaded: dict[tuple[str, int, str], ResolvedModel] = {}
+
+    @classmethod
+    def discover(cls) -> Catalog:
+        """Bicubic at every SR scale, then every shipped model (``$BBCU_MODELS`` or ``models/``)."""
+        choices = [_bicubic_choice(scale) for scale in SR_SCALES]
+        choices += [_shipped_choice(name) for name in zoo.list_shipped()]
+        return cls(choices)
+
+    def choose(self, name: str, task: str, scale: int, engine: str) -> ModelChoice:
+        """The entry a request names, checked against the task, scale and engine it asks for.
+
+        Raises:
+            RequestError: If no such model is offered or it cannot do what is asked.
+        """
+        named = [choice for choice in self.choices if choice.name == name]
+        if not named:
+            offered = ", ".join(sorted({choice.name for choice in self.choices}))
+            raise RequestError(f"unknown model {name!r}; this server offers {offered}")
+        fitting = [choice for choice in named if choice.task == task and choice.scale == scale]
+        if not fitting:
+            what = f"{task} x{scale}" if task == "sr" else task
+            raise RequestError(f"model {name} does not do {what}")
+        if engine not in fitting[0].engines:
+            raise RequestError(f"model {name} cannot run on the {engine} engine here")
+        return fitting[0]
+
+    def network(self, choice: ModelChoice, engine: str) -> ResolvedModel:
+        """The runnable network of ``choice`` on ``engine``, loaded on first use (worker thread only)."""
+        key = (choice.name, choice.scale, engine)
+        if key not in self._loaded:
+            self._loaded[key] = resolve_model(
+                choice.name, task=choice.task, scale=choice.scale, engine=engine
+            )
+        return self._loaded[key]
+
+
+def _bicubic_choice(scale: int) -> ModelChoice:
+    return ModelChoice(
+        BICUBIC, "sr", scale, BICUBIC, False, ("torch",), 0, create_model(BICUBIC, scale=scale)
+    )
+
+
+def _shipped_choice(name: str) -> ModelChoice:
+    info = zoo.shipped_info(name)
+    binary = model_entry(info.architecture).binary
+    engines = ("torch", "packed") if _packed_engine_runs(info.architecture) else ("torch",)
+    reference = create_model(info.architecture, **info.model_kwargs)
+    return ModelChoice(
+        name, info.task, info.scale, info.architecture, binary, engines, info.path.stat().st_size, reference
+    )
+
+
+def _packed_engine_runs(architecture: str) -> bool:
+    """Whether ``bbcu.engine`` imports (its compiled kernels are built) and can run ``architecture``."""
+    try:
+        import bbcu.engine  # noqa: F401  (fails when the compiled kernels are missing)
+        from bbcu.engine.format import SUPPORTED_ARCHITECTURES
+    except ImportError:
+        return False
+    return architecture in SUPPORTED_ARCHITECTURES
