@@ -1,0 +1,86 @@
+/*
+ * Shared declarations of the packed 1-bit engine's kernels.
+ *
+ * Layouts (all C-contiguous, channels last, signs packed 64 channels per uint64 word, bit 1 = +1):
+ *   activations  x  : uint64 (H, W, Cw)         Cw = ceil(C / 64); padding bits are 0
+ *   weights      w  : uint64 (O, 3, 3, Cw)      as given by the caller
+ *   lane weights wl : uint64 (9 * Cw, P, O_lanes)  w transposed so that consecutive output channels of
+ *                                               one tap word are adjacent (what SIMD-over-outputs kernels
+ *                                               load), in P "planes" (transforms of each word the ISA
+ *                                               wants precomputed); O_lanes = O rounded up to the ISA's
+ *                                               lane count, the extra columns hold 0
+ *
+ * Each output pixel goes through two stages, so that only the first one needs hand-written SIMD code:
+ *   1. count_pixel (per ISA): count[o] = sum over in-image taps of popcount(x ^ w)
+ *   2. finish_pixel (epilogue.h): dot = valid_taps * C - 2 * count, then the fused float epilogue.
+ */
+#ifndef BBCU_BITOPS_H
+#define BBCU_BITOPS_H
+
+#include <stdint.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define BBCU_X86 1
+#endif
+
+typedef struct ConvArgs {
+    const uint64_t *x;
+    const uint64_t *w;  /* (O, 3, 3, Cw): used by kernels that walk output channels one at a time */
+    const uint64_t *wl; /* (9 * Cw, P, o_lanes): used by kernels that put output channels in SIMD lanes */
+    int height, width, channels, channel_words, out_channels, o_lanes;
+
+    /* Exactly one of raw / y is set. raw: int32 (H, W, O) exact dot products, no epilogue. */
+    int32_t *raw;
+    float *y; /* float32 (H, W, O) */
+
+    /* Epilogue parameters, each float32 (O,) or (H, W, O); NULL when absent. */
+    const float *scale, *bias, *gamma, *beta, *zeta, *residual, *next_shift;
+    uint64_t *next_bits; /* uint64 (H, W, ceil(O / 64)) when next_shift is set */
+} ConvArgs;
+
+/* Packs the signs of v[i] + shift[i] (bit 1 where >= 0) for i < n into ceil(n / 64) words, padding 0. */
+typedef void (*PackSignsFn)(const float *v, const float *shift, int n, uint64_t *out);
+
+/* Per-thread working memory of the row loop, so that threads never share writable buffers. */
+typedef struct RowScratch {
+    int32_t *count;     /* o_lanes: one pixel's popcounts */
+    float *values;      /* out_channels: one pixel's epilogue, kept apart from y so y may alias residual */
+    uint64_t *x_planes; /* 3 * width * channel_words * activation_planes: the 3 input rows of the row in
+                           progress, transformed as the ISA wants them (NULL when it wants none) */
+} RowScratch;
+
+/* Computes output rows [row_begin, row_end). */
+typedef void (*ConvRowsFn)(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+
+/* One instruction-set path: the two entry points every ISA file provides, and its weight layout. */
+typedef struct IsaKernels {
+    const char *name;
+    int lanes;  /* output channels per SIMD register */
+    int planes; /* P of the lane weights; 0 means the kernel reads ConvArgs.w instead */
+    uint64_t (*plane_word)(uint64_t w, int plane); /* one weight word as stored in plane p */
+    int activation_planes; /* words of RowScratch.x_planes per activation word */
+    ConvRowsFn conv_rows;
+    PackSignsFn pack_signs;
+} IsaKernels;
+
+void bbcu_conv_rows_portable(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+void bbcu_pack_signs_portable(const float *v, const float *shift, int n, uint64_t *out);
+#ifdef BBCU_X86
+void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *out);
+void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t *out);
+#endif
+
+/* isa.c: the paths this CPU can run, and the one in use. */
+int bbcu_isa_count(void);
+const IsaKernels *bbcu_isa_at(int index); /* index < bbcu_isa_count(), slowest first */
+int bbcu_isa_supported(const IsaKernels *isa);
+const IsaKernels *bbcu_isa_find(const char *name); /* NULL when the name is unknown */
+const IsaKernels *bbcu_isa_best(void);
+
+/* threads.c: runs isa->conv_rows over the output rows split into contiguous bands, one thread per band.
+ * Returns 0, or -1 when memory ran out (nothing is computed then). */
+int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads);
+
+#endif

@@ -1,0 +1,183 @@
+/*
+ * The AVX2 path. AVX2 has no vector popcount, so bits are counted with a nibble lookup table
+ * (two vpshufb per 256 bits), accumulated as bytes and summed into 64-bit lanes with vpsadbw.
+ *
+ * Output channels sit in the SIMD lanes: one activation word is broadcast and XORed with the words of
+ * 4 output channels at once, so each 64-bit lane accumulates the count of one output channel and no
+ * horizontal sum is ever needed. A block of 8 registers (32 output channels) reuses each loaded
+ * activation word 32 times. Since (x ^ w) & m == (x & m) ^ (w & m), weights and input rows are split
+ * into low/high nibble planes beforehand, leaving 6 instructions per tap word and 4 output channels
+ * (2 XOR, 2 vpshufb, 2 byte adds). See docs/engine_kernels.md for the measured ceiling.
+ */
+#include "bitops.h"
+
+#ifdef BBCU_X86
+#include <immintrin.h>
+
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,popcnt"))), apply_to = function)
+#else
+#pragma GCC target("avx2,popcnt")
+#endif
+
+#include "epilogue.h"
+
+#define LANES 4 /* output channels per register */
+#define BLOCK 8 /* registers per output block: 8 counters + table + 2 activation planes + 2 temporaries */
+/* A byte counter gains at most 8 per tap word (4 per nibble), so it is flushed after 31 words. */
+#define WORDS_PER_FLUSH 31
+
+/* Splits the input rows h-1, h, h+1 into low and high nibble planes (x & 0x0f.., (x >> 4) & 0x0f..),
+ * once per output row instead of once per output block. */
+static void split_rows(const ConvArgs *a, int h, uint64_t *planes)
+{
+    const uint64_t low_nibbles = UINT64_C(0x0f0f0f0f0f0f0f0f);
+    const size_t row_words = (size_t)a->width * a->channel_words;
+    int first, last;
+    tap_range(h, a->height, &first, &last);
+    for (int dy = first; dy <= last; dy++) {
+        const uint64_t *x = a->x + (size_t)(h + dy) * row_words;
+        uint64_t *out = planes + (size_t)(dy + 1) * row_words * 2;
+        for (size_t i = 0; i < row_words; i++) {
+            out[2 * i] = x[i] & low_nibbles;
+            out[2 * i + 1] = (x[i] >> 4) & low_nibbles;
+        }
+    }
+}
+
+static inline __m256i nibble_table(void)
+{
+    return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3,
+                            4);
+}
+
+/* Adds popcount(x ^ w) of one tap word to the byte counters of nv registers (4 output channels each).
+ * 6 instructions per register: 2 XOR of pre-split nibble planes, 2 vpshufb lookups, 2 byte adds. */
+static inline __attribute__((always_inline)) void add_word(__m256i *bytes, int nv, const uint64_t *x_planes,
+                                                           const uint64_t *w_lo, size_t plane, __m256i table)
+{
+    const __m256i x_lo = _mm256_set1_epi64x((long long)x_planes[0]);
+    const __m256i x_hi = _mm256_set1_epi64x((long long)x_planes[1]);
+    for (int j = 0; j < nv; j++) {
+        const __m256i lo = _mm256_xor_si256(x_lo, _mm256_loadu_si256((const __m256i *)(w_lo + LANES * j)));
+        const __m256i hi = _mm256_xor_si256(x_hi, _mm256_loadu_si256((const __m256i *)(w_lo + plane + LANES * j)));
+        bytes[j] = _mm256_add_epi8(bytes[j], _mm256_shuffle_epi8(table, lo));
+        bytes[j] = _mm256_add_epi8(bytes[j], _mm256_shuffle_epi8(table, hi));
+        /* Keeps the counter in a register here: otherwise GCC reassociates the sum over the unrolled
+         * taps into a tree, computes every lookup first and spills them all to the stack. */
+        __asm__("" : "+x"(bytes[j]));
+    }
+}
+
+/* Sums the byte counters of nv registers into 64-bit lanes and adds them to total. */
+static inline __attribute__((always_inline)) void flush_bytes(__m256i *bytes, __m256i *total, int nv)
+{
+    for (int j = 0; j < nv; j++) {
+        total[j] = _mm256_add_epi64(total[j], _mm256_sad_epu8(bytes[j], _mm256_setzero_si256()));
+        bytes[j] = _mm256_setzero_si256();
+    }
+}
+
+static inline __attribute__((always_inline)) void store_counts(const __m256i *total, int nv, int32_t *count)
+{
+    const __m256i low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    for (int j = 0; j < nv; j++) {
+        const __m256i packed = _mm256_permutevar8x32_epi32(total[j], low_halves);
+        _mm_storeu_si128((__m128i *)(count + LANES * j), _mm256_castsi256_si128(packed));
+    }
+}
+
+/* The hot case: an interior pixel with C <= 64 (one word per tap). Nine words never overflow a byte
+ * counter, the taps unroll completely and the nv counters stay in registers. */
+static inline __attribute__((always_inline)) void count_interior_one_word(const ConvArgs *a, int w, int o, int nv,
+                                                                          const uint64_t *x_planes, int32_t *count)
+{
+    const __m256i table = nibble_table();
+    const size_t plane = (size_t)a->o_lanes;
+    __m256i bytes[8], total[8];
+    for (int j = 0; j < nv; j++)
+        bytes[j] = total[j] = _mm256_setzero_si256();
+#pragma GCC unroll 9
+    for (int tap = 0; tap < 9; tap++) {
+        const uint64_t *xw = x_planes + ((size_t)(tap / 3) * a->width + (w + tap % 3 - 1)) * 2;
+        add_word(bytes, nv, xw, a->wl + (size_t)tap * 2 * plane + o, plane, table);
+    }
+    flush_bytes(bytes, total, nv);
+    store_counts(total, nv, count + o);
+}
+
+/* Any pixel and word count: the taps clipped at the image border, byte counters flushed every
+ * WORDS_PER_FLUSH words. */
+static inline __attribute__((always_inline)) void count_general(const ConvArgs *a, int h, int w, int o, int nv,
+                                                                const uint64_t *x_planes, int32_t *count)
+{
+    const __m256i table = nibble_table();
+    const size_t plane = (size_t)a->o_lanes;
+    const int cw = a->channel_words;
+    __m256i bytes[8], total[8];
+    for (int j = 0; j < nv; j++)
+        bytes[j] = total[j] = _mm256_setzero_si256();
+    int pending = 0, y_first, y_last, x_first, x_last;
+    tap_range(h, a->height, &y_first, &y_last);
+    tap_range(w, a->width, &x_first, &x_last);
+    for (int dy = y_first; dy <= y_last; dy++)
+        for (int dx = x_first; dx <= x_last; dx++) {
+            const uint64_t *xw = x_planes + ((size_t)(dy + 1) * a->width + (w + dx)) * cw * 2;
+            const uint64_t *ww = a->wl + (size_t)((dy + 1) * 3 + (dx + 1)) * cw * 2 * plane + o;
+            for (int k = 0; k < cw; k++) {
+                add_word(bytes, nv, xw + 2 * k, ww + 2 * plane * k, plane, table);
+                if (++pending == WORDS_PER_FLUSH) {
+                    flush_bytes(bytes, total, nv);
+                    pending = 0;
+                }
+            }
+        }
+    flush_bytes(bytes, total, nv);
+    store_counts(total, nv, count + o);
+}
+
+static void begin_row_avx2(const ConvArgs *a, int h, const RowScratch *s) { split_rows(a, h, s->x_planes); }
+
+static void count_pixel_avx2(const ConvArgs *a, int h, int w, const RowScratch *s, int32_t *count)
+{
+    const int full_blocks = a->o_lanes / (BLOCK * LANES) * (BLOCK * LANES);
+    if (a->channel_words == 1 && h > 0 && h < a->height - 1 && w > 0 && w < a->width - 1) {
+        for (int o = 0; o < full_blocks; o += BLOCK * LANES)
+            count_interior_one_word(a, w, o, BLOCK, s->x_planes, count);
+        for (int o = full_blocks; o < a->o_lanes; o += LANES)
+            count_interior_one_word(a, w, o, 1, s->x_planes, count);
+    } else {
+        for (int o = 0; o < full_blocks; o += BLOCK * LANES)
+            count_general(a, h, w, o, BLOCK, s->x_planes, count);
+        for (int o = full_blocks; o < a->o_lanes; o += LANES)
+            count_general(a, h, w, o, 1, s->x_planes, count);
+    }
+}
+
+void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *out)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    for (int word = 0; word < (n + 63) / 64; word++) {
+        const int begin = word * 64, end = begin + 64 < n ? begin + 64 : n;
+        uint64_t bits = 0;
+        int i = begin;
+        for (; i + 8 <= end; i += 8) {
+            const __m256 u = _mm256_add_ps(_mm256_loadu_ps(v + i), _mm256_loadu_ps(shift + i));
+            bits |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(u, zero, _CMP_GE_OQ)) << (i - begin);
+        }
+        for (; i < end; i++)
+            bits |= (uint64_t)(v[i] + shift[i] >= 0.0f) << (i - begin);
+        out[word] = bits;
+    }
+}
+
+void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch)
+{
+    conv_rows(a, row_begin, row_end, scratch, begin_row_avx2, count_pixel_avx2, bbcu_pack_signs_avx2);
+}
+
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
+
+#endif

@@ -1,0 +1,151 @@
+"""The packed 1-bit engine's compiled kernels: sign packing and the fused XNOR-popcount 3x3 conv.
+
+Layout (DESIGN.md section 5): channels last, signs packed 64 channels per ``uint64`` word, bit 1 = +1,
+where a value ``v`` with shift ``s`` packs as ``v + s >= 0`` (so ``sign(0) = +1``, as in the simulated
+network). Bits past the real channel count are 0 in activations and weights alike, so they never count.
+A 3x3 binary conv over ``C`` channels is then, per output ``(h, w, o)``::
+
+    dot = sum over in-image taps (C - 2 * popcount(x_word ^ w_word)) = valid_taps * C - 2 * popcount
+
+Taps outside the image contribute 0, exactly like the zero-padded +-1 input of the simulated conv.
+
+The arithmetic lives in ``bbcu.engine._bitops`` (C, built by ``setup.py``), with a portable path and
+AVX2 / AVX-512 (VPOPCNTDQ) paths picked at run time; every path returns identical numbers. Calls release
+the GIL and split output rows over ``get_num_threads()`` threads. Bad arrays raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bbcu.engine import _bitops
+
+__all__ = [
+    "available_isas",
+    "binary_conv3x3",
+    "binary_conv3x3_raw",
+    "channel_words",
+    "get_isa",
+    "get_num_threads",
+    "pack_activations",
+    "pack_weights",
+    "set_isa",
+    "set_num_threads",
+]
+
+RPReLU = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def channel_words(c: int) -> int:
+    """Number of uint64 words that hold the signs of ``c`` channels (``ceil(c / 64)``)."""
+    return -(-c // 64)
+
+
+def pack_activations(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Packs the signs of ``x + shift`` (the learnable activation shift of the binarizer).
+
+    Args:
+        x: float32 ``(H, W, C)``, C-contiguous.
+        shift: float32 ``(C,)``.
+
+    Returns:
+        uint64 ``(H, W, channel_words(C))``.
+    """
+    return _bitops.pack_activations(x, shift)
+
+
+def pack_weights(w: np.ndarray) -> np.ndarray:
+    """Packs the signs of a 3x3 conv weight (bit 1 = ``w >= 0``); the per-channel scale stays outside.
+
+    Args:
+        w: float32 ``(O, C, 3, 3)`` (PyTorch's layout), C-contiguous.
+
+    Returns:
+        uint64 ``(O, 3, 3, channel_words(C))``.
+    """
+    return _bitops.pack_weights(w)
+
+
+def binary_conv3x3_raw(xp: np.ndarray, wp: np.ndarray, channels: int) -> np.ndarray:
+    """The exact integer dot products of the +-1 conv, without epilogue (what tests compare).
+
+    Args:
+        xp: uint64 ``(H, W, Cw)`` from ``pack_activations``.
+        wp: uint64 ``(O, 3, 3, Cw)`` from ``pack_weights``.
+        channels: the real input channel count ``C`` (``Cw == channel_words(C)``).
+
+    Returns:
+        int32 ``(H, W, O)``.
+    """
+    return _bitops.binary_conv3x3_raw(xp, wp, channels)
+
+
+def binary_conv3x3(
+    xp: np.ndarray,
+    wp: np.ndarray,
+    channels: int,
+    *,
+    scale: np.ndarray,
+    bias: np.ndarray | None = None,
+    rprelu: RPReLU | None = None,
+    residual: np.ndarray | None = None,
+    next_shift: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Binary 3x3 conv with its float epilogue fused, so the float glue never takes a separate pass.
+
+    Per output: ``y = scale[o] * dot + bias[o]``; with ``rprelu = (gamma, beta, zeta)``:
+    ``t = y + gamma; y = (t if t >= 0 else beta * t) + zeta``; with ``residual``: ``y += residual``.
+    That is a BBCU V4 unit ``x + RPReLU(alpha * binconv(sign(x + shift)))`` with ``residual=x``, or a
+    DnCNN-3 binary conv with ``bias``. Float operations run in this order with no FMA contraction.
+
+    Args:
+        xp: uint64 ``(H, W, Cw)`` packed input.
+        wp: uint64 ``(O, 3, 3, Cw)`` packed weights.
+        channels: real input channel count ``C``.
+        scale: float32 ``(O,)``, the per-output-channel weight scale ``alpha``.
+        bias: float32 ``(O,)`` or None.
+        rprelu: ``(gamma, beta, zeta)``, each float32 ``(O,)``, or None.
+        residual: float32 ``(H, W, O)`` or None.
+        next_shift: float32 ``(O,)`` of the next binary layer, or None. When given, the signs of
+            ``y + next_shift`` are packed too, so the next layer needs no packing pass.
+        out: float32 ``(H, W, O)`` to write ``y`` into, or None for a new array. It may be the
+            ``residual`` array itself (the unit's input updated in place), but no other array that
+            overlaps it.
+
+    Returns:
+        ``(y, next_bits)``: y float32 ``(H, W, O)``; next_bits uint64 ``(H, W, channel_words(O))`` or
+        None without ``next_shift``.
+    """
+    gamma, beta, zeta = rprelu if rprelu is not None else (None, None, None)
+    return _bitops.binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out)
+
+
+def available_isas() -> list[str]:
+    """Instruction-set paths this CPU can run, slowest first (``"portable"`` is always there)."""
+    return _bitops.available_isas()
+
+
+def set_isa(name: str) -> None:
+    """Forces a path: ``"portable"``, ``"avx2"``, ``"avx512"`` or ``"auto"`` (the fastest available).
+
+    Raises:
+        ValueError: unknown name.
+        RuntimeError: the CPU lacks the instructions of that path.
+    """
+    _bitops.set_isa(name)
+
+
+def get_isa() -> str:
+    """The path in use (the fastest available one unless ``set_isa`` chose another)."""
+    return _bitops.get_isa()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads per call (default: the online CPUs); output rows are split between them."""
+    _bitops.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads per call."""
+    return _bitops.get_num_threads()
