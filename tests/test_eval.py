@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-import bbcu.archs.bicubic  # noqa: F401  (registers "bicubic" until bbcu.archs imports it)
+import bbcu
 from bbcu.cli import main
 from bbcu.data.root import data_root
 from bbcu.published import ROW_LABELS, SETTING_NAMES, published_cost, published_score
+from bbcu.weights import save
 
 # Bicubic on the official Set5 LR files and the unrestored Classic5 JPEGs, under the protocols of
 # DESIGN.md section 3 (the standard values other toolkits report, e.g. BasicSR/KAIR).
@@ -47,6 +49,23 @@ def test_bicubic_set5_matches_the_known_scores(capsys: pytest.CaptureFixture[str
     for row in rows:
         scores = [float(r["psnr"]) for r in per_image if int(r["scale"]) == row["scale"]]
         assert np.mean(scores) == pytest.approx(row["psnr"], abs=1e-5)
+
+
+def test_packed_engine_scores_like_the_simulated_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The packed engine must give the PyTorch simulation's pixels, so its scores agree to rounding."""
+    torch.manual_seed(0)
+    model = bbcu.create_model("bbcu-m", scale=2)
+    save(model, tmp_path / "m.safetensors")
+    rows = {}
+    for engine in ("torch", "packed"):
+        args = ["--task", "sr", "--weights", str(tmp_path / "m.safetensors"), "--datasets", "Set5"]
+        status, out, _ = _eval(capsys, *args, "--engine", engine, "--json", "--csv", str(tmp_path / "e.csv"))
+        assert status == 0
+        rows[engine] = json.loads(out)[0]
+    assert rows["packed"]["psnr"] == pytest.approx(rows["torch"]["psnr"], abs=1e-3)
+    assert rows["packed"]["ssim"] == pytest.approx(rows["torch"]["ssim"], abs=1e-5)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all)"
     )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "packed"),
+        default="torch",
+        help="packed: run the binary network on the XNOR-popcount engine (same pixels, faster)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     model_name, runs = _models(args)
+    if args.engine == "packed":
+        runs = _packed(runs, args.threads)
     datasets = parse_list(args.datasets, "--datasets", str) or available_test_sets(args.task, args.data_root)
     save_dir = None if args.save_images is None else args.save_images / model_name
     results: list[SetResult] = []
@@ -124,6 +132,15 @@ def _models(args: argparse.Namespace) -> tuple[str, list[tuple[int, nn.Module]]]
         note = f"{args.model} runs with random weights (give --weights for trained ones)"
         print(f"bbcu eval: note: {note}", file=sys.stderr)
     return args.model, runs
+
+
+def _packed(runs: list[tuple[int, nn.Module]], threads: int) -> list[tuple[int, nn.Module]]:
+    """The same runs on the packed engine; each distinct network is exported once."""
+    from bbcu.engine.runtime import pack_model, set_num_threads
+
+    set_num_threads(threads)
+    packed: dict[int, nn.Module] = {}
+    return [(setting, packed.setdefault(id(model), pack_model(model))) for setting, model in runs]
 
 
 def _build(name: str, scale: int) -> nn.Module:
