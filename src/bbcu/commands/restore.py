@@ -1,0 +1,144 @@
+"""``bbcu restore``: restore image files, folders and glob patterns into an output folder.
+
+A batch is never lost to one bad file: an unreadable or unwritable image is reported on one line and
+skipped, the others are written (each atomically, so no half-written file is ever left behind), and the
+exit status is 1 when anything failed. Problems with the command itself (unknown model, bad option)
+stop it before any image is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bbcu.data.image_io import IMAGE_EXTENSIONS, read_image, write_image
+from bbcu.errors import UserError
+from bbcu.restore import ENGINES, TASKS, ResolvedModel, resolve_model, restore_pixels
+
+SCALES = (2, 3, 4)
+OUTPUT_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+PER_IMAGE_ERRORS = (UserError, OSError, ValueError, RuntimeError, MemoryError)
+"""What one image can raise without the batch stopping: bad files, full disks, out-of-memory tiles."""
+
+Job = tuple[Path, Path]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``bbcu restore``."""
+    parser = subparsers.add_parser(
+        "restore",
+        help="restore images (super-resolution, denoising, JPEG artifacts) with a BBCU model",
+        description="Restore image files, folders of images and glob patterns; outputs go to one folder.",
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or glob pattern"
+    )
+    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if missing)")
+    parser.add_argument("--task", choices=TASKS, help="what to undo; checked against the model (default sr)")
+    parser.add_argument("--scale", type=int, choices=SCALES, help="SR factor (default: the model's, else 4)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", help="shipped model name, or a registry model without weights (bicubic)")
+    which.add_argument("--weights", type=Path, help="weights (.safetensors) or packed (.bbcu) file")
+    parser.add_argument("--engine", choices=ENGINES, default="torch", help="packed = the 1-bit CPU engine")
+    parser.add_argument(
+        "--tile", type=int, help="tile size in input pixels (default: automatic for large images)"
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=int,
+        help="context pixels around each tile (default: the receptive radius, exact)",
+    )
+    parser.add_argument("--suffix", default="", help="appended to each output file stem, e.g. _x4")
+    parser.add_argument("--ext", choices=OUTPUT_EXTENSIONS, default="png", help="output format (default png)")
+    parser.add_argument("--device", default="cpu", help="torch device for --engine torch (default cpu)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Restore every input, report failures one line each, and print a summary line."""
+    if args.tile is not None and args.tile < 1:
+        raise UserError(f"--tile must be positive, got {args.tile}")
+    if args.tile_overlap is not None and args.tile_overlap < 0:
+        raise UserError(f"--tile-overlap must be non-negative, got {args.tile_overlap}")
+    model = resolve_model(
+        args.model, task=args.task, scale=args.scale, weights=args.weights, engine=args.engine
+    )
+    sources, problems = expand_inputs(args.inputs)
+    jobs, clashes = plan_outputs(sources, args.output, args.suffix, args.ext)
+    for problem in problems + clashes:
+        report(problem)
+    start = time.perf_counter()
+    restored = 0
+    for source, target in tqdm(jobs, desc=f"bbcu restore ({model.name})", unit="image", file=sys.stderr):
+        try:
+            restore_file(model, source, target, args)
+        except PER_IMAGE_ERRORS as err:
+            report(str(err) if str(source) in str(err) else f"{source}: {err}")
+        else:
+            restored += 1
+    failed = len(problems) + len(clashes) + len(jobs) - restored
+    elapsed = time.perf_counter() - start
+    print(f"restored {restored}, failed {failed}, in {elapsed:.1f} s (outputs in {args.output})")
+    return 1 if failed else 0
+
+
+def restore_file(model: ResolvedModel, source: Path, target: Path, args: argparse.Namespace) -> None:
+    """Read (alpha kept), restore and write one image; the write is atomic."""
+    image = read_image(source, keep_alpha=True)
+    options = {"tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device}
+    write_image(target, restore_pixels(model, image, **options))
+
+
+def report(problem: str) -> None:
+    """One line on stderr that does not break the progress bar."""
+    tqdm.write(f"bbcu restore: skipped {problem}", file=sys.stderr)
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files to restore (in the order given, each once) and a problem line for each input that found none.
+
+    A file is taken as it is (reading it decides whether it is an image); a folder gives the image files
+    directly inside it; anything else is a glob pattern (``**`` recurses).
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            missing = f"{path}: folder holds no image file ({', '.join(IMAGE_EXTENSIONS)})"
+        elif path.exists():
+            found, missing = [path], ""
+        else:
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            missing = f"{text}: no such file or folder, and no file matches it as a pattern"
+        if not found:
+            problems.append(missing)
+        files.extend(found)
+    return list(dict.fromkeys(files)), problems
+
+
+def plan_outputs(sources: list[Path], folder: Path, suffix: str, ext: str) -> tuple[list[Job], list[str]]:
+    """Pair each source with ``folder/<stem><suffix>.<ext>``; never overwrite an input or another output."""
+    jobs: list[Job] = []
+    problems: list[str] = []
+    taken: dict[Path, Path] = {}
+    inputs = {source.resolve() for source in sources}
+    for source in sources:
+        target = folder / f"{source.stem}{suffix}.{ext}"
+        key = target.resolve()
+        if key in inputs:
+            problems.append(
+                f"{source}: its output {target} would overwrite an input (use --suffix or another -o)"
+            )
+        elif key in taken:
+            problems.append(f"{source}: its output {target} is already the output of {taken[key]}")
+        else:
+            taken[key] = source
+            jobs.append((source, target))
+    return jobs, problems

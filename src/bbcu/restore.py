@@ -1,0 +1,348 @@
+"""The Python API of the main job: restore one image with a shipped, registered or user-given model.
+
+``restore(image, model=...)`` hides everything between a picture and its restored version: finding the
+model (a shipped name, a registry name, a weights file or a module), running it with bounded memory
+(``bbcu.inference.restore_array`` tiles large images) and handing back the same kind of object that came
+in, so a caller working in PIL, NumPy or PyTorch never converts anything by hand::
+
+    import bbcu
+    sharp = bbcu.restore(pil_image, task="sr", scale=4)              # shipped bbcu-l-x4
+    clean = bbcu.restore(noisy_uint8, model="dncnn-bbcu-blind")
+    big = bbcu.restore(img, model="bicubic", scale=2)                # non-learned: no weights needed
+    out = bbcu.restore(img, weights="runs/bbcu-l-x4/best.safetensors", engine="packed")
+
+The model is resolved once by ``resolve_model``; pass its result as ``model`` to restore many images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from bbcu import zoo
+from bbcu.archs import create_model, model_entry
+from bbcu.data.image_io import to_uint8
+from bbcu.data.imresize import imresize
+from bbcu.errors import UserError
+from bbcu.inference import restore_array
+from bbcu.weights import load
+
+ENGINES = ("torch", "packed")
+TASKS = ("sr", "denoise", "jpeg")
+_KEPT_PIL_MODES = ("L", "LA", "RGB", "RGBA")
+_WEIGHTS_SUFFIXES = (zoo.WEIGHTS_SUFFIX, zoo.PACKED_SUFFIX)
+
+ImageT = TypeVar("ImageT", np.ndarray, Image.Image, torch.Tensor)
+Network = Callable[[torch.Tensor], torch.Tensor]
+"""An ``nn.Module`` or a packed-engine model: called on (N, C, H, W), with ``scale`` and ``in_channels``."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A network ready to run, with what the caller needs to know about it.
+
+    Attributes:
+        network: The callable network (an ``nn.Module``, or a packed-engine model).
+        name: A label for messages and captions: the shipped or registry name, or the weights file stem.
+        task: ``"sr"``, ``"denoise"`` or ``"jpeg"``; None for a foreign module of unknown task.
+        scale: Upscaling factor (1 for denoising and JPEG).
+        engine: ``"torch"`` or ``"packed"``.
+    """
+
+    network: Network
+    name: str
+    task: str | None
+    scale: int
+    engine: str
+
+
+def restore(
+    image: ImageT,
+    *,
+    model: str | nn.Module | ResolvedModel | None = None,
+    task: str | None = None,
+    scale: int | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    engine: str = "torch",
+    tile: int | None = None,
+    tile_overlap: int | None = None,
+    device: str | torch.device = "cpu",
+) -> ImageT:
+    """Restore one image and return it in the type and layout it came in.
+
+    Inputs and what comes back:
+
+    - NumPy ``HxW``, ``HxWx1``, ``HxWx2`` (grey + alpha), ``HxWx3`` or ``HxWx4`` (RGBA), uint8 or float on
+      [0, 1]: the same layout and dtype (float output is clipped to [0, 1]);
+    - PIL images in modes L, LA, RGB, RGBA keep their mode; other modes are converted to RGB (RGBA when
+      they carry transparency) and come back in that mode;
+    - torch tensors ``CxHxW`` or ``NxCxHxW``, float on [0, 1] (C as for NumPy): same shape convention,
+      dtype and device.
+
+    Grey stays grey and colour stays colour whatever the model's channel count (see
+    ``bbcu.inference.restore_array``). Alpha is never fed to the network: it is carried through, and for
+    super-resolution upscaled with the MATLAB bicubic, so transparency edges stay where they were.
+
+    Args:
+        image: The picture to restore.
+        model: A shipped model name (``bbcu.zoo.list_shipped()``), a registry name that needs no weights
+            (``"bicubic"``) or that ``weights`` fills, a path to a weights (``.safetensors``) or packed
+            (``.bbcu``) file, a module, or a ``ResolvedModel``; None picks the shipped default of
+            ``task``/``scale``.
+        task: ``"sr"``, ``"denoise"`` or ``"jpeg"``; checked against the model (default ``"sr"`` when
+            nothing else says).
+        scale: SR factor; checked against the model (default 4 for SR when nothing else says).
+        weights: A weights or packed file; the network is rebuilt from what the file records.
+        engine: ``"torch"``, or ``"packed"`` for the 1-bit XNOR-popcount engine (binary BBCU models only).
+        tile: Core tile size in input pixels; None tiles automatically once the image is large.
+        tile_overlap: Context pixels around each tile; None uses the network's receptive radius, which
+            makes tiled and whole-image outputs equal.
+        device: Where the torch engine runs.
+
+    Returns:
+        The restored image, of the same type as ``image``.
+
+    Raises:
+        UserError: For a model that cannot be found or does not fit the task/scale asked for.
+        TypeError: For an image type or layout that is not supported.
+    """
+    resolved = resolve_model(model, task=task, scale=scale, weights=weights, engine=engine)
+    options = {"tile": tile, "tile_overlap": tile_overlap, "device": device}
+    if isinstance(image, Image.Image):
+        return _restore_pil(resolved, image, options)
+    if isinstance(image, torch.Tensor):
+        return _restore_tensor(resolved, image, options)
+    if isinstance(image, np.ndarray):
+        return restore_pixels(resolved, image, **options)
+    raise TypeError(f"cannot restore a {type(image).__name__}: pass a NumPy array, a PIL image or a tensor")
+
+
+# ------------------------------------------------------------------------------------ model resolution
+
+
+def resolve_model(
+    model: str | nn.Module | ResolvedModel | None = None,
+    *,
+    task: str | None = None,
+    scale: int | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    engine: str = "torch",
+) -> ResolvedModel:
+    """Find, build and check the network ``restore`` will run (see ``restore`` for the arguments).
+
+    Raises:
+        UserError: For an unknown engine or task, a model that cannot be found or needs weights that
+            were not given, or one whose task or scale differs from the one asked for.
+    """
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if isinstance(model, ResolvedModel):
+        resolved = model
+    elif weights is not None:
+        resolved = _from_weights(Path(weights), engine, expected_architecture=model)
+    elif isinstance(model, str):
+        resolved = _from_name(model, scale, engine)
+    elif model is None:
+        resolved = _from_name(_default_name(task, scale), scale, engine)
+    else:
+        resolved = _from_module(model, engine)
+    return _checked(resolved, task, scale)
+
+
+def _from_name(name: str, scale: int | None, engine: str) -> ResolvedModel:
+    """A shipped model, a weights path, or a registry model that needs no weights."""
+    if zoo.is_shipped(name):
+        packed = zoo.packed_path(name) if engine == "packed" else None
+        return _from_weights(packed or zoo.shipped_path(name), engine, label=name)
+    if Path(name).suffix in _WEIGHTS_SUFFIXES or Path(name).is_file():
+        return _from_weights(Path(name), engine)
+    try:
+        entry = model_entry(name)
+    except KeyError:
+        raise UserError(
+            f"unknown model {name!r}: not a shipped model ({zoo.list_shipped() or 'none shipped yet'}), "
+            "not a weights file, and not a registered model"
+        ) from None
+    network = _build(name, scale)
+    if any(True for _ in network.parameters()):
+        raise UserError(
+            f"{name} is a registered architecture without trained weights: pass weights (--weights PATH) "
+            f"or a shipped model ({', '.join(zoo.list_shipped()) or 'none shipped yet'})"
+        )
+    return _finish(network, name, entry.task, engine)
+
+
+def _build(name: str, scale: int | None) -> nn.Module:
+    try:
+        return create_model(name, **({} if scale is None else {"scale": scale}))
+    except (TypeError, ValueError) as err:
+        raise UserError(f"cannot build {name} at scale {scale}: {err}") from None
+
+
+def _from_weights(
+    path: Path, engine: str, *, label: str | None = None, expected_architecture: object = None
+) -> ResolvedModel:
+    """A network rebuilt from a weights file, or a packed file run by the packed engine."""
+    if expected_architecture is not None and not isinstance(expected_architecture, str):
+        raise UserError("give either a module or a weights file, not both")
+    packed_file = path.suffix == zoo.PACKED_SUFFIX
+    if packed_file and engine != "packed":
+        raise UserError(f"{path} is a packed model: it runs on the packed engine (--engine packed)")
+    network = _packed_engine_loader()(path) if packed_file else load(path)
+    if expected_architecture not in (None, network.model_name):
+        raise UserError(f"{path} holds a {network.model_name} model, not {expected_architecture}")
+    task = model_entry(network.model_name).task
+    if packed_file:
+        return ResolvedModel(network, label or path.stem, task, int(network.scale), engine)
+    return _finish(network, label or path.stem, task, engine)
+
+
+def _from_module(module: nn.Module, engine: str) -> ResolvedModel:
+    """A module built by the caller; its task is known when it was built by name."""
+    name = getattr(module, "model_name", None) or type(module).__name__
+    task = model_entry(name).task if hasattr(module, "model_name") else None
+    return _finish(module, name, task, engine)
+
+
+def _finish(network: nn.Module, name: str, task: str | None, engine: str) -> ResolvedModel:
+    """Wrap a torch network, exporting it to the packed engine when that engine is asked for."""
+    if engine == "packed":
+        network = _export_to_packed(network)
+    return ResolvedModel(network, name, task, int(getattr(network, "scale", 1)), engine)
+
+
+def _checked(resolved: ResolvedModel, task: str | None, scale: int | None) -> ResolvedModel:
+    if task is not None and resolved.task not in (None, task):
+        raise UserError(f"{resolved.name} is a {resolved.task} model, not a {task} model")
+    if scale is not None and resolved.scale != scale:
+        raise UserError(f"{resolved.name} restores at scale {resolved.scale}, not {scale}")
+    return resolved
+
+
+def _default_name(task: str | None, scale: int | None) -> str:
+    """The shipped default for the task, which must exist: a missing default is explained, not guessed."""
+    task = task or "sr"
+    scale = scale or (4 if task == "sr" else 1)
+    name = zoo.default_model(task, scale)
+    if not zoo.is_shipped(name):
+        shipped = ", ".join(zoo.list_shipped()) or "none yet"
+        raise UserError(
+            f"the default {task} model {name} is not shipped in {zoo.models_dir()} (shipped: {shipped}); "
+            "name a model (e.g. bicubic) or pass weights"
+        )
+    return name
+
+
+def _packed_engine_loader() -> Callable[[Path], Network]:
+    """``bbcu.engine.load``, or a clear error while the packed runtime is not part of this build."""
+    try:
+        from bbcu.engine import load as load_packed_model
+    except ImportError:
+        raise UserError(
+            "the packed engine is not available in this installation (bbcu.engine cannot be imported); "
+            "use --engine torch"
+        ) from None
+    return load_packed_model
+
+
+def _export_to_packed(network: nn.Module) -> Network:
+    """Export a torch network to a temporary packed file and load it into the packed engine."""
+    loader = _packed_engine_loader()
+    from bbcu.engine.format import export_model
+
+    with tempfile.TemporaryDirectory(prefix="bbcu-packed-") as folder:
+        return loader(export_model(network, Path(folder) / "model.bbcu"))
+
+
+# ------------------------------------------------------------------------------------- image plumbing
+
+
+def restore_pixels(
+    model: ResolvedModel,
+    image: np.ndarray,
+    *,
+    tile: int | None = None,
+    tile_overlap: int | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Restore a NumPy image (layouts as in ``restore``), carrying alpha through; same dtype back."""
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise TypeError(f"cannot restore an array of shape {image.shape}: expected HxW or HxWxC, C in 1..4")
+    if not (image.dtype == np.uint8 or np.issubdtype(image.dtype, np.floating)):
+        raise TypeError(f"cannot restore a {image.dtype} array: expected uint8 or float on [0, 1]")
+    pixels, alpha = split_alpha(image)
+    restored = restore_array(model.network, pixels, tile=tile, tile_overlap=tile_overlap, device=device)
+    if image.dtype == np.uint8:
+        restored = quantised(restored)
+    else:
+        restored = np.clip(restored, 0, 1, out=restored).astype(image.dtype, copy=False)
+    if alpha is not None:
+        restored = np.dstack([restored, resize_alpha(alpha, model.scale)])
+    elif image.ndim == 3 and image.shape[2] == 1:
+        restored = restored[:, :, None]
+    return restored
+
+
+def quantised(image: np.ndarray, band_rows: int = 256) -> np.ndarray:
+    """``to_uint8`` a band of rows at a time, so a large output needs no full-size float temporaries.
+
+    An 8000x8000 colour output is 768 MB in float32; converting it whole would hold two or three more
+    such arrays at once, which is what keeps a 2000x2000 x4 restoration from fitting in 4 GB.
+    """
+    out = np.empty(image.shape, np.uint8)
+    for top in range(0, image.shape[0], band_rows):
+        out[top : top + band_rows] = to_uint8(image[top : top + band_rows])
+    return out
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Colour or grey pixels (``HxW`` / ``HxWx3``) and the alpha plane (``HxW``) when there is one."""
+    if image.ndim == 2:
+        return image, None
+    channels = image.shape[2]
+    if channels in (2, 4):
+        return image[:, :, : channels - 1].squeeze(axis=2) if channels == 2 else image[:, :, :3], image[
+            :, :, -1
+        ]
+    return (image[:, :, 0] if channels == 1 else image), None
+
+
+def resize_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """Alpha at the output size: MATLAB-bicubic upscaled for SR (uint8 stays uint8), unchanged otherwise."""
+    if scale == 1:
+        return alpha
+    resized = imresize(alpha, scale)
+    return resized if alpha.dtype == np.uint8 else np.clip(resized, 0, 1).astype(alpha.dtype)
+
+
+def _restore_pil(model: ResolvedModel, image: Image.Image, options: dict[str, object]) -> Image.Image:
+    if image.mode not in _KEPT_PIL_MODES:
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    return Image.fromarray(restore_pixels(model, np.asarray(image), **options))
+
+
+def _restore_tensor(model: ResolvedModel, image: torch.Tensor, options: dict[str, object]) -> torch.Tensor:
+    if not image.is_floating_point() or image.dim() not in (3, 4):
+        raise TypeError(
+            f"expected a float CxHxW or NxCxHxW tensor on [0, 1], got {image.dtype} {tuple(image.shape)}"
+        )
+    batch = image if image.dim() == 4 else image.unsqueeze(0)
+    restored = [
+        torch.from_numpy(
+            restore_pixels(model, chw.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy(), **options)
+        ).permute(2, 0, 1)
+        for chw in batch
+    ]
+    stacked = torch.stack(restored).to(image.device, image.dtype)
+    return stacked if image.dim() == 4 else stacked[0]
