@@ -20,11 +20,11 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from bbcu import zoo
+from bbcu.atomic import atomic_write_bytes
 from bbcu.data.root import data_root
 from bbcu.serve.app import create_app
 from bbcu.serve.browser import headless_chromium
 from bbcu.serve.server import running_in_thread
-from bbcu.weights import write_atomically
 
 EXAMPLE = Path("Set5") / "HR" / "butterfly.png"
 DEFAULT_OUTPUT = Path("docs") / "img" / "serve.png"
@@ -62,7 +62,7 @@ def main() -> None:
         small = shot.convert("RGB").quantize(PALETTE_COLOURS, dither=Image.Dither.NONE)
     buffer = io.BytesIO()
     small.save(buffer, format="PNG", optimize=True)
-    write_atomically(args.output, buffer.getvalue())
+    atomic_write_bytes(args.output, buffer.getvalue())
     print(f"wrote {args.output} ({len(buffer.getvalue()) / 1024:.0f} KB) showing {args.model}")
 
 

@@ -23,6 +23,7 @@ from bbcu.engine.format import (
     unpack_signs,
 )
 from bbcu.errors import UserError
+from helpers import randomized
 
 SMALL = {  # few units and odd widths keep these tests quick; the runtime tests cover full sizes
     "bbcu-l": {"scale": 3, "channels": 40, "num_units": 2},
@@ -30,16 +31,6 @@ SMALL = {  # few units and odd widths keep these tests quick; the runtime tests 
     "dncnn-bbcu": {"channels": 40, "depth": 5},
     "dncnn3-bbcu": {"channels": 72, "depth": 4},
 }
-
-
-def randomized(name: str, **kwargs: object) -> torch.nn.Module:
-    """A model whose shifts, RPReLU parameters and biases are all non-trivial."""
-    torch.manual_seed(0)
-    model = bbcu.create_model(name, **kwargs).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
 
 
 def read_file(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:

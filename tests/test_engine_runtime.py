@@ -7,18 +7,17 @@ all non-trivial; inputs are random, so no sign input is exactly 0 (where convent
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import bbcu
 from bbcu.engine import PackedModel, kernels, load
 from bbcu.engine.format import export_model
-from bbcu.engine.runtime import pack_model, set_num_threads
+from bbcu.engine.runtime import pack_model
 from bbcu.inference import restore_array
+from helpers import randomized
 
 TOLERANCE = 1e-4  # max abs difference on the [0, 1] output scale
 
@@ -40,24 +39,7 @@ CASES = [
 SIZES = [(1, 1, 1), (2, 5, 7), (1, 9, 16)]  # (batch, H, W): a 1x1 image, odd sizes, a batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny images gain nothing from threads, and the machine running the tests is shared."""
-    torch_threads, kernel_threads = torch.get_num_threads(), kernels.get_num_threads()
-    set_num_threads(1)
-    yield
-    torch.set_num_threads(torch_threads)
-    kernels.set_num_threads(kernel_threads)
-
-
-def randomized(name: str, **kwargs: object) -> torch.nn.Module:
-    """The model with every parameter moved off its init, so no term of the unit is trivially 0 or 1."""
-    torch.manual_seed(0)
-    model = bbcu.create_model(name, **kwargs).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

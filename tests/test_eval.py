@@ -68,6 +68,17 @@ def test_packed_engine_scores_like_the_simulated_model(
     assert rows["packed"]["ssim"] == pytest.approx(rows["torch"]["ssim"], abs=1e-5)
 
 
+def test_packed_model_on_the_wrong_task_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A packed model has no torch parameters, but it is still a learned SR model, not a JPEG one."""
+    save(bbcu.create_model("bbcu-l", scale=2, channels=8, num_units=1), tmp_path / "m.safetensors")
+    args = ["--task", "jpeg", "--weights", str(tmp_path / "m.safetensors"), "--datasets", "Classic5"]
+    status, out, err = _eval(capsys, *args, "--quality", "10", "--engine", "packed")
+    assert (status, out) == (2, "")
+    assert err == "bbcu eval: error: model bbcu-l is a sr model; it cannot be evaluated with --task jpeg\n"
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 10 * math.log10(255**2 / mse)

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bbcu.archs import model_entry
+from bbcu.archs.lookup import build_model, find_model
 from bbcu.errors import UserError
-from bbcu.weights import build_model, load_state_dict_strictly, save
+from bbcu.weights import load_state_dict_strictly, save
 
 BASICSR_PARAM_KEYS = ("params", "params_ema")
 _DATA_PARALLEL_PREFIX = "module."
@@ -158,10 +158,7 @@ def convert_state_dict(
     Raises:
         UserError: For an unknown model, or keys / shapes that do not fit it (the first few are named).
     """
-    try:
-        task = model_entry(model_name).task
-    except KeyError as err:
-        raise UserError(err.args[0]) from None
+    task = find_model(model_name).task
     if task != "sr" and scale is not None:
         raise UserError(f"--scale applies to SR models only; {model_name} is a {task} model")
     kwargs = {"scale": scale if scale is not None else infer_scale(official)} if task == "sr" else {}

@@ -19,13 +19,13 @@ from torch import nn
 from tqdm import tqdm
 
 from bbcu.archs.registry import model_entry
+from bbcu.atomic import atomic_write_bytes
 from bbcu.data.image_io import to_uint8, write_image
 from bbcu.data.testsets import load_test_set
 from bbcu.errors import UserError
 from bbcu.inference import restore_array
 from bbcu.metrics import evaluate_pair
 from bbcu.published import ROW_LABELS, SETTING_NAMES, published_score
-from bbcu.weights import write_atomically
 
 _SETTING_PREFIX = {"sr": "x", "denoise": "sigma", "jpeg": "q"}
 
@@ -74,15 +74,19 @@ def setting_label(task: str, setting: int) -> str:
 def check_model_task(model: nn.Module, task: str) -> None:
     """Refuse a learned model on another task's protocol; parameter-free baselines suit every task.
 
+    A binary architecture always counts as learned: its packed form (``bbcu.engine.PackedModel``) holds
+    its weights as sign bits, not parameters, yet it is as tied to its task as the PyTorch model.
+
     Raises:
         UserError: If the model's registry task differs from ``task`` and it has learned weights.
     """
     name = getattr(model, "model_name", None)
-    if name is None or not any(True for _ in model.parameters()):
+    if name is None:
         return
-    registered = model_entry(name).task
-    if registered != task:
-        raise UserError(f"model {name} is a {registered} model; it cannot be evaluated with --task {task}")
+    entry = model_entry(name)
+    learned = entry.binary or any(True for _ in model.parameters())
+    if learned and entry.task != task:
+        raise UserError(f"model {name} is a {entry.task} model; it cannot be evaluated with --task {task}")
 
 
 def evaluate_set(
@@ -163,8 +167,4 @@ def write_csv(path: Path, results: Sequence[SetResult], model_name: str) -> None
         for image, scores in result.per_image:
             values = [f"{value:.6f}" for value in scores.values()]
             writer.writerow([model_name, task, result.dataset, result.setting, image, *values])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, buffer.getvalue().encode())
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    atomic_write_bytes(path, buffer.getvalue().encode(), make_parents=True)

@@ -13,18 +13,17 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 from PIL import Image, ImageDraw, ImageFont
 
+from bbcu.atomic import atomic_write_bytes
 from bbcu.data.imresize import modcrop
 from bbcu.data.testsets import as_grey, as_rgb
 from bbcu.errors import UserError
 from bbcu.metrics import evaluate_pair
-from bbcu.weights import write_atomically
 
 Box = tuple[int, int, int, int]
 """A crop as (x, y, width, height) in pixels, x to the right and y down from the top-left corner."""
@@ -247,9 +246,4 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 150) ->
     """Write a figure as PNG, atomically, so an interrupted run leaves no half-written chart."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, buffer.getvalue())
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    atomic_write_bytes(path, buffer.getvalue(), make_parents=True)

@@ -17,10 +17,10 @@ The model is resolved once by ``resolve_model``; pass its result as ``model`` to
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
@@ -29,7 +29,8 @@ from PIL import Image
 from torch import nn
 
 from bbcu import zoo
-from bbcu.archs import create_model, model_entry
+from bbcu.archs import model_entry
+from bbcu.archs.lookup import build_model
 from bbcu.data.image_io import to_uint8
 from bbcu.data.imresize import imresize
 from bbcu.errors import UserError
@@ -174,20 +175,13 @@ def _from_name(name: str, scale: int | None, engine: str) -> ResolvedModel:
             f"unknown model {name!r}: not a shipped model ({zoo.list_shipped() or 'none shipped yet'}), "
             "not a weights file, and not a registered model"
         ) from None
-    network = _build(name, scale)
+    network = build_model(name, {} if scale is None else {"scale": scale})
     if any(True for _ in network.parameters()):
         raise UserError(
             f"{name} is a registered architecture without trained weights: pass weights (--weights PATH) "
             f"or a shipped model ({', '.join(zoo.list_shipped()) or 'none shipped yet'})"
         )
     return _finish(network, name, entry.task, engine)
-
-
-def _build(name: str, scale: int | None) -> nn.Module:
-    try:
-        return create_model(name, **({} if scale is None else {"scale": scale}))
-    except (TypeError, ValueError) as err:
-        raise UserError(f"cannot build {name} at scale {scale}: {err}") from None
 
 
 def _from_weights(
@@ -199,7 +193,7 @@ def _from_weights(
     packed_file = path.suffix == zoo.PACKED_SUFFIX
     if packed_file and engine != "packed":
         raise UserError(f"{path} is a packed model: it runs on the packed engine (--engine packed)")
-    network = _packed_engine_loader()(path) if packed_file else load(path)
+    network = _packed_engine().load(path) if packed_file else load(path)
     if expected_architecture not in (None, network.model_name):
         raise UserError(f"{path} holds a {network.model_name} model, not {expected_architecture}")
     task = model_entry(network.model_name).task
@@ -218,7 +212,7 @@ def _from_module(module: nn.Module, engine: str) -> ResolvedModel:
 def _finish(network: nn.Module, name: str, task: str | None, engine: str) -> ResolvedModel:
     """Wrap a torch network, exporting it to the packed engine when that engine is asked for."""
     if engine == "packed":
-        network = _export_to_packed(network)
+        network = _packed_engine().pack_model(network)
     return ResolvedModel(network, name, task, int(getattr(network, "scale", 1)), engine)
 
 
@@ -244,25 +238,16 @@ def _default_name(task: str | None, scale: int | None) -> str:
     return name
 
 
-def _packed_engine_loader() -> Callable[[Path], Network]:
-    """``bbcu.engine.load``, or a clear error while the packed runtime is not part of this build."""
+def _packed_engine() -> ModuleType:
+    """``bbcu.engine.runtime``, or a clear error while the packed runtime is not part of this build."""
     try:
-        from bbcu.engine import load as load_packed_model
+        from bbcu.engine import runtime
     except ImportError:
         raise UserError(
             "the packed engine is not available in this installation (bbcu.engine cannot be imported); "
             "use --engine torch"
         ) from None
-    return load_packed_model
-
-
-def _export_to_packed(network: nn.Module) -> Network:
-    """Export a torch network to a temporary packed file and load it into the packed engine."""
-    loader = _packed_engine_loader()
-    from bbcu.engine.format import export_model
-
-    with tempfile.TemporaryDirectory(prefix="bbcu-packed-") as folder:
-        return loader(export_model(network, Path(folder) / "model.bbcu"))
+    return runtime
 
 
 # ------------------------------------------------------------------------------------- image plumbing

@@ -2,24 +2,24 @@
 
 safetensors rather than a pickled ``.pth``: loading one can never run code, and its string metadata
 records the registry name and keyword arguments, so ``load(path)`` needs nothing but the path. Writes
-go through a temporary file and ``os.replace`` so an interrupted save never leaves a half-written file.
+are atomic (``bbcu.atomic``) so an interrupted save never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
 import bbcu
-from bbcu.archs import create_model
+from bbcu.archs.lookup import build_model
+from bbcu.atomic import atomic_write_bytes
+from bbcu.container import check_format, read_container
 from bbcu.errors import UserError
 
 FORMAT = "bbcu-weights"
@@ -61,30 +61,7 @@ def save(
     }
     # Cloning drops any storage shared between entries, which safetensors refuses to serialise.
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
-    write_atomically(path, safetensors.torch.save(tensors, metadata=metadata))
-
-
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one.
-
-    Raises:
-        UserError: If the file cannot be written (missing folder, no permission, disk full).
-    """
-    path = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)  # already gone after a successful replace
+    atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -96,18 +73,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (safetensors.SafetensorError, OSError) as err:
-        raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
-    if metadata.get("format") != FORMAT:
-        raise UserError(f"{path} is a safetensors file but not a bbcu weights file (no '{FORMAT}' metadata)")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"{path} has weights format version {metadata.get('format_version')!r}; "
-            f"this bbcu reads version {FORMAT_VERSION}"
-        )
+    metadata, _ = read_container(path, with_tensors=False)
+    check_format(path, metadata, name=FORMAT, version=FORMAT_VERSION, what="bbcu weights file")
     return metadata
 
 
@@ -130,25 +97,12 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
     except (KeyError, ValueError) as err:
         raise UserError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from None
     model = build_model(name, kwargs, source=str(path))
-    try:
-        state = safetensors.torch.load_file(str(path), device="cpu")
-    except (safetensors.SafetensorError, OSError) as err:
-        raise UserError(f"cannot read the tensors of {path}: {err}") from None
+    _, state = read_container(Path(path), framework="pt")
     load_state_dict_strictly(model, state, source=str(path))
     try:
         return model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as err:  # a CPU-only torch asserts on "cuda"
         raise UserError(f"cannot place the model on device {device!r}: {err}") from None
-
-
-def build_model(name: str, kwargs: Mapping[str, object], *, source: str) -> nn.Module:
-    """``create_model`` with the user-facing errors of a file that names an unknown model or bad arguments."""
-    try:
-        return create_model(name, **kwargs)
-    except KeyError as err:
-        raise UserError(f"{source}: {err.args[0]}") from None
-    except (TypeError, ValueError) as err:
-        raise UserError(f"{source}: cannot build {name} with {dict(kwargs)}: {err}") from None
 
 
 def load_state_dict_strictly(

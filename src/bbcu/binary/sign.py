@@ -43,24 +43,23 @@ def clipped_ste_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.hardtanh_backward(grad, x, -bound, bound)
 
 
-class _SignSTE(torch.autograd.Function):
+class _SignWithEstimator(torch.autograd.Function):
+    """Forward ``sign`` and keep the input; each subclass supplies the gradient it pretends sign has."""
+
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return sign(x)
 
+
+class _SignSTE(_SignWithEstimator):
     @staticmethod
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         return clipped_ste_grad(grad, x)
 
 
-class _SignApprox(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return sign(x)
-
+class _SignApprox(_SignWithEstimator):
     @staticmethod
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
@@ -68,12 +67,11 @@ class _SignApprox(torch.autograd.Function):
         return torch.rsub(x.abs(), 2, alpha=2).clamp_min_(0).mul_(grad)
 
 
-class _SignEDE(torch.autograd.Function):
+class _SignEDE(_SignWithEstimator):
     @staticmethod
     def forward(ctx: FunctionCtx, x: torch.Tensor, t: float, k: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
         ctx.t, ctx.k = t, k
-        return sign(x)
+        return _SignWithEstimator.forward(ctx, x)
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:

@@ -32,7 +32,25 @@ from bbcu.binary.layers import LearnableBias, RPReLU
 from bbcu.binary.sign import ede_schedule, sign_approx, sign_ede, sign_ste
 
 
-class BBCUV1(nn.Module):
+class _ShiftSignConv(nn.Module):
+    """The parts every BBCU unit shares: a learnable shift, sign, a binary 3x3 conv, and an RPReLU.
+
+    The units differ only in where the RPReLU and the skip go, so each subclass writes its own
+    ``forward`` around :meth:`binary_conv`; the shared attribute names keep the checkpoint keys uniform.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool) -> None:
+        super().__init__()
+        self.shift = LearnableBias(in_channels)
+        self.conv = BinaryConv2d(in_channels, out_channels, 3, bias=bias)
+        self.act = RPReLU(out_channels)
+
+    def binary_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """``binconv(sign(x + shift))`` with the ApproxSign gradient, before any activation."""
+        return self.conv(sign_approx(self.shift(x)))
+
+
+class BBCUV1(_ShiftSignConv):
     """BBCU ladder step 1 (Xia et al., 2023): ``RPReLU(BN(binconv(sign(x + shift))) + x)``.
 
     The ReActNet-style block the paper starts from: BatchNorm after the binary conv, the activation
@@ -40,14 +58,11 @@ class BBCUV1(nn.Module):
     """
 
     def __init__(self, channels: int, bias: bool = False) -> None:
-        super().__init__()
-        self.shift = LearnableBias(channels)
-        self.conv = BinaryConv2d(channels, channels, 3, bias=bias)
+        super().__init__(channels, channels, bias)
         self.bn = nn.BatchNorm2d(channels)
-        self.act = RPReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(sign_approx(self.shift(x)))) + x)
+        return self.act(self.bn(self.binary_conv(x)) + x)
 
 
 class ReActNetUnit(BBCUV1):
@@ -59,7 +74,7 @@ class ReActNetUnit(BBCUV1):
     """
 
 
-class BBCUV2(nn.Module):
+class BBCUV2(_ShiftSignConv):
     """BBCU ladder step 2: V1 without BatchNorm, ``RPReLU(binconv(sign(x + shift)) + x)``.
 
     The paper finds BN harmful for restoration: it erases the absolute intensity the residual path
@@ -67,13 +82,10 @@ class BBCUV2(nn.Module):
     """
 
     def __init__(self, channels: int, bias: bool = False) -> None:
-        super().__init__()
-        self.shift = LearnableBias(channels)
-        self.conv = BinaryConv2d(channels, channels, 3, bias=bias)
-        self.act = RPReLU(channels)
+        super().__init__(channels, channels, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv(sign_approx(self.shift(x))) + x)
+        return self.act(self.binary_conv(x) + x)
 
 
 class BBCUV3(BBCUV2):
@@ -85,7 +97,7 @@ class BBCUV3(BBCUV2):
     """
 
 
-class BBCUV4(nn.Module):
+class BBCUV4(_ShiftSignConv):
     """The final BBCU unit: ``x + RPReLU(binconv(sign(x + shift)))``.
 
     Moving RPReLU inside the branch keeps the residual stream purely full precision, so negative
@@ -93,13 +105,10 @@ class BBCUV4(nn.Module):
     """
 
     def __init__(self, channels: int, bias: bool = False) -> None:
-        super().__init__()
-        self.shift = LearnableBias(channels)
-        self.conv = BinaryConv2d(channels, channels, 3, bias=bias)
-        self.act = RPReLU(channels)
+        super().__init__(channels, channels, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.act(self.conv(sign_approx(self.shift(x))))
+        return x + self.act(self.binary_conv(x))
 
 
 class BNNUnit(nn.Module):
@@ -176,7 +185,7 @@ class BTMUnit(nn.Module):
         return x + self.act(self.conv(sign_approx(standardize_channels(x))))
 
 
-class BBCUUpsample(nn.Module):
+class BBCUUpsample(_ShiftSignConv):
     """BBCU-U: a binary sub-pixel upsampler by ``scale`` (2 or 3) with a nearest-neighbour skip.
 
     ``PixelShuffle(RPReLU(binconv_{C -> s^2 C}(sign(x + shift)))) + nearest_up(x)``: the skip carries the
@@ -185,15 +194,12 @@ class BBCUUpsample(nn.Module):
     """
 
     def __init__(self, channels: int, scale: int, bias: bool = False) -> None:
-        super().__init__()
+        super().__init__(channels, channels * scale * scale, bias)
         self.scale = scale
-        self.shift = LearnableBias(channels)
-        self.conv = BinaryConv2d(channels, channels * scale * scale, 3, bias=bias)
-        self.act = RPReLU(channels * scale * scale)
         self.shuffle = nn.PixelShuffle(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.shuffle(self.act(self.conv(sign_approx(self.shift(x)))))
+        branch = self.shuffle(self.act(self.binary_conv(x)))
         return branch + F.interpolate(x, scale_factor=self.scale, mode="nearest")
 
 
@@ -205,7 +211,7 @@ def repeat_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.cat([tiled, x[:, : channels % in_channels]], dim=1)
 
 
-class BBCUHead(nn.Module):
+class BBCUHead(_ShiftSignConv):
     """BBCU-H: a binary first layer ``in_channels -> channels`` whose skip repeats the input channels.
 
     ``RPReLU(binconv(sign(x + shift))) + repeat_channels(x)``. The published networks keep the head full
@@ -213,17 +219,14 @@ class BBCUHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: int, bias: bool = False) -> None:
-        super().__init__()
+        super().__init__(in_channels, channels, bias)
         self.channels = channels
-        self.shift = LearnableBias(in_channels)
-        self.conv = BinaryConv2d(in_channels, channels, 3, bias=bias)
-        self.act = RPReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv(sign_approx(self.shift(x)))) + repeat_channels(x, self.channels)
+        return self.act(self.binary_conv(x)) + repeat_channels(x, self.channels)
 
 
-class BBCUTail(nn.Module):
+class BBCUTail(_ShiftSignConv):
     """BBCU-T: a binary last layer ``channels -> out_channels`` whose skip is the upsampled input image.
 
     ``forward(features, image)`` returns ``RPReLU(binconv(sign(features + shift))) + bilinear_up(image)``,
@@ -232,17 +235,14 @@ class BBCUTail(nn.Module):
     """
 
     def __init__(self, channels: int, out_channels: int, scale: int, bias: bool = False) -> None:
-        super().__init__()
+        super().__init__(channels, out_channels, bias)
         self.scale = scale
-        self.shift = LearnableBias(channels)
-        self.conv = BinaryConv2d(channels, out_channels, 3, bias=bias)
-        self.act = RPReLU(out_channels)
 
     def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         skip = image
         if self.scale != 1:
             skip = F.interpolate(image, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return self.act(self.conv(sign_approx(self.shift(features)))) + skip
+        return self.act(self.binary_conv(features)) + skip
 
 
 UNITS: dict[str, type[nn.Module]] = {

@@ -8,7 +8,7 @@ import re
 
 from torch import nn
 
-from bbcu.archs import create_model, model_entry
+from bbcu.archs.lookup import build_model, find_model
 from bbcu.complexity import DEFAULT_INPUT_SIZE, CostReport, count_cost
 from bbcu.errors import UserError
 
@@ -42,16 +42,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def build(name: str, scale: int | None) -> nn.Module:
     """Build ``name`` with ``scale`` where that makes sense, turning bad requests into user errors."""
-    try:
-        entry = model_entry(name)
-    except KeyError as err:
-        raise UserError(err.args[0]) from None
+    entry = find_model(name)
     if scale is not None and entry.task != "sr":
         raise UserError(f"--scale applies to SR models only; {name} is a {entry.task} model")
-    try:
-        return create_model(name, **({} if scale is None else {"scale": scale}))
-    except (TypeError, ValueError) as err:
-        raise UserError(f"cannot build {name} with scale {scale}: {err}") from None
+    return build_model(name, {} if scale is None else {"scale": scale})
 
 
 def run(args: argparse.Namespace) -> int:

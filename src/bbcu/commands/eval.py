@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bbcu.archs import create_model, model_entry
 from bbcu.archs.bicubic import bicubic  # noqa: F401  (registers the non-learned baselines offered here)
 from bbcu.archs.identity import identity  # noqa: F401
+from bbcu.archs.lookup import build_model, find_model
 from bbcu.data.testsets import TASKS, available_test_sets
 from bbcu.errors import UserError
 from bbcu.evaluate import SetResult, check_model_task, evaluate_set, format_table, setting_label, write_csv
@@ -118,15 +118,12 @@ def _models(args: argparse.Namespace) -> tuple[str, list[tuple[int, nn.Module]]]
         if not settings:
             settings = [int(model.scale)] if args.task == "sr" else list(published_settings(args.task))
         return model.model_name, [(setting, model) for setting in settings]
-    try:
-        model_entry(args.model)
-    except KeyError as err:
-        raise UserError(err.args[0]) from None
+    find_model(args.model)
     settings = settings or list(published_settings(args.task))
     if args.task == "sr":
-        runs = [(scale, _build(args.model, scale)) for scale in settings]
+        runs = [(scale, build_model(args.model, {"scale": scale})) for scale in settings]
     else:
-        model = _build(args.model, 1)
+        model = build_model(args.model, {"scale": 1})
         runs = [(setting, model) for setting in settings]
     if any(True for _ in runs[0][1].parameters()):
         note = f"{args.model} runs with random weights (give --weights for trained ones)"
@@ -141,10 +138,3 @@ def _packed(runs: list[tuple[int, nn.Module]], threads: int) -> list[tuple[int, 
     set_num_threads(threads)
     packed: dict[int, nn.Module] = {}
     return [(setting, packed.setdefault(id(model), pack_model(model))) for setting, model in runs]
-
-
-def _build(name: str, scale: int) -> nn.Module:
-    try:
-        return create_model(name, scale=scale)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"cannot build {name} with scale {scale}: {err}") from None

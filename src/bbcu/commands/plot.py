@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from bbcu import zoo
-from bbcu.archs import create_model, model_entry
+from bbcu.archs.lookup import build_model, find_model
 from bbcu.complexity import count_cost
 from bbcu.errors import UserError
 from bbcu.pictures import ChartPoint, draw_psnr_ops_chart, save_figure
@@ -115,16 +115,10 @@ def build_network(name: str, task: str, setting: int) -> nn.Module:
         architecture, kwargs = info.architecture, info.model_kwargs
     else:
         architecture, kwargs = name, ({"scale": setting} if task == "sr" else {})
-    try:
-        entry = model_entry(architecture)
-    except KeyError as err:
-        raise UserError(err.args[0]) from None
+    entry = find_model(architecture)
     if entry.task != task:
         raise UserError(f"{name} is a {entry.task} model, not a {task} model")
-    try:
-        network = create_model(architecture, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"cannot build {architecture} with {kwargs}: {err}") from None
+    network = build_model(architecture, kwargs)
     if task == "sr" and int(network.scale) != setting:
         raise UserError(f"{name} is a x{network.scale} model, not x{setting}")
     return network

@@ -10,7 +10,6 @@ published score without anyone noticing.
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from bbcu.atomic import atomic_path
 from bbcu.errors import UserError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -178,7 +178,9 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray, *, jpeg_quality
     options = {"JPEG": {"quality": jpeg_quality}, "WEBP": {"lossless": True, "exact": True}}.get(
         image_format, {}
     )
-    _atomic_save(path, Image.fromarray(np.ascontiguousarray(array)), image_format, options)
+    image = Image.fromarray(np.ascontiguousarray(array))
+    with atomic_path(path, make_parents=True) as temp_path, open(temp_path, "xb") as stream:
+        image.save(stream, format=image_format, **options)
 
 
 def _check_image_array(array: np.ndarray) -> None:
@@ -187,27 +189,6 @@ def _check_image_array(array: np.ndarray) -> None:
         raise ValueError(f"expected a uint8 numpy array, got {getattr(array, 'dtype', type(array))}")
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {array.shape}")
-
-
-def _atomic_save(path: Path, image: Image.Image, image_format: str, options: dict[str, object]) -> None:
-    """Save through a temporary file in the same folder, fsync it, then ``os.replace`` it into place.
-
-    The temporary file is created with ``open(..., "xb")`` rather than ``mkstemp`` so that the image
-    gets the usual permissions (``mkstemp`` files are private to their owner).
-    """
-    temp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp_path, "xb") as stream:
-            image.save(stream, format=image_format, **options)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException as err:
-        temp_path.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UserError(f"cannot write {path}: {err.strerror or err}") from None
-        raise
 
 
 def to_float(img: np.ndarray) -> np.ndarray:

@@ -19,17 +19,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 from torch import nn
 
 import bbcu
 from bbcu.archs.srresnet import SubPixelUpsample
+from bbcu.atomic import atomic_write_bytes
 from bbcu.binary.units import BBCUV4, BBCUUpsample
 from bbcu.binary.weights import channel_mean_abs
+from bbcu.container import check_format, read_container
 from bbcu.engine.kernels import channel_words
 from bbcu.errors import UserError
-from bbcu.weights import write_atomically
 
 FORMAT_NAME = "bbcu-packed"
 FORMAT_VERSION = "1"
@@ -185,7 +185,7 @@ def export_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         "bit_order": BIT_ORDER,
         "graph": json.dumps(builder.graph),
     }
-    write_atomically(path, save(builder.tensors, metadata=metadata))
+    atomic_write_bytes(path, save(builder.tensors, metadata=metadata))
     return path
 
 
@@ -312,31 +312,14 @@ def load_packed(path: str | os.PathLike[str]) -> PackedNetwork:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such packed model file")
-    metadata, tensors = _read_container(path)
+    metadata, tensors = read_container(path)
     network = _parse_metadata(path, metadata, tensors)
     _check_tensors(path, network)
     return network
 
 
-def _read_container(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, TypeError) as err:
-        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: not a readable safetensors file ({first_line})") from None
-    return metadata, tensors
-
-
 def _parse_metadata(path: Path, metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> PackedNetwork:
-    if metadata.get("format") != FORMAT_NAME:
-        raise UserError(f"{path}: not a packed bbcu model (metadata format={metadata.get('format')!r})")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"{path}: packed format version {metadata.get('format_version')!r} is not supported "
-            f"(this bbcu reads version {FORMAT_VERSION})"
-        )
+    check_format(path, metadata, name=FORMAT_NAME, version=FORMAT_VERSION, what="packed bbcu model")
     architecture = metadata.get("architecture")
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise UserError(

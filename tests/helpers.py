@@ -1,0 +1,21 @@
+"""Helpers shared by several test modules (fixtures live in ``conftest.py``)."""
+
+from __future__ import annotations
+
+import torch
+
+import bbcu
+
+
+def randomized(name: str, **kwargs: object) -> torch.nn.Module:
+    """The registered model in eval mode with every parameter moved off its init (seeded).
+
+    Shifts, RPReLU parameters and biases start at 0 or 0.25, where a wrong term in an exported or
+    packed unit could still give the right output; random offsets make every term count.
+    """
+    torch.manual_seed(0)
+    model = bbcu.create_model(name, **kwargs).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model
