@@ -1,0 +1,109 @@
+"""Checkpoints that survive being killed at any moment, including in the middle of writing one.
+
+A checkpoint is one file holding everything the run needs to continue as if never stopped (model, EMA,
+optimizer, scheduler, RNG states, sampler position, iteration, best score, config), made of tensors and
+plain Python values only so that it loads with ``torch.load(weights_only=True)``.
+
+Writing: serialise to memory, write ``<name>.tmp``, flush + fsync, ``os.replace`` onto the final name,
+fsync the directory. Each checkpoint has its own file (``iter_00001000.ckpt``) and older ones are pruned
+only after the new one is in place, so a kill at any instant leaves at least one complete checkpoint.
+Reading: the newest file that loads completely wins; a damaged or half-written one is passed over.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bbcu.train import faults
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^iter_(\d{8})\.ckpt$")
+_WRITE_CHUNK = 1 << 20
+
+
+def checkpoint_path(run_dir: Path, iteration: int) -> Path:
+    """Where the checkpoint of ``iteration`` lives inside ``run_dir``."""
+    return run_dir / CHECKPOINT_DIR / f"iter_{iteration:08d}.ckpt"
+
+
+def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Atomically write the checkpoint of ``iteration`` and prune all but the ``keep`` newest.
+
+    Args:
+        run_dir: The run directory.
+        iteration: Completed optimizer steps; names the file.
+        state: Tensors and plain Python values only.
+        keep: How many checkpoints to leave on disk (the new one included).
+
+    Returns:
+        The path of the new checkpoint.
+    """
+    path = checkpoint_path(run_dir, iteration)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: memoryview | bytes) -> None:
+    """Write ``data`` so that ``path`` holds either its old content or all of the new, never a part."""
+    tmp = path.with_name(path.name + ".tmp")
+    chunk = min(_WRITE_CHUNK, max(1, (len(data) + 1) // 2))
+    with open(tmp, "wb") as handle:
+        for start in range(0, len(data), chunk):
+            handle.write(data[start : start + chunk])
+            handle.flush()
+            faults.maybe_kill_mid_write(min(start + chunk, len(data)), len(data))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete-named checkpoint files of ``run_dir``, oldest first (``.tmp`` leftovers excluded)."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint of ``run_dir`` that loads completely, or None when there is none.
+
+    A file that fails to load (truncated, damaged on disk) is reported on stderr and skipped, so the
+    run resumes from the previous good one instead of failing or, worse, reading garbage.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # any failure means "not a usable checkpoint"
+            print(
+                f"bbcu train: skipping damaged checkpoint {path.name} ({type(err).__name__})", file=sys.stderr
+            )
+            continue
+        if isinstance(state, dict) and "iteration" in state:
+            return state
+    return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,202 @@
+"""Recipes: every published row has a config with the published hyper-parameters (DESIGN.md section 2),
+and every mistake in a recipe or an override is a one-line error naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bbcu.archs.registry import list_models
+from bbcu.cli import main
+from bbcu.data.root import data_root
+from bbcu.errors import UserError
+from bbcu.train.checkpoint import save_checkpoint
+from bbcu.train.config import build_config, config_to_dict, load_config, read_recipe
+from bbcu.train.data import build_train_set
+from bbcu.train.run import first_difference, plan_run
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PUBLISHED = sorted(p for task in ("sr", "denoise", "jpeg") for p in (CONFIGS / task).glob("[!_]*.yml"))
+CPU_SIZED = sorted((CONFIGS / "cpu").glob("*.yml"))
+
+# DESIGN.md section 2 (and the official BBCU-SR yml / KAIR json options).
+PUBLISHED_SETTINGS = {
+    "sr": {
+        "data.patch": 32,
+        "train.batch_size": 16,
+        "train.iterations": 300_000,
+        "optim.lr": 1e-4,
+        "optim.betas": [0.9, 0.99],
+        "scheduler.milestones": [200_000],
+        "scheduler.gamma": 0.5,
+        "val.every": 5000,
+        "val.sets": ["Set5", "Set14"],
+        "train.loss": "l1",
+    },
+    "denoise": {
+        "data.patch": 64,
+        "data.sigma_range": [0.0, 75.0],
+        "train.batch_size": 32,
+        "optim.lr": 1e-4,
+        "scheduler.milestones": [200_000, 300_000, 400_000],
+        "scheduler.gamma": 0.5,
+        "train.loss": "l1",
+    },
+    "jpeg": {
+        "data.patch": 64,
+        "data.quality_range": [0, 50],
+        "train.batch_size": 32,
+        "optim.lr": 1e-4,
+        "scheduler.milestones": [200_000, 300_000, 400_000],
+        "scheduler.gamma": 0.5,
+        "train.loss": "l1",
+    },
+}
+
+
+def _get(recipe: dict, dotted: str) -> object:
+    for part in dotted.split("."):
+        recipe = recipe[part]
+    return recipe
+
+
+@pytest.mark.parametrize("path", PUBLISHED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_published_config_has_the_published_hyper_parameters(path: Path) -> None:
+    config = load_config(path)
+    plain = config_to_dict(config)
+    for key, expected in PUBLISHED_SETTINGS[config.task].items():
+        assert _get(plain, key) == expected, key
+    assert config.description.startswith("published recipe")
+    assert config.model.kwargs == {}  # the registry defaults are the published networks (k = 130, 64 ch)
+    assert config.data.train[0].dir == "DIV2K/HR"
+    if config.task == "sr":
+        assert path.stem.endswith(f"_x{config.model.scale}")
+
+
+@pytest.mark.parametrize("task", ["sr", "denoise", "jpeg"])
+def test_every_registered_model_has_its_published_configs(task: str) -> None:
+    names = {load_config(p).model.name for p in PUBLISHED if p.parent.name == task}
+    assert names == set(list_models(task)) - {"bicubic", "identity"}
+    if task == "sr":
+        scales = {
+            (load_config(p).model.name, load_config(p).model.scale)
+            for p in PUBLISHED
+            if p.parent.name == "sr"
+        }
+        assert scales == {(n, s) for n in names for s in (2, 4)}
+
+
+@pytest.mark.parametrize("path", CPU_SIZED, ids=lambda p: p.stem)
+def test_cpu_configs_are_labelled_and_use_shipped_data(path: Path) -> None:
+    config = load_config(path)
+    assert "CPU-sized, not the published recipe" in path.read_text().splitlines()[0]
+    assert "CPU-sized, not the published recipe" in config.description
+    for folder in config.data.train:
+        assert (data_root() / folder.dir).is_dir()
+        assert folder.names is None or (data_root() / folder.names).is_file()
+    assert config.val.every > 0 and all((data_root() / s).is_dir() for s in config.val.sets)
+
+
+def test_cpu_tasks_are_all_covered() -> None:
+    assert sorted(load_config(p).task for p in CPU_SIZED) == ["denoise", "jpeg", "sr"]
+
+
+def test_overrides_are_typed_by_the_schema() -> None:
+    config = load_config(
+        CONFIGS / "sr" / "bbcu-l_x4.yml",
+        [
+            "train.batch_size=8",
+            "model.scale=2",
+            "optim.lr=2e-4",
+            "optim.betas=[0.5, 0.9]",
+            "model.kwargs.channels=16",
+            "val.sets=[Set14]",
+            "output.dir=123",
+            "train.grad_clip=0.5",
+            "data.train=[{dir: T91}, {dir: CBSD432, names: splits/BSD200.txt}]",
+        ],
+    )
+    assert config.train.batch_size == 8 and config.model.scale == 2
+    assert config.optim.lr == pytest.approx(2e-4) and config.optim.betas == (0.5, 0.9)
+    assert config.model.kwargs == {"channels": 16}
+    assert config.val.sets == ["Set14"]
+    assert config.output.dir == "123"  # text stays text
+    assert config.train.grad_clip == 0.5
+    assert [(f.dir, f.names) for f in config.data.train] == [("T91", None), ("CBSD432", "splits/BSD200.txt")]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batchsize=3", "unknown key 'train.batchsize'"),
+        ("nonsense=1", "unknown key 'nonsense'"),
+        ("train.batch_size=eight", "train.batch_size: expected an integer"),
+        ("train.batch_size=true", "train.batch_size: expected an integer"),
+        ("optim.betas=[0.9]", "optim.betas: expected a list of 2 values"),
+        ("train.ema_decay=yes", "train.ema_decay: expected a number or null"),
+        ("model.name=nope", "model.name: unknown model 'nope'"),
+        ("model.name=dncnn", "model 'dncnn' is a 'denoise' model but task is 'sr'"),
+        ("task=deblur", "task: expected one of 'sr', 'denoise', 'jpeg'"),
+        ("train.iterations=0", "train.iterations must be positive"),
+        ("val.sets=[]", "val.sets is empty"),
+        ("train.batch_size", "expected KEY=VALUE"),
+        ("optim.lr=[1", "--set optim.lr line 1: not valid YAML"),
+    ],
+)
+def test_bad_overrides_are_one_line_user_errors(override: str, message: str) -> None:
+    with pytest.raises(UserError) as err:
+        load_config(CONFIGS / "sr" / "bbcu-l_x4.yml", [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_required_key_is_named(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yml"
+    recipe.write_text("task: sr\nmodel: {name: bbcu-l}\ndata: {train: [{dir: T91}]}\n")
+    with pytest.raises(UserError, match=r"missing required key 'data\.patch'"):
+        load_config(recipe)
+
+
+def test_inherit_merges_mappings_and_replaces_lists(tmp_path: Path) -> None:
+    (tmp_path / "base.yml").write_text("a: {b: 1, c: [1, 2]}\nd: 5\n")
+    (tmp_path / "child.yml").write_text("inherit: base.yml\na: {c: [3]}\ne: 6\n")
+    assert read_recipe(tmp_path / "child.yml") == {"a": {"b": 1, "c": [3]}, "d": 5, "e": 6}
+
+
+def test_inheritance_cycle_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text("inherit: b.yml\n")
+    (tmp_path / "b.yml").write_text("inherit: a.yml\n")
+    with pytest.raises(UserError, match="inherits from itself"):
+        read_recipe(tmp_path / "a.yml")
+
+
+def test_cli_reports_a_bad_key_on_one_line_with_status_2(capsys: pytest.CaptureFixture) -> None:
+    status = main(["train", str(CONFIGS / "sr" / "bbcu-l_x4.yml"), "--set", "train.batchsiz=3"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("bbcu train: error: unknown key 'train.batchsiz'")
+
+
+def test_missing_div2k_folder_says_how_to_point_elsewhere() -> None:
+    with pytest.raises(UserError, match=r"no folder 'DIV2K/HR'.*--set 'data.train=\[\{dir: T91\}\]'"):
+        build_train_set(load_config(CONFIGS / "sr" / "bbcu-l_x4.yml"), data_root())
+
+
+def test_auto_resume_refuses_a_changed_recipe(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(f"inherit: {CONFIGS / 'sr' / 'bbcu-l_x2.yml'}\noutput: {{dir: {tmp_path / 'run'}}}\n")
+    stored = config_to_dict(load_config(recipe))
+    save_checkpoint(tmp_path / "run", 5, {"iteration": 5, "config": stored, "w": torch.zeros(1)})
+    plan = plan_run(str(recipe), None, [])
+    assert plan.checkpoint is not None and plan.checkpoint["iteration"] == 5
+    with pytest.raises(UserError, match=r"differs at 'train\.batch_size'"):
+        plan_run(str(recipe), None, ["train.batch_size=4"])
+    resumed = plan_run(None, str(tmp_path / "run"), ["train.iterations=400000"])  # deliberate change
+    assert resumed.config.train.iterations == 400_000
+
+
+def test_first_difference_names_the_dotted_key() -> None:
+    assert first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == "a.c"
+    assert first_difference({"a": 1}, {"a": 1}) is None
+    assert build_config(config_to_dict(load_config(CONFIGS / "jpeg" / "dncnn3.yml"))).task == "jpeg"

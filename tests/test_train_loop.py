@@ -1,0 +1,143 @@
+"""The trainer on tiny CPU runs: validation equals ``bbcu eval`` of the saved weights, EMA and the LR
+schedule follow their closed forms, clipping acts, a non-finite loss stops cleanly, logs are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bbcu import weights
+from bbcu.cli import main
+from bbcu.data.root import data_root
+from bbcu.evaluate import evaluate_set
+from bbcu.train.checkpoint import list_checkpoints, load_latest_checkpoint
+from bbcu.train.config import build_config
+from bbcu.train.logs import read_log
+from bbcu.train.loop import build_state, train
+from bbcu.train.schema import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root with 6 Train400 images to train on and another one as the validation set ``Val``."""
+    folder = tmp_path_factory.mktemp("data")
+    for subset, numbers in (("train", range(1, 7)), ("Val", (7,))):
+        (folder / subset).mkdir()
+        for number in numbers:
+            name = f"test_{number:03d}.png"
+            (folder / subset / name).symlink_to(data_root() / "Train400" / name)
+    return folder
+
+
+def _config(run_dir: Path, **sections: dict) -> TrainConfig:
+    """A tiny grey DnCNN-3-BBCU (8 channels, 4 layers) trained on 6 Train400 images for 4 steps."""
+    recipe = {
+        "task": "jpeg",
+        "model": {"name": "dncnn3-bbcu", "kwargs": {"channels": 8, "depth": 4}},
+        "data": {"train": [{"dir": "train"}], "patch": 16},
+        "train": {"iterations": 4, "batch_size": 2, "seed": 1, "checkpoint_every": 2, "log_every": 1},
+        "optim": {"lr": 1e-3},
+        "val": {"every": 0},
+        "runtime": {"device": "cpu", "threads": 1},
+        "output": {"dir": str(run_dir), "tensorboard": False},
+    }
+    for name, values in sections.items():
+        recipe[name] = {**recipe.get(name, {}), **values}
+    return build_config(recipe)
+
+
+def _max_change(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> float:
+    return max((after[k] - before[k]).abs().max().item() for k in before if before[k].is_floating_point())
+
+
+def test_validation_scores_are_bbcu_eval_scores_of_the_best_weights(root: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, val={"every": 2, "sets": ["Val"], "quality": 30})
+    state = train(config, tmp_path, root)
+    logged = dict(read_log(tmp_path / "log.csv")["val/Val/psnr"])
+    assert sorted(logged) == [0, 2, 4]  # at the start, every 2 iterations, and the end
+    assert state.best_score == pytest.approx(max(logged.values()), abs=1e-5)
+    assert logged[state.best_iteration] == pytest.approx(state.best_score, abs=1e-5)
+    best = weights.load(tmp_path / "weights" / "best.safetensors")
+    again = evaluate_set(best, "jpeg", "Val", 30, root=root).mean()
+    assert again["psnr"] == pytest.approx(state.best_score, abs=1e-5)
+    last = weights.load(tmp_path / "weights" / "last.safetensors")
+    assert evaluate_set(last, "jpeg", "Val", 30, root=root).mean()["psnr"] == pytest.approx(
+        logged[4], abs=1e-5
+    )
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_ema_is_the_closed_form_average_and_is_what_gets_shipped(root: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, train={"iterations": 1, "ema_decay": 0.75})
+    initial = build_state(config, torch.device("cpu")).model.state_dict()
+    state = train(config, tmp_path, root)
+    assert state.ema is not None
+    trained, averaged = state.model.state_dict(), state.ema.model.state_dict()
+    assert _max_change(initial, trained) > 1e-4
+    for key, start in initial.items():
+        torch.testing.assert_close(averaged[key], 0.75 * start + 0.25 * trained[key], rtol=0, atol=1e-7)
+    shipped = weights.load(tmp_path / "weights" / "last.safetensors").state_dict()
+    assert all(torch.equal(shipped[k], averaged[k]) for k in averaged)
+
+
+def test_learning_rate_follows_the_milestones(root: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, train={"iterations": 5}, scheduler={"milestones": [2, 4], "gamma": 0.1})
+    train(config, tmp_path, root)
+    lr = [value for _, value in read_log(tmp_path / "log.csv")["train/lr"]]
+    assert lr == pytest.approx([1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_gradient_clipping_shrinks_the_first_adam_step(root: Path, tmp_path: Path) -> None:
+    # Adam's first step moves each weight by about lr whatever the gradient's size, unless the gradient
+    # is far below eps (1e-8): clipping the norm to 1e-12 must leave the weights nearly where they were.
+    free = _config(tmp_path / "free", train={"iterations": 1})
+    clipped = _config(tmp_path / "clipped", train={"iterations": 1, "grad_clip": 1e-12})
+    initial = build_state(free, torch.device("cpu")).model.state_dict()
+    moved = _max_change(initial, train(free, tmp_path / "free", root).model.state_dict())
+    held = _max_change(initial, train(clipped, tmp_path / "clipped", root).model.state_dict())
+    assert moved == pytest.approx(1e-3, rel=0.01)
+    assert held < 1e-6
+
+
+def test_channels_last_does_not_change_what_is_learned(root: Path, tmp_path: Path) -> None:
+    plain = train(_config(tmp_path / "a"), tmp_path / "a", root).model.state_dict()
+    nhwc = _config(tmp_path / "b", runtime={"channels_last": True})
+    fast = train(nhwc, tmp_path / "b", root).model.state_dict()
+    for key, value in plain.items():
+        torch.testing.assert_close(fast[key], value, rtol=0, atol=1e-5)
+
+
+def test_bf16_autocast_trains_with_finite_loss(root: Path, tmp_path: Path) -> None:
+    train(_config(tmp_path, runtime={"bf16": True}), tmp_path, root)
+    losses = [value for _, value in read_log(tmp_path / "log.csv")["train/loss"]]
+    assert len(losses) == 4 and all(0 < v < 1 for v in losses)
+
+
+def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = tmp_path / "diverge.yml"
+    recipe.write_text(
+        "task: denoise\n"
+        "model: {name: dncnn-lite, kwargs: {channels: 8, depth: 3}}\n"
+        "data: {train: [{dir: train}], patch: 16}\n"
+        "train: {iterations: 50, batch_size: 2, checkpoint_every: 1, log_every: 1}\n"
+        "optim: {lr: 1.0e+30}\n"  # the first update overflows the next forward pass
+        f"runtime: {{device: cpu, threads: 1}}\noutput: {{dir: {tmp_path / 'run'}, tensorboard: false}}\n"
+    )
+    status = main(["train", str(recipe), "--data-root", str(root)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == 2
+    assert err.startswith("bbcu train: error: loss became ") and "the last good checkpoint is" in err
+    checkpoint = load_latest_checkpoint(tmp_path / "run")
+    assert checkpoint is not None and checkpoint["iteration"] < 50
+    assert list_checkpoints(tmp_path / "run")[-1].name == f"iter_{checkpoint['iteration']:08d}.ckpt"
+    assert f"iteration {checkpoint['iteration'] + 1}" in err
+
+
+def test_tensorboard_events_are_written_when_asked(root: Path, tmp_path: Path) -> None:
+    train(_config(tmp_path, output={"tensorboard": True}), tmp_path, root)
+    assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
