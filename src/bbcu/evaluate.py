@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -98,6 +99,7 @@ def evaluate_set(
     root: str | os.PathLike[str] | None = None,
     tile: int | None = None,
     save_dir: Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> SetResult:
     """Restore every image of one test set and score it.
 
@@ -109,6 +111,7 @@ def evaluate_set(
         root: Data root (default: ``data_root()``).
         tile: Tile size for ``restore_array`` (None: automatic).
         save_dir: If given, outputs are written to ``save_dir/<dataset>/<setting>/<image>.png``.
+        device: Where the model runs (training validates on its own device).
 
     Returns:
         Per-image scores.
@@ -120,7 +123,7 @@ def evaluate_set(
     result = SetResult(task, dataset, setting)
     label = setting_label(task, setting)
     for pair in tqdm(pairs, desc=f"{dataset} {label}", unit="img", leave=False):
-        output = to_uint8(restore_array(model, pair.lq, tile=tile))
+        output = to_uint8(restore_array(model, pair.lq, tile=tile, device=device))
         if save_dir is not None:
             write_image(save_dir / dataset / label / f"{pair.name}.png", output)
         result.per_image.append((pair.name, evaluate_pair(output, pair.gt, task, scale=scale)))

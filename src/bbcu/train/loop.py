@@ -123,6 +123,8 @@ class _Trainer:
         self.config, self.run_dir, self.data_root, self.context = config, run_dir, data_root, context
         if config.runtime.threads is not None:
             torch.set_num_threads(config.runtime.threads)
+        # Training patches have one fixed size, so cuDNN's per-shape algorithm search pays for itself.
+        torch.backends.cudnn.benchmark = context.device.type == "cuda"
         self.state = build_state(config, context.device)
         if resume is not None:
             restore_state(self.state, resume, context)
@@ -234,7 +236,9 @@ class _Trainer:
         if self.context.is_main:
             assert self.log is not None
             # A copy is validated so inference's in-place eval()/channels_last never touch training.
-            scores = validate(copy.deepcopy(self.state.shipped_model), self.config, self.data_root)
+            scores = validate(
+                copy.deepcopy(self.state.shipped_model), self.config, self.data_root, self.context.device
+            )
             self.log.scalars(
                 self.state.iteration, {f"val/{s}/{m}": v for s, d in scores.items() for m, v in d.items()}
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from bbcu.evaluate import evaluate_set
@@ -16,13 +17,18 @@ def validation_setting(config: TrainConfig) -> int:
     return {"sr": config.model.scale, "denoise": config.val.sigma, "jpeg": config.val.quality}[config.task]
 
 
-def validate(model: nn.Module, config: TrainConfig, data_root: Path) -> dict[str, dict[str, float]]:
+def validate(
+    model: nn.Module, config: TrainConfig, data_root: Path, device: torch.device
+) -> dict[str, dict[str, float]]:
     """Mean scores per validation set, e.g. ``{"Set5": {"psnr": 30.1, "ssim": 0.86}}``.
 
-    ``model`` is changed in place by inference (eval mode, channels_last, moved to the CPU): pass a copy.
+    ``model`` is changed in place by inference (eval mode, channels_last, moved to ``device``): pass a
+    copy. Validating on the training device keeps a GPU run from waiting on the CPU.
     """
     setting = validation_setting(config)
     return {
-        name: evaluate_set(model, config.task, name, setting, root=data_root, tile=config.val.tile).mean()
+        name: evaluate_set(
+            model, config.task, name, setting, root=data_root, tile=config.val.tile, device=device
+        ).mean()
         for name in config.val.sets
     }
