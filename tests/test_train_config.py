@@ -20,6 +20,7 @@ from bbcu.train.run import first_difference, plan_run
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PUBLISHED = sorted(p for task in ("sr", "denoise", "jpeg") for p in (CONFIGS / task).glob("[!_]*.yml"))
 CPU_SIZED = sorted((CONFIGS / "cpu").glob("*.yml"))
+GPU_SIZED = sorted((CONFIGS / "gpu").glob("*.yml"))
 
 # DESIGN.md section 2 (and the official BBCU-SR yml / KAIR json options).
 PUBLISHED_SETTINGS = {
@@ -88,19 +89,21 @@ def test_every_registered_model_has_its_published_configs(task: str) -> None:
         assert scales == {(n, s) for n in names for s in (2, 4)}
 
 
-@pytest.mark.parametrize("path", CPU_SIZED, ids=lambda p: p.stem)
-def test_cpu_configs_are_labelled_and_use_shipped_data(path: Path) -> None:
+@pytest.mark.parametrize("path", CPU_SIZED + GPU_SIZED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_sized_configs_are_labelled_and_use_shipped_data(path: Path) -> None:
     config = load_config(path)
-    assert "CPU-sized, not the published recipe" in path.read_text().splitlines()[0]
-    assert "CPU-sized, not the published recipe" in config.description
+    label = f"{path.parent.name.upper()}-sized, not the published recipe"
+    assert label in path.read_text().splitlines()[0]
+    assert label in config.description
     for folder in config.data.train:
         assert (data_root() / folder.dir).is_dir()
         assert folder.names is None or (data_root() / folder.names).is_file()
     assert config.val.every > 0 and all((data_root() / s).is_dir() for s in config.val.sets)
 
 
-def test_cpu_tasks_are_all_covered() -> None:
-    assert sorted(load_config(p).task for p in CPU_SIZED) == ["denoise", "jpeg", "sr"]
+@pytest.mark.parametrize("sized", [CPU_SIZED, GPU_SIZED], ids=["cpu", "gpu"])
+def test_sized_tasks_are_all_covered(sized: list[Path]) -> None:
+    assert {load_config(p).task for p in sized} == {"denoise", "jpeg", "sr"}
 
 
 def test_overrides_are_typed_by_the_schema() -> None:

@@ -16,6 +16,7 @@ from bbcu.train.checkpoint import list_checkpoints, load_latest_checkpoint
 from bbcu.train.config import build_config
 from bbcu.train.logs import read_log
 from bbcu.train.loop import build_state, train
+from bbcu.train.run import plan_run
 from bbcu.train.schema import TrainConfig
 
 
@@ -88,6 +89,17 @@ def test_learning_rate_follows_the_milestones(root: Path, tmp_path: Path) -> Non
     train(config, tmp_path, root)
     lr = [value for _, value in read_log(tmp_path / "log.csv")["train/lr"]]
     assert lr == pytest.approx([1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_resume_with_a_new_schedule_follows_it(root: Path, tmp_path: Path) -> None:
+    """``--resume RUN --set scheduler...`` must change the rest of the run, not be overridden by the
+    checkpoint: the rates after resuming equal a fresh run's with the new schedule."""
+    train(_config(tmp_path, train={"iterations": 2}), tmp_path, root)
+    overrides = ["train.iterations=5", "scheduler.milestones=[2, 4]", "scheduler.gamma=0.1"]
+    plan = plan_run(None, str(tmp_path), overrides)
+    train(plan.config, plan.run_dir, root, plan.checkpoint)
+    lr = [value for _, value in read_log(tmp_path / "log.csv")["train/lr"]]
+    assert lr == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
 
 
 def test_gradient_clipping_shrinks_the_first_adam_step(root: Path, tmp_path: Path) -> None:

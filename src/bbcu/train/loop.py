@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ class _Trainer:
         torch.backends.cudnn.benchmark = context.device.type == "cuda"
         self.state = build_state(config, context.device)
         if resume is not None:
-            restore_state(self.state, resume, context)
+            restore_state(self.state, resume, context, config)
         self.train_model = _prepare_for_training(self.state.model, config, context)
         self.dataset = build_train_set(config, data_root)
         self.order = BatchOrder(
@@ -317,8 +318,15 @@ def checkpoint_state(
     }
 
 
-def restore_state(state: TrainState, checkpoint: dict[str, Any], context: DistContext) -> None:
-    """Load a checkpoint into a freshly built state (the random generators are restored separately)."""
+def restore_state(
+    state: TrainState, checkpoint: dict[str, Any], context: DistContext, config: TrainConfig
+) -> None:
+    """Load a checkpoint into a freshly built state (the random generators are restored separately).
+
+    The optimizer and scheduler come back with the hyper-parameters they were saved with; ``config``'s
+    are then put back in force, so ``--resume RUN --set optim.lr=...`` or ``scheduler.milestones=...``
+    changes the rest of the run instead of being silently overridden by the checkpoint.
+    """
     state.model.load_state_dict(checkpoint["model"])
     if state.ema is not None:
         if checkpoint["ema"] is None:
@@ -326,6 +334,7 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any], context: DistCo
         state.ema.model.load_state_dict(checkpoint["ema"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
+    _apply_recipe_schedule(state, checkpoint["config"], config)
     state.iteration = checkpoint["iteration"]
     state.epoch, state.step = checkpoint["sampler"]["epoch"], checkpoint["sampler"]["step"]
     state.best_score, state.best_iteration = checkpoint["best"]["score"], checkpoint["best"]["iteration"]
@@ -334,6 +343,30 @@ def restore_state(state: TrainState, checkpoint: dict[str, Any], context: DistCo
             f"the checkpoint was written by {checkpoint['sampler']['world_size']} processes; resume with "
             f"the same number (this run has {context.world_size}) so the batches stay the same"
         )
+
+
+def _apply_recipe_schedule(state: TrainState, saved: dict[str, Any], config: TrainConfig) -> None:
+    """Make a resumed optimizer and scheduler follow ``config`` where it differs from the saved recipe.
+
+    Only a changed learning rate, milestone list or gamma recomputes the rate, in closed form
+    (``lr * gamma ** milestones passed``), so milestones already passed under the new list count too;
+    an unchanged recipe keeps the restored rate bit for bit (the chained products of ``MultiStepLR``
+    can differ from the closed form in the last bits).
+    """
+    for group in state.optimizer.param_groups:
+        group["betas"], group["weight_decay"] = config.optim.betas, config.optim.weight_decay
+    schedule = {"lr": config.optim.lr, **config_to_dict(config)["scheduler"]}
+    if schedule == {"lr": saved["optim"]["lr"], **saved["scheduler"]}:
+        return
+    scheduler = state.scheduler
+    scheduler.milestones = Counter(config.scheduler.milestones)
+    scheduler.gamma = config.scheduler.gamma
+    passed = sum(1 for milestone in config.scheduler.milestones if milestone <= scheduler.last_epoch)
+    rate = config.optim.lr * config.scheduler.gamma**passed
+    scheduler.base_lrs = [config.optim.lr for _ in state.optimizer.param_groups]
+    for group in state.optimizer.param_groups:
+        group["initial_lr"], group["lr"] = config.optim.lr, rate
+    scheduler._last_lr = [rate for _ in state.optimizer.param_groups]  # what get_last_lr() reports
 
 
 def _prepare_for_training(model: nn.Module, config: TrainConfig, context: DistContext) -> nn.Module:
