@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from bbcu.archs import create_model, list_models, model_entry
+from bbcu.binary.conv import BinaryConv2d
+from bbcu.cli import main
 from bbcu.errors import UserError
 from bbcu.weights import FORMAT, FORMAT_VERSION, load, read_metadata, save
 
@@ -212,3 +214,69 @@ def test_bad_files_give_one_line_user_errors(make_file, message: str, tmp_path: 
         load(path)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def binary_convs(model: nn.Module) -> dict[str, BinaryConv2d]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, BinaryConv2d)}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_compact_file_computes_what_the_latent_one_does(name: str, tmp_path: Path) -> None:
+    """Sign bits + alphas rebuild the very weights the forward pass used: same signs, same scales."""
+    model = build(name)
+    randomize(model)
+    model.eval()
+    path = tmp_path / "compact.safetensors"
+    save(model, path, binary_as_bits=True)
+    loaded = load(path)
+    for key, conv in binary_convs(model).items():
+        used, rebuilt = conv.binarized_weight(), binary_convs(loaded)[key].binarized_weight()
+        assert torch.equal(torch.sign(used), torch.sign(rebuilt)), key
+        torch.testing.assert_close(rebuilt, used, rtol=1e-6, atol=0)
+    with torch.no_grad():
+        x = image(model)
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compact_file_holds_one_bit_per_binary_weight(tmp_path: Path) -> None:
+    model = create_model("bbcu-m", scale=4)
+    latent, compact = tmp_path / "latent.safetensors", tmp_path / "compact.safetensors"
+    save(model, latent)
+    save(model, compact, binary_as_bits=True)
+    binary = {f"{name}.weight": conv for name, conv in binary_convs(model).items()}
+    expected_bytes = sum(
+        -(-t.numel() // 8) + 4 * t.shape[0] if key in binary else t.numel() * t.element_size()
+        for key, t in model.state_dict().items()
+    )
+    header = 64 * 1024  # names, shapes, offsets and metadata as JSON
+    assert expected_bytes <= compact.stat().st_size < expected_bytes + header
+    assert compact.stat().st_size * 10 < latent.stat().st_size
+
+
+def test_compact_file_keeps_sign_of_zero_positive(tmp_path: Path) -> None:
+    model = create_model("dncnn3-bbcu", channels=8, depth=4)
+    key, conv = next(iter(binary_convs(model).items()))
+    with torch.no_grad():
+        conv.weight[0, 0, 0, 0] = 0.0
+    save(model, tmp_path / "m.safetensors", binary_as_bits=True)
+    assert binary_convs(load(tmp_path / "m.safetensors"))[key].weight[0, 0, 0, 0] > 0
+
+
+def test_compact_file_with_damaged_bits_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    model = create_model("dncnn3-bbcu", channels=8, depth=4)
+    save(model, path, binary_as_bits=True)
+    tensors = safetensors.torch.load_file(path)
+    bits_key = next(k for k in tensors if k.endswith(".sign_bits"))
+    rewrite(path, {**tensors, bits_key: tensors[bits_key][:-1]})
+    with pytest.raises(UserError, match="does not fit"):
+        load(path)
+
+
+def test_export_writes_the_compact_form(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source, target = tmp_path / "latent.safetensors", tmp_path / "small.safetensors"
+    save(create_model("bbcu-m", scale=2), source)
+    assert main(["export", "--format", "weights", str(source), "-o", str(target)]) == 0
+    assert read_metadata(target)["binary_weights"] == "bits"
+    assert "compact file:" in capsys.readouterr().out
+    assert load(target).model_kwargs == {"scale": 2}

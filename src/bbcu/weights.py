@@ -3,6 +3,13 @@
 safetensors rather than a pickled ``.pth``: loading one can never run code, and its string metadata
 records the registry name and keyword arguments, so ``load(path)`` needs nothing but the path. Writes
 are atomic (``bbcu.atomic``) so an interrupted save never leaves a half-written file.
+
+A file holds the latent (real-valued, trainable) weights by default. ``save(..., binary_as_bits=True)``
+writes the compact shipping form instead: each binary conv whose forward pass is ``alpha * sign(W)``
+(weight binarizers ``scaled`` and ``sign``) is stored as its sign bits plus one ``alpha`` per output
+channel, about 32x smaller. ``load`` expands it to ``alpha * sign(W)``, a latent weight with exactly the
+same signs and scales, so the restored network computes what the trained one did (up to float rounding
+of the recomputed mean, ~1e-7) and can even be fine-tuned further.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
@@ -19,17 +27,27 @@ from torch import nn
 import bbcu
 from bbcu.archs.lookup import build_model
 from bbcu.atomic import atomic_write_bytes
+from bbcu.binary.conv import BinaryConv2d
+from bbcu.binary.weights import channel_mean_abs
 from bbcu.container import check_format, read_container
 from bbcu.errors import UserError
 
 FORMAT = "bbcu-weights"
 FORMAT_VERSION = "1"
-_RESERVED_KEYS = ("format", "format_version", "bbcu_version", "model", "model_kwargs")
+BINARY_WEIGHTS_KEY = "binary_weights"
+BITS = "bits"
+_RESERVED_KEYS = ("format", "format_version", "bbcu_version", "model", "model_kwargs", BINARY_WEIGHTS_KEY)
+_SIGN_BITS, _ALPHA = ".sign_bits", ".alpha"
+_EXPANDABLE_BINARIZERS = ("scaled", "sign")  # forward = alpha * sign(W); IR-Net's "libra" is not
 _NAMES_SHOWN = 3
 
 
 def save(
-    model: nn.Module, path: str | os.PathLike[str], *, extra_metadata: Mapping[str, str] | None = None
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    extra_metadata: Mapping[str, str] | None = None,
+    binary_as_bits: bool = False,
 ) -> None:
     """Write ``model``'s state dict and its registry name and kwargs to a safetensors file.
 
@@ -37,6 +55,8 @@ def save(
         model: A model built by ``bbcu.create_model`` (which records ``model_name``/``model_kwargs``).
         path: Destination file; replaced atomically.
         extra_metadata: More string entries for the header, e.g. where converted weights came from.
+        binary_as_bits: Store ``alpha * sign(W)`` binary convs as sign bits and per-channel alphas
+            (the shipping form) instead of their latent float weights.
 
     Raises:
         UserError: If the model cannot be described (not built by name, kwargs not JSON).
@@ -61,6 +81,9 @@ def save(
     }
     # Cloning drops any storage shared between entries, which safetensors refuses to serialise.
     tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    if binary_as_bits:
+        tensors = _binary_to_bits(model, tensors)
+        metadata[BINARY_WEIGHTS_KEY] = BITS
     atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
 
 
@@ -98,11 +121,51 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
         raise UserError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from None
     model = build_model(name, kwargs, source=str(path))
     _, state = read_container(Path(path), framework="pt")
+    if metadata.get(BINARY_WEIGHTS_KEY) == BITS:
+        state = _bits_to_binary(model, state, source=str(path))
     load_state_dict_strictly(model, state, source=str(path))
     try:
         return model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as err:  # a CPU-only torch asserts on "cuda"
         raise UserError(f"cannot place the model on device {device!r}: {err}") from None
+
+
+def _expandable_binary_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of the binary conv weights whose forward pass is ``alpha * sign(W)``."""
+    return [
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, BinaryConv2d) and module.weight_binarizer in _EXPANDABLE_BINARIZERS
+    ]
+
+
+def _binary_to_bits(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each expandable binary weight by its sign bits (``W >= 0``, sign(0) = +1) and alphas."""
+    packed = dict(tensors)
+    for key in _expandable_binary_keys(model):
+        weight = packed.pop(key)
+        signs = (weight >= 0).flatten().numpy()
+        packed[key + _SIGN_BITS] = torch.from_numpy(np.packbits(signs))
+        packed[key + _ALPHA] = channel_mean_abs(weight).flatten()
+    return packed
+
+
+def _bits_to_binary(
+    model: nn.Module, state: dict[str, torch.Tensor], *, source: str
+) -> dict[str, torch.Tensor]:
+    """Expand sign bits and alphas back into ``alpha * sign(W)`` weights of the model's shapes."""
+    expected = model.state_dict()
+    expanded = dict(state)
+    for key in _expandable_binary_keys(model):
+        bits, alpha = expanded.pop(key + _SIGN_BITS, None), expanded.pop(key + _ALPHA, None)
+        if bits is None or alpha is None:
+            continue  # reported as a missing key by the strict load
+        shape = expected[key].shape
+        if bits.dtype != torch.uint8 or bits.numel() != -(-shape.numel() // 8) or alpha.numel() != shape[0]:
+            raise UserError(f"{source}: the packed binary weight {key} does not fit {tuple(shape)}")
+        signs = np.unpackbits(bits.numpy())[: shape.numel()].astype(np.float32) * 2 - 1
+        expanded[key] = alpha.float().view(-1, 1, 1, 1) * torch.from_numpy(signs).view(shape)
+    return expanded
 
 
 def load_state_dict_strictly(
