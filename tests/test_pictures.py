@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from bbcu.data.image_io import read_image
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
 from bbcu.errors import UserError
-from bbcu.pictures import Panel, comparison_panels, compose_grid, crop, zoom_nearest
+from bbcu.pictures import Panel, comparison_panels, compose_grid, crop, spread, zoom_nearest
 from bbcu.weights import save
 
 WHITE = 255
@@ -85,9 +86,11 @@ def test_captions_carry_the_protocol_psnr() -> None:
     assert panels[1].caption.splitlines()[1] == f"{y_psnr(up, gt, 4):.2f} dB"
 
 
+@pytest.mark.parametrize("engine", ["torch", "packed"])
 def test_compare_command_draws_one_panel_per_model(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    engine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """``--engine packed`` runs the binary model packed and leaves bicubic, which it cannot run, on torch."""
     torch.manual_seed(0)
     save(create_model("bbcu-l", scale=4, channels=16, num_units=2), tmp_path / "tiny-x4.safetensors")
     root = data_root() / "Set5"
@@ -105,14 +108,18 @@ def test_compare_command_draws_one_panel_per_model(
             "10,12,16,16",
             "--zoom",
             "2",
+            "--engine",
+            engine,
             "-o",
             str(tmp_path / "grid.png"),
         ]
     )
-    assert code == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert code == 0, err
     grid = read_image(tmp_path / "grid.png")
     assert panel_runs(grid, first_inked_row(grid) + 64) == [128] * 4  # input, bicubic, tiny-x4, ground truth
-    assert "4 panels" in capsys.readouterr().out
+    assert "4 panels" in out
+    assert f"bicubic on torch, tiny-x4 on {engine}" in out
 
 
 def test_compare_rejects_models_of_different_scales(
@@ -181,3 +188,17 @@ def test_plot_errors(
     code = cli.main(["plot", spec, "-o", "chart.png"])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "chart.png").exists()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[31.38, 31.42, 31.42, 31.54], [27.0], [30.0, 31.0, 32.0], []],
+    ids=["crowded", "one", "apart", "none"],
+)
+def test_spread_labels_keep_order_and_mean_and_make_room(values: list[float]) -> None:
+    gap = 0.05
+    moved = spread(values, gap)
+    assert all(b - a >= gap - 1e-12 for a, b in itertools.pairwise(moved))
+    assert sum(moved) == pytest.approx(sum(values))
+    if all(b - a >= gap for a, b in itertools.pairwise(values)):
+        assert moved == pytest.approx(values)  # labels with room already stay where they are

@@ -193,13 +193,19 @@ def match_layout(gt: np.ndarray, like: np.ndarray, scale: int) -> np.ndarray:
     return gt
 
 
+_CHART_SIZE = (8, 5.5)  # inches
+_LABEL_GAP_PT = 10  # vertical room one label line needs, in points
+_PLOT_HEIGHT_PT = 330  # about the height of the axes inside the figure, in points
+
+
 def draw_psnr_ops_chart(points: Sequence[ChartPoint], *, title: str, y_label: str) -> Figure:
     """PSNR against cost on a log OPs axis, every point labelled; measured points stand out in colour.
 
     Points sharing a cost (the published binary baselines all cost what BBCU-L costs) would print their
-    labels on top of each other, so labels alternate sides within a column, in PSNR order.
+    labels on top of each other, so labels alternate sides within a column, in PSNR order, and labels on
+    one side are pushed apart vertically until each has a line of its own.
     """
-    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    figure = Figure(figsize=_CHART_SIZE, layout="constrained")
     axes = figure.subplots()
     for ours, style in (
         (False, {"color": "tab:blue", "marker": "o"}),
@@ -209,12 +215,14 @@ def draw_psnr_ops_chart(points: Sequence[ChartPoint], *, title: str, y_label: st
         if chosen:
             label = "measured here" if ours else "published (Xia et al. 2023)"
             axes.scatter([p.ops_g for p in chosen], [p.psnr for p in chosen], s=60, label=label, **style)
-    for point, side in _label_sides(points):
+    psnrs = [p.psnr for p in points]
+    gap = (max(psnrs) - min(psnrs) or 1.0) * 1.16 * _LABEL_GAP_PT / _PLOT_HEIGHT_PT
+    for point, side, label_y in _label_places(points, gap):
         axes.annotate(
             point.label,
             (point.ops_g, point.psnr),
-            xytext=(8 * side, 0),
-            textcoords="offset points",
+            xytext=(8 * side, label_y),
+            textcoords=("offset points", "data"),
             ha="left" if side > 0 else "right",
             va="center",
             fontsize=8,
@@ -230,16 +238,34 @@ def draw_psnr_ops_chart(points: Sequence[ChartPoint], *, title: str, y_label: st
     return figure
 
 
-def _label_sides(points: Sequence[ChartPoint]) -> list[tuple[ChartPoint, int]]:
-    """Each point with +1 (label right) or -1 (label left), alternating within points of equal cost."""
+def _label_places(points: Sequence[ChartPoint], gap: float) -> list[tuple[ChartPoint, int, float]]:
+    """Each point with its label's side (+1 right, -1 left) and height (PSNR units).
+
+    Sides alternate within points of (nearly) equal cost, in PSNR order; labels on one side of one column are
+    then spread to at least ``gap`` apart, keeping their order and their mean height.
+    """
+    groups: dict[tuple[float, int], list[ChartPoint]] = {}
     by_cost: dict[float, list[ChartPoint]] = {}
-    for point in points:
-        by_cost.setdefault(round(point.ops_g, 6), []).append(point)
+    for point in points:  # one column = costs within about 2 % (our count vs the paper's rounding)
+        by_cost.setdefault(round(math.log10(point.ops_g), 2), []).append(point)
+    for cost, column in by_cost.items():
+        for rank, point in enumerate(sorted(column, key=lambda p: p.psnr)):
+            groups.setdefault((cost, 1 if rank % 2 == 0 else -1), []).append(point)
     return [
-        (point, 1 if rank % 2 == 0 else -1)
-        for column in by_cost.values()
-        for rank, point in enumerate(sorted(column, key=lambda p: p.psnr))
+        (point, side, height)
+        for (_, side), group in groups.items()
+        for point, height in zip(group, spread([p.psnr for p in group], gap), strict=True)
     ]
+
+
+def spread(values: Sequence[float], gap: float) -> list[float]:
+    """Ascending ``values`` moved apart to at least ``gap`` between neighbours, as little as needed
+    upwards and then shifted back so that their mean is unchanged."""
+    moved: list[float] = []
+    for value in values:
+        moved.append(value if not moved else max(value, moved[-1] + gap))
+    shift = (sum(moved) - sum(values)) / len(values) if values else 0.0
+    return [value - shift for value in moved]
 
 
 def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 150) -> None:

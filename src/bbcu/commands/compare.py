@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from bbcu.data.image_io import read_image, write_image
@@ -66,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     gt = None if args.gt is None else match_layout(read_image(args.gt), outputs[0][1], scale)
     panels = comparison_panels(lq, outputs, gt, task=task, scale=scale, box=box, zoom=zoom)
     write_image(args.output, compose_grid(panels, args.columns))
+    engines = ", ".join(f"{m.name} on {m.engine}" for m in models)
     print(
-        f"wrote {args.output}: {len(panels)} panels of crop {','.join(map(str, box))} at zoom {scale * zoom}"
+        f"wrote {args.output}: {len(panels)} panels of crop {','.join(map(str, box))} at zoom {scale * zoom} "
+        f"({engines})"
     )
     return 0
 
@@ -77,11 +80,23 @@ def resolve_models(args: argparse.Namespace) -> list[ResolvedModel]:
     names = [name.strip() for name in args.models.split(",") if name.strip()] + [str(w) for w in args.weights]
     if not names:
         raise UserError("name at least one model with --models or --weights")
-    models = [resolve_model(name, task=args.task, scale=args.scale, engine=args.engine) for name in names]
+    models = [
+        _on_engine(resolve_model(name, task=args.task, scale=args.scale), args.engine) for name in names
+    ]
     if len({m.scale for m in models}) > 1 or len({m.task for m in models} - {None}) > 1:
         found = ", ".join(f"{m.name} ({m.task} x{m.scale})" for m in models)
         raise UserError(f"the models do not share one task and scale: {found}")
     return models
+
+
+def _on_engine(model: ResolvedModel, engine: str) -> ResolvedModel:
+    """``--engine packed`` moves every network the packed engine runs onto it; the others (bicubic,
+    full-precision nets) stay on torch, so one grid can still compare them all."""
+    from bbcu.engine.format import SUPPORTED_ARCHITECTURES  # loads the compiled kernels: only when used
+
+    if engine != "packed" or getattr(model.network, "model_name", None) not in SUPPORTED_ARCHITECTURES:
+        return model
+    return replace(model, network=resolve_model(model.network, engine="packed").network, engine="packed")
 
 
 def parse_crop(text: str) -> Box:
