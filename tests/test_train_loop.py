@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from bbcu import weights
+from bbcu.archs import create_model
 from bbcu.cli import main
 from bbcu.data.root import data_root
+from bbcu.errors import UserError
 from bbcu.evaluate import evaluate_set
 from bbcu.train.checkpoint import list_checkpoints, load_latest_checkpoint
 from bbcu.train.config import build_config
 from bbcu.train.logs import read_log
-from bbcu.train.loop import build_state, train
+from bbcu.train.loop import build_state, initialise_from, train
 from bbcu.train.run import plan_run
 from bbcu.train.schema import TrainConfig
 
@@ -100,6 +102,39 @@ def test_resume_with_a_new_schedule_follows_it(root: Path, tmp_path: Path) -> No
     train(plan.config, plan.run_dir, root, plan.checkpoint)
     lr = [value for _, value in read_log(tmp_path / "log.csv")["train/lr"]]
     assert lr == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
+
+
+def test_init_copies_every_tensor_that_fits_and_keeps_the_rest_fresh(tmp_path: Path) -> None:
+    source = create_model("bbcu-l", scale=2, channels=8, num_units=2)
+    weights.save(source, tmp_path / "x2.safetensors", binary_as_bits=True)
+    target = create_model("bbcu-l", scale=3, channels=8, num_units=2)
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    kept = initialise_from(target, tmp_path / "x2.safetensors")
+    assert kept == ["upsampler.0.conv.bias", "upsampler.0.conv.weight"]  # x3 has one conv + shuffle(3)
+    expected = weights.load(tmp_path / "x2.safetensors").state_dict()
+    for key, tensor in target.state_dict().items():
+        assert torch.equal(tensor, fresh[key] if key in kept else expected[key]), key
+
+
+def test_init_from_a_file_that_does_not_fit_is_a_user_error(tmp_path: Path) -> None:
+    weights.save(create_model("dncnn-lite"), tmp_path / "other.safetensors")
+    with pytest.raises(UserError, match=r"nothing in .* fits bbcu-l"):
+        initialise_from(create_model("bbcu-l", scale=3), tmp_path / "other.safetensors")
+
+
+def test_a_run_with_init_starts_from_the_file(root: Path, tmp_path: Path) -> None:
+    source = build_state(_config(tmp_path), torch.device("cpu")).model
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(0.5)
+    weights.save(source, tmp_path / "start.safetensors")
+    config = _config(
+        tmp_path / "run", model={"init": str(tmp_path / "start.safetensors")}, optim={"lr": 1e-12}
+    )
+    train(config, tmp_path / "run", root)
+    trained = weights.load(tmp_path / "run" / "weights" / "last.safetensors").state_dict()
+    for key, tensor in source.state_dict().items():  # a negligible learning rate: still the start
+        torch.testing.assert_close(trained[key], tensor, rtol=0, atol=1e-9)
 
 
 def test_gradient_clipping_shrinks_the_first_adam_step(root: Path, tmp_path: Path) -> None:

@@ -129,6 +129,10 @@ class _Trainer:
         self.state = build_state(config, context.device)
         if resume is not None:
             restore_state(self.state, resume, context, config)
+        elif config.model.init is not None:
+            kept = initialise_from(self.state.model, Path(config.model.init))
+            if context.is_main:
+                print(f"bbcu train: started from {config.model.init}; fresh: {', '.join(kept) or 'nothing'}")
         self.train_model = _prepare_for_training(self.state.model, config, context)
         self.dataset = build_train_set(config, data_root)
         self.order = BatchOrder(
@@ -290,6 +294,28 @@ def build_state(config: TrainConfig, device: torch.device) -> TrainState:
     )
     ema = WeightEMA(model, config.train.ema_decay) if config.train.ema_decay is not None else None
     return TrainState(model, optimizer, scheduler, ema)
+
+
+def initialise_from(model: nn.Module, path: Path) -> list[str]:
+    """Copy every tensor of the weights file at ``path`` whose name and shape match into ``model``.
+
+    Returns:
+        The names of the model's tensors left at their fresh initialisation (e.g. a new upsampler).
+
+    Raises:
+        UserError: If the file cannot be loaded, or nothing in it fits the model.
+    """
+    source = weights.load(path).state_dict()
+    target = model.state_dict()
+    matching = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
+    if not matching:
+        raise UserError(
+            f"model.init: nothing in {path} fits {model.model_name} (no tensor of the same name and shape)"
+        )
+    with torch.no_grad():
+        for key, tensor in matching.items():
+            target[key].copy_(tensor)
+    return sorted(set(target) - set(matching))
 
 
 def model_kwargs(config: TrainConfig) -> dict[str, Any]:

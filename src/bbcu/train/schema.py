@@ -21,11 +21,15 @@ class ModelConfig:
         name: Registry name (``bbcu list`` / ``bbcu.list_models()``), e.g. ``bbcu-l``.
         scale: Upscaling factor; SR models receive it as ``scale=``, other tasks must leave it at 1.
         kwargs: Extra keyword arguments of the model factory (e.g. ``{k: 130, channels: 64}``).
+        init: A weights file (path relative to the working directory) whose tensors start a fresh run
+            wherever name and shape match, the rest keeping their random initialisation: a x3 model can
+            start from a trained x2 body, as EDSR-style recipes do. Ignored when resuming.
     """
 
     name: str
     scale: int = 1
     kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
 
 
 @dataclass(frozen=True)
