@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from bbcu.archs import create_model
-from bbcu.data.image_io import write_image
-from bbcu.weights import save
+from bbcu.formats.image_io import write_image
+from bbcu.formats.weights import save
 
 LIMIT_GIB = 4.0
 SCALE = 4
@@ -66,7 +66,7 @@ def measure(folder: Path, model: str, side: int) -> tuple[float, float]:
         save(create_model(model, scale=SCALE), weights)
     if not image.exists():
         write_image(image, np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8))
-    command = [sys.executable, "-m", "bbcu.cli", "restore", str(image), "-o", str(folder / "out")]
+    command = [sys.executable, "-m", "bbcu.cli.main", "restore", str(image), "-o", str(folder / "out")]
     start = time.perf_counter()
     child = subprocess.Popen([*command, "--weights", str(weights)], stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)

@@ -19,11 +19,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from bbcu import zoo
-from bbcu.atomic import atomic_write_bytes
+from bbcu.run import zoo
+from bbcu.core.atomic import atomic_write_bytes
 from bbcu.data.root import data_root
 from bbcu.serve.app import create_app
-from bbcu.serve.browser import headless_chromium
+from browser import headless_chromium
 from bbcu.serve.server import running_in_thread
 
 EXAMPLE = Path("Set5") / "HR" / "butterfly.png"

@@ -18,7 +18,7 @@ from bbcu.archs import create_model, list_models, model_entry
 from bbcu.archs.dncnn import BinaryDnCNN, DnCNN
 from bbcu.archs.srresnet import BinarySRResNet, MSRResNet
 from bbcu.binary import BBCUV4, BBCUUpsample, BinaryConv2d
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 torch.set_num_threads(1)
 

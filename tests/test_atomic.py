@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bbcu.atomic import atomic_path, atomic_write_bytes
-from bbcu.data.image_io import read_image, write_image
-from bbcu.errors import UserError
+from bbcu.core.atomic import atomic_path, atomic_write_bytes
+from bbcu.core.errors import UserError
+from bbcu.formats.image_io import read_image, write_image
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o077])

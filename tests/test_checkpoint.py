@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bbcu.core.atomic import atomic_write_bytes, remove_leftovers
 from bbcu.train.checkpoint import (
-    atomic_write_bytes,
     checkpoint_path,
     list_checkpoints,
     load_latest_checkpoint,
@@ -58,7 +58,7 @@ def test_truncated_newest_checkpoint_is_never_resumed_from(
 
 def test_leftover_tmp_file_is_ignored(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, 1, _state(1))
-    leftover = checkpoint_path(tmp_path, 2).with_name("iter_00000002.ckpt.tmp")
+    leftover = checkpoint_path(tmp_path, 2).with_name(".iter_00000002.ckpt.0123456789ab.tmp")
     leftover.write_bytes(b"half a checkpoint")
     assert [p.name for p in list_checkpoints(tmp_path)] == ["iter_00000001.ckpt"]
     state = load_latest_checkpoint(tmp_path)
@@ -73,14 +73,17 @@ def test_sigkill_mid_write_leaves_the_old_file_intact(tmp_path: Path) -> None:
     target = tmp_path / "file.bin"
     target.write_bytes(b"old content")
     script = (
-        "import sys; from pathlib import Path; from bbcu.train.checkpoint import atomic_write_bytes; "
-        "atomic_write_bytes(Path(sys.argv[1]), b'n' * 1000)"
+        "import sys; from pathlib import Path; from bbcu.core.atomic import atomic_write_bytes; "
+        "from bbcu.train import faults; "
+        "atomic_write_bytes(Path(sys.argv[1]), b'n' * 1000, on_progress=faults.kill_mid_write_if_armed)"
     )
     env = {**os.environ, "BBCU_TRAIN_FAULT": "kill_mid_write:0"}
     result = subprocess.run([sys.executable, "-c", script, str(target)], env=env, timeout=120)
     assert result.returncode == -9
     assert target.read_bytes() == b"old content"
-    assert (tmp_path / "file.bin.tmp").stat().st_size == 500
-    atomic_write_bytes(target, b"new content")  # the next write replaces the file and the leftover
+    (leftover,) = tmp_path.glob(".file.bin.*.tmp")
+    assert leftover.stat().st_size == 500
+    atomic_write_bytes(target, b"new content")
     assert target.read_bytes() == b"new content"
-    assert not (tmp_path / "file.bin.tmp").exists()
+    remove_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin"]

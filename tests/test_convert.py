@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bbcu.cli import main
-from bbcu.convert import official_to_bbcu_key
-from bbcu.weights import load, read_metadata
+from bbcu.cli.main import main
+from bbcu.formats.convert import official_to_bbcu_key
+from bbcu.formats.weights import load, read_metadata
 
 FEATURES = 64
 OFFICIAL_K = 130.0

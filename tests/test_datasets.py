@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from bbcu.core.errors import UserError
 from bbcu.data.datasets import DenoiseTrainSet, HRSource, JPEGTrainSet, SRTrainSet
 from bbcu.data.imresize import bicubic_downsample
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
 
 T91_NAMES = ["t1.png", "t10.png", "t11.png", "t12.png"]  # t12 is 114x119: too small for x4 patches
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bbcu.data.degradations import add_test_noise, add_train_noise, jpeg_compress, jpeg_encode, rgb_to_y
-from bbcu.data.image_io import read_image
 from bbcu.data.root import data_root
+from bbcu.formats.image_io import read_image
 
 # Made with libjpeg-turbo 2.1.5's command-line tools (Debian bookworm package libjpeg-turbo-progs), a
 # separate build from the libjpeg inside Pillow, from the data file written out as PGM/PPM by Pillow:

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from bbcu.archs import create_model
-from bbcu.cli import main
+from bbcu.cli.main import main
 from bbcu.data.degradations import rgb_to_y
-from bbcu.data.image_io import read_image
 from bbcu.data.imresize import imresize, modcrop
 from bbcu.data.root import data_root
-from bbcu.restore import restore
-from bbcu.weights import save
+from bbcu.formats.image_io import read_image
+from bbcu.formats.weights import save
+from bbcu.run.images import restore
 
 SET5 = data_root() / "Set5"
 

@@ -12,17 +12,17 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import bbcu
-from bbcu import weights
-from bbcu.cli import main
+from bbcu.cli.main import main
+from bbcu.core.errors import UserError
 from bbcu.engine import kernels
-from bbcu.engine.format import (
+from bbcu.formats import weights
+from bbcu.formats.packed import (
     SUPPORTED_ARCHITECTURES,
     export_model,
     load_packed,
     pack_signs,
     unpack_signs,
 )
-from bbcu.errors import UserError
 from helpers import randomized
 
 SMALL = {  # few units and odd widths keep these tests quick; the runtime tests cover full sizes

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from bbcu.engine import PackedModel, kernels, load
-from bbcu.engine.format import export_model
 from bbcu.engine.runtime import pack_model
-from bbcu.inference import restore_array
+from bbcu.formats.packed import export_model
+from bbcu.run.tiling import restore_array
 from helpers import randomized
 
 TOLERANCE = 1e-4  # max abs difference on the [0, 1] output scale
@@ -106,8 +106,8 @@ def test_a_wrong_input_shape_is_refused() -> None:
 
 
 def test_bench_layer_reports_a_comparison_and_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    from bbcu.bench import bench_layer, format_table
-    from bbcu.cli import main
+    from bbcu.cli.main import main
+    from bbcu.report.bench import bench_layer, format_table
 
     (row,) = bench_layer(repeats=1)
     assert row.engine.wall_ms > 0 and row.reference_time.cpu_ms > 0

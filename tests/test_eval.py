@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 import bbcu
-from bbcu.cli import main
+from bbcu.cli.main import main
 from bbcu.data.root import data_root
-from bbcu.published import ROW_LABELS, SETTING_NAMES, published_cost, published_score
-from bbcu.weights import save
+from bbcu.formats.weights import save
+from bbcu.metrics.published import ROW_LABELS, SETTING_NAMES, published_cost, published_score
 
 # Bicubic on the official Set5 LR files and the unrestored Classic5 JPEGs, under the protocols of
 # DESIGN.md section 3 (the standard values other toolkits report, e.g. BasicSR/KAIR).

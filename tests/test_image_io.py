@@ -14,8 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bbcu.data import image_io
-from bbcu.data.image_io import (
+from bbcu.core.errors import UserError
+from bbcu.data.root import data_root
+from bbcu.formats import image_io
+from bbcu.formats.image_io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
     image_to_tensor,
@@ -25,8 +27,6 @@ from bbcu.data.image_io import (
     to_uint8,
     write_image,
 )
-from bbcu.data.root import data_root
-from bbcu.errors import UserError
 
 RNG = np.random.default_rng(11)
 GREY = RNG.integers(0, 256, (23, 31), dtype=np.uint8)

@@ -12,11 +12,11 @@ import torch
 
 import bbcu.archs.bicubic  # noqa: F401  (registers "bicubic" until bbcu.archs imports it)
 from bbcu import create_model
-from bbcu.data.image_io import read_image, to_uint8
+from bbcu.core.errors import UserError
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
-from bbcu.inference import receptive_radius, restore_array
+from bbcu.formats.image_io import read_image, to_uint8
+from bbcu.run.tiling import receptive_radius, restore_array
 
 TOLERANCE = 1e-4
 

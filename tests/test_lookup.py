@@ -6,7 +6,7 @@ import pytest
 
 from bbcu.archs import list_models
 from bbcu.archs.lookup import build_model, find_model
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 
 def test_known_names_give_their_entry_and_model() -> None:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch.nn.functional as F
 
+from bbcu.core.errors import UserError
 from bbcu.data.degradations import jpeg_compress, rgb_to_y
-from bbcu.data.image_io import image_to_tensor, read_image, tensor_to_image, to_uint8
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
-from bbcu.metrics import calculate_psnr, calculate_psnrb, calculate_ssim, evaluate_pair
+from bbcu.formats.image_io import image_to_tensor, read_image, tensor_to_image, to_uint8
+from bbcu.metrics.quality import calculate_psnr, calculate_psnrb, calculate_ssim, evaluate_pair
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 

@@ -10,25 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from bbcu import cli
 from bbcu.archs import create_model
-from bbcu.commands.plot import measured_point, published_points
+from bbcu.cli import main as cli
+from bbcu.cli.plot import measured_point, published_points
+from bbcu.core.errors import UserError
 from bbcu.data.degradations import rgb_to_y
-from bbcu.data.image_io import read_image
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
-from bbcu.pictures import Panel, comparison_panels, compose_grid, crop, spread, zoom_nearest
-from bbcu.weights import save
+from bbcu.formats.image_io import read_image
+from bbcu.formats.weights import save
+from bbcu.report.pictures import Panel, comparison_panels, compose_grid, crop, spread, zoom_nearest
 
 WHITE = 255
-
-
-@pytest.fixture(autouse=True)
-def verbs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reach ``compare`` and ``plot`` through the real CLI even before ``cli.VERBS`` lists them."""
-    missing = tuple(verb for verb in ("compare", "plot") if verb not in cli.VERBS)
-    monkeypatch.setattr(cli, "VERBS", (*cli.VERBS, *missing))
 
 
 def panel_runs(picture: np.ndarray, row: int) -> list[int]:

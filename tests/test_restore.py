@@ -13,16 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from bbcu import zoo
+import bbcu
 from bbcu.archs import create_model
-from bbcu.data.image_io import read_image, to_float, to_uint8
+from bbcu.core.errors import UserError
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
 from bbcu.engine import PackedModel
-from bbcu.engine.format import export_model
-from bbcu.errors import UserError
-from bbcu.restore import resolve_model, restore
-from bbcu.weights import save
+from bbcu.formats.image_io import read_image, to_float, to_uint8
+from bbcu.formats.packed import export_model
+from bbcu.formats.weights import save
+from bbcu.run import zoo
+from bbcu.run.images import resolve_model, restore
 
 SMALL_CHANNELS = 16
 """Width of the random-weight networks here: enough to exercise every layer, cheap on two cores."""
@@ -202,9 +203,12 @@ def test_defaults_per_task_and_scale() -> None:
         zoo.default_model("denoise", 2)
 
 
-def test_project_models_folder_is_at_the_checkout_root(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shipped_models_are_package_data_with_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The models live inside the imported package (so a wheel carries them), each with a card."""
     monkeypatch.delenv(zoo.ENV_VAR, raising=False)
-    assert zoo.models_dir() == Path(__file__).resolve().parents[1] / "models"
+    assert zoo.models_dir() == Path(bbcu.__file__).resolve().parent / "models"
+    assert set(zoo.DEFAULT_MODELS.values()) <= set(zoo.list_shipped())
+    assert all(zoo.model_card(name) is not None for name in zoo.list_shipped())
 
 
 @pytest.mark.parametrize(

@@ -23,19 +23,19 @@ from fastapi import FastAPI
 from PIL import Image
 
 from bbcu.archs import create_model
-from bbcu.commands import serve as serve_command
-from bbcu.data.image_io import read_image
+from bbcu.cli import serve as serve_command
+from bbcu.core.errors import UserError
 from bbcu.data.imresize import modcrop
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
-from bbcu.metrics import calculate_psnr
-from bbcu.restore import restore
+from bbcu.formats.image_io import read_image
+from bbcu.formats.weights import save
+from bbcu.metrics.quality import calculate_psnr
+from bbcu.run.images import restore
+from bbcu.run.zoo import ENV_VAR
 from bbcu.serve import pipeline
 from bbcu.serve.app import create_app
 from bbcu.serve.limits import Limits
 from bbcu.serve.server import open_socket, running_in_thread
-from bbcu.weights import save
-from bbcu.zoo import ENV_VAR
 
 LR_X4 = data_root() / "Set5" / "LR_bicubic" / "X4" / "butterflyx4.png"
 HR = data_root() / "Set5" / "HR" / "butterfly.png"

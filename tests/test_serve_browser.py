@@ -14,14 +14,14 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from bbcu.archs import create_model
-from bbcu.cli import main
-from bbcu.data.image_io import read_image
+from bbcu.cli.main import main
 from bbcu.data.root import data_root
+from bbcu.formats.image_io import read_image
+from bbcu.formats.weights import save
+from bbcu.run.zoo import ENV_VAR
 from bbcu.serve.app import create_app
-from bbcu.serve.browser import headless_chromium
 from bbcu.serve.server import running_in_thread
-from bbcu.weights import save
-from bbcu.zoo import ENV_VAR
+from browser import headless_chromium
 
 MODEL = "random-bbcu-m-x4"
 LR_X4 = data_root() / "Set5" / "LR_bicubic" / "X4" / "butterflyx4.png"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from bbcu import zoo
 from bbcu.archs import create_model
 from bbcu.engine.runtime import pack_model
-from bbcu.evaluate import evaluate_set
-from bbcu.weights import load
+from bbcu.formats.weights import load
+from bbcu.run import zoo
+from bbcu.run.evaluate import evaluate_set
 
 BICUBIC_MARGIN = 1.5
 FLOORS = {

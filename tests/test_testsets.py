@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bbcu.core.errors import UserError
 from bbcu.data.root import data_root
 from bbcu.data.testsets import BUNDLED_TEST_SETS, available_test_sets, load_test_set
-from bbcu.errors import UserError
 
 SETTING = {"sr": {"scale": 4}, "denoise": {"sigma": 25}, "jpeg": {"quality": 10}}
 

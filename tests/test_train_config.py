@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bbcu.archs.registry import list_models
-from bbcu.cli import main
+from bbcu.cli.main import main
+from bbcu.core.errors import UserError
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
 from bbcu.train.checkpoint import save_checkpoint
 from bbcu.train.config import build_config, config_to_dict, load_config, read_recipe
 from bbcu.train.data import build_train_set

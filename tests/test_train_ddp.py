@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
+from bbcu.core.errors import UserError
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
 from bbcu.train.checkpoint import load_latest_checkpoint
 from bbcu.train.config import build_config
 from bbcu.train.loop import train
@@ -48,7 +48,7 @@ def test_two_process_step_equals_one_process_with_combined_batch(tmp_path: Path)
     recipe.write_text(yaml.safe_dump(_recipe(tmp_path / "ddp", batch_size=2)))
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "bbcu.cli", "train", str(recipe), "--data-root", str(root),
+        "-m", "bbcu.cli.main", "train", str(recipe), "--data-root", str(root),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bbcu import weights
 from bbcu.archs import create_model
-from bbcu.cli import main
+from bbcu.cli.main import main
+from bbcu.core.errors import UserError
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
-from bbcu.evaluate import evaluate_set
+from bbcu.formats import weights
+from bbcu.run.evaluate import evaluate_set
 from bbcu.train.checkpoint import list_checkpoints, load_latest_checkpoint
 from bbcu.train.config import build_config
 from bbcu.train.logs import read_log

@@ -70,7 +70,7 @@ def _train_in_process(recipe: Path, root: Path) -> Path:
 
 def _killed_run(recipe: Path, root: Path, fault: str) -> None:
     env = {**os.environ, "BBCU_TRAIN_FAULT": fault}
-    command = [sys.executable, "-m", "bbcu.cli", "train", str(recipe), "--data-root", str(root)]
+    command = [sys.executable, "-m", "bbcu.cli.main", "train", str(recipe), "--data-root", str(root)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == -9, result.stderr[-2000:]
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from bbcu.archs import create_model, list_models, model_entry
 from bbcu.binary.conv import BinaryConv2d
-from bbcu.cli import main
-from bbcu.errors import UserError
-from bbcu.weights import FORMAT, FORMAT_VERSION, load, read_metadata, save
+from bbcu.cli.main import main
+from bbcu.core.errors import UserError
+from bbcu.formats.weights import FORMAT, FORMAT_VERSION, load, read_metadata, save
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from bbcu.archs.registry import register_model
 from bbcu.binary.units import UNITS
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 
 class NoiseResidualNet(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bbcu.archs.registry import register_model
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 
 class Identity(nn.Module):

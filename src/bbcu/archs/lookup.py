@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from bbcu.archs.registry import ModelEntry, create_model, model_entry
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 
 def find_model(name: str, *, source: str | None = None) -> ModelEntry:

@@ -45,7 +45,7 @@ from torch import nn
 
 from bbcu.archs.registry import register_model
 from bbcu.binary.units import BBCUV4, UNITS, BBCUUpsample
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 SCALES = (2, 3, 4)
 UPSAMPLERS = ("fp", "binary")

@@ -11,7 +11,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from bbcu.data.image_io import to_float
+from bbcu.formats.image_io import to_float
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
 _Y_OFFSET = 16.0

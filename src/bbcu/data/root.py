@@ -1,7 +1,7 @@
 """Where benchmark and training images live.
 
 The data never travels with the code: it is read from ``--data-root``, else ``$BBCU_DATA``, else
-``../shared/data`` beside the project checkout when it exists.
+``../shared/data`` beside the source checkout when bbcu runs from one.
 """
 
 from __future__ import annotations
@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bbcu.errors import UserError
+from bbcu.core.errors import DataNotFoundError
+from bbcu.core.paths import checkout_root
 
 ENV_VAR = "BBCU_DATA"
-_PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_ROOT = _PROJECT_ROOT.parent / "shared" / "data"
+
+def default_root() -> Path | None:
+    """``../shared/data`` beside the checkout, or None when bbcu is installed from a wheel."""
+    checkout = checkout_root()
+    return None if checkout is None else checkout.parent / "shared" / "data"
+
 
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -26,17 +31,17 @@ def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
         An existing directory.
 
     Raises:
-        UserError: If no candidate exists; the message names every place looked at.
+        DataNotFoundError: If no candidate exists; the message names every place looked at.
     """
     candidates: list[tuple[str, Path]] = []
     if explicit is not None:
         candidates.append(("--data-root", Path(explicit)))
     elif os.environ.get(ENV_VAR):
         candidates.append((f"${ENV_VAR}", Path(os.environ[ENV_VAR])))
-    else:
-        candidates.append(("default", DEFAULT_ROOT))
+    elif default_root() is not None:
+        candidates.append(("default", default_root()))
     for _, path in candidates:
         if path.is_dir():
             return path
     looked = "; ".join(f"{src}: {p}" for src, p in candidates)
-    raise UserError(f"no data root found (looked at {looked}); set {ENV_VAR} or pass --data-root")
+    raise DataNotFoundError(f"no data root found (looked at {looked}); set {ENV_VAR} or pass --data-root")

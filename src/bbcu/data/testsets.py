@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bbcu.core.errors import UserError
 from bbcu.data.degradations import add_test_noise, jpeg_compress, rgb_to_y
-from bbcu.data.image_io import IMAGE_EXTENSIONS, read_image
 from bbcu.data.imresize import bicubic_downsample, modcrop
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
-from bbcu.published import PUBLISHED_DATASETS, SETTING_NAMES
+from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image
+from bbcu.metrics.published import PUBLISHED_DATASETS, SETTING_NAMES
 
 TASKS = tuple(SETTING_NAMES)
 JPEG_MAX_QUALITY = 100

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bbcu.engine import kernels
-from bbcu.engine.format import BINARY_OPS, RPRELU_PARAMETERS, PackedNetwork, export_model, load_packed
+from bbcu.formats.packed import BINARY_OPS, RPRELU_PARAMETERS, PackedNetwork, export_model, load_packed
 
 
 @dataclass

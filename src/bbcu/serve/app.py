@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 from bbcu.serve import pipeline
 from bbcu.serve.catalog import Catalog
 from bbcu.serve.jobs import JobQueue

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from bbcu import zoo
 from bbcu.archs import create_model, model_entry
-from bbcu.complexity import CostReport, count_cost
-from bbcu.restore import ResolvedModel, resolve_model
+from bbcu.metrics.complexity import CostReport, count_cost
+from bbcu.run import zoo
+from bbcu.run.images import ResolvedModel, resolve_model
 from bbcu.serve.limits import RequestError
 
 BICUBIC = "bicubic"
@@ -129,7 +129,7 @@ def _packed_engine_runs(architecture: str) -> bool:
     """Whether ``bbcu.engine`` imports (its compiled kernels are built) and can run ``architecture``."""
     try:
         import bbcu.engine  # noqa: F401  (fails when the compiled kernels are missing)
-        from bbcu.engine.format import SUPPORTED_ARCHITECTURES
+        from bbcu.formats.packed import SUPPORTED_ARCHITECTURES
     except ImportError:
         return False
     return architecture in SUPPORTED_ARCHITECTURES

@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from bbcu.data.degradations import add_test_noise, jpeg_compress
-from bbcu.data.image_io import ImageReadError, read_image, to_uint8
 from bbcu.data.imresize import bicubic_downsample, modcrop
-from bbcu.metrics import evaluate_pair
-from bbcu.restore import ENGINES, TASKS, restore_pixels
+from bbcu.formats.image_io import ImageReadError, read_image, to_uint8
+from bbcu.metrics.quality import evaluate_pair
+from bbcu.run.images import ENGINES, TASKS, restore_pixels
 from bbcu.serve.catalog import Catalog, ModelChoice
 from bbcu.serve.limits import RequestError
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 from bbcu.serve import LOOPBACK
 
 STARTUP_TIMEOUT_S = 30.0

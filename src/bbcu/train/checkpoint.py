@@ -4,8 +4,8 @@ A checkpoint is one file holding everything the run needs to continue as if neve
 optimizer, scheduler, RNG states, sampler position, iteration, best score, config), made of tensors and
 plain Python values only so that it loads with ``torch.load(weights_only=True)``.
 
-Writing: serialise to memory, write ``<name>.tmp``, flush + fsync, ``os.replace`` onto the final name,
-fsync the directory. Each checkpoint has its own file (``iter_00001000.ckpt``) and older ones are pruned
+Writing: serialise to memory, then ``bbcu.core.atomic`` (temporary file, fsync, rename, fsync of the
+folder). Each checkpoint has its own file (``iter_00001000.ckpt``) and older ones are pruned
 only after the new one is in place, so a kill at any instant leaves at least one complete checkpoint.
 Reading: the newest file that loads completely wins; a damaged or half-written one is passed over.
 """
@@ -13,19 +13,20 @@ Reading: the newest file that loads completely wins; a damaged or half-written o
 from __future__ import annotations
 
 import io
-import os
+import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bbcu.core.atomic import atomic_write_bytes, remove_leftovers
 from bbcu.train import faults
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^iter_(\d{8})\.ckpt$")
-_WRITE_CHUNK = 1 << 20
 
 
 def checkpoint_path(run_dir: Path, iteration: int) -> Path:
@@ -49,29 +50,15 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: 
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getbuffer())
+    atomic_write_bytes(path, buffer.getbuffer(), on_progress=faults.kill_mid_write_if_armed)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
+    remove_leftovers(path.parent)
     return path
 
 
-def atomic_write_bytes(path: Path, data: memoryview | bytes) -> None:
-    """Write ``data`` so that ``path`` holds either its old content or all of the new, never a part."""
-    tmp = path.with_name(path.name + ".tmp")
-    chunk = min(_WRITE_CHUNK, max(1, (len(data) + 1) // 2))
-    with open(tmp, "wb") as handle:
-        for start in range(0, len(data), chunk):
-            handle.write(data[start : start + chunk])
-            handle.flush()
-            faults.maybe_kill_mid_write(min(start + chunk, len(data)), len(data))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete-named checkpoint files of ``run_dir``, oldest first (``.tmp`` leftovers excluded)."""
+    """Complete-named checkpoint files of ``run_dir``, oldest first (temporary leftovers excluded)."""
     folder = run_dir / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
@@ -81,29 +68,16 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     """The newest checkpoint of ``run_dir`` that loads completely, or None when there is none.
 
-    A file that fails to load (truncated, damaged on disk) is reported on stderr and skipped, so the
+    A file that fails to load (truncated, damaged on disk) is logged as a warning and skipped, so the
     run resumes from the previous good one instead of failing or, worse, reading garbage.
     """
     for path in reversed(list_checkpoints(run_dir)):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # any failure means "not a usable checkpoint"
-            print(
-                f"bbcu train: skipping damaged checkpoint {path.name} ({type(err).__name__})", file=sys.stderr
-            )
+            logger.warning("skipping damaged checkpoint %s (%s)", path.name, type(err).__name__)
             continue
         if isinstance(state, dict) and "iteration" in state:
             return state
     return None
 
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from bbcu.archs.registry import model_entry
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 from bbcu.train.schema import TrainConfig
 
 INHERIT_KEY = "inherit"

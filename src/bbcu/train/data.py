@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bbcu.core.errors import UserError
 from bbcu.data.datasets import DenoiseTrainSet, HRSource, JPEGTrainSet, PairedPatchDataset, SRTrainSet
-from bbcu.errors import UserError
 from bbcu.train.schema import HRFolder, TrainConfig
 
 

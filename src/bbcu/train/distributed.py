@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def after_step(iteration: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def maybe_kill_mid_write(written: int, total: int) -> None:
+def kill_mid_write_if_armed(written: int, total: int) -> None:
     """Die once at least half of the checkpoint of the armed step is on disk, but not all of it."""
     if written < total and 2 * written >= total and _armed("kill_mid_write"):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -9,8 +9,8 @@ at every validation and at the end.
 from __future__ import annotations
 
 import csv
-import os
-import sys
+import io
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bbcu.errors import UserError
+from bbcu.core.atomic import atomic_path, atomic_write_bytes
+from bbcu.core.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 CSV_NAME = "log.csv"
 CURVES_NAME = "curves.png"
@@ -71,10 +74,9 @@ class RunLog:
         if psnr_axis.has_data():
             psnr_axis.legend()
         figure.tight_layout()
-        tmp = self.curves_path.with_name(self.curves_path.name + ".tmp.png")
-        figure.savefig(tmp, dpi=100)
+        with atomic_path(self.curves_path) as temp_path:
+            figure.savefig(temp_path, dpi=100, format="png")
         plt.close(figure)
-        os.replace(tmp, self.curves_path)
 
     def close(self) -> None:
         """Flush and close TensorBoard files."""
@@ -99,10 +101,9 @@ def _truncate_csv(csv_path: Path, start_iteration: int) -> None:
     with open(csv_path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     kept = rows[:1] + [r for r in rows[1:] if int(r[0]) <= start_iteration]
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(kept)
-    os.replace(tmp, csv_path)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(kept)
+    atomic_write_bytes(csv_path, buffer.getvalue().encode("utf-8"))
 
 
 def _open_tensorboard(folder: Path, wanted: bool | str, start_iteration: int) -> Any:
@@ -117,6 +118,6 @@ def _open_tensorboard(folder: Path, wanted: bool | str, start_iteration: int) ->
                 "output.tensorboard is true but the tensorboard package is not installed "
                 "(pip install tensorboard, or --set output.tensorboard=false)"
             ) from None
-        print("bbcu train: tensorboard not installed; logging to CSV and PNG only", file=sys.stderr)
+        logger.warning("tensorboard is not installed; logging to CSV and PNG only")
         return None
     return SummaryWriter(str(folder), purge_step=start_iteration + 1 if start_iteration else None)

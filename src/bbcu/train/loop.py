@@ -25,10 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from bbcu import weights
 from bbcu.archs.registry import create_model
 from bbcu.binary.units import set_training_progress
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
+from bbcu.formats import weights
 from bbcu.train import faults
 from bbcu.train.checkpoint import atomic_write_bytes, list_checkpoints, save_checkpoint
 from bbcu.train.config import config_to_dict

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 from bbcu.train.checkpoint import load_latest_checkpoint
 from bbcu.train.config import apply_overrides, build_config, config_to_dict, load_config
 from bbcu.train.schema import TrainConfig

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 _EPOCH_STRIDE = 1_000_003  # a prime: (seed, epoch) pairs map to distinct generator seeds
 

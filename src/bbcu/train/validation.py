@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bbcu.evaluate import evaluate_set
+from bbcu.run.evaluate import evaluate_set
 from bbcu.train.schema import TrainConfig
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every benchmark and print a table (or JSON)."""
-    from bbcu.bench import format_table, run_benchmarks  # imports the compiled kernels
+    from bbcu.report.bench import format_table, run_benchmarks  # imports the compiled kernels
 
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
         raise UserError("--repeats and --threads must be positive")

@@ -7,8 +7,8 @@ A shipped model is a pair of files in the models folder::
     models/<name>.md            its model card: config, iterations, wall time, hardware, data, scores
     models/<name>.bbcu          optional: the packed export, used by ``--engine packed`` when present
 
-The folder is ``$BBCU_MODELS`` when set, else ``models/`` at the project root (the checkout an editable
-install points at), which is where training results are committed. Names say what the model does and
+The folder is ``$BBCU_MODELS`` when set, else the package's own ``bbcu/models`` (package data, so a
+wheel carries them as a checkout does). Names say what the model does and
 at which scale, e.g. ``bbcu-l-x4``; ``default_model`` picks the one a task uses when none is named.
 """
 
@@ -20,14 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
 from bbcu.archs import model_entry
-from bbcu.errors import UserError
-from bbcu.weights import load, read_metadata
+from bbcu.core.errors import UserError
+from bbcu.core.paths import SHIPPED_MODELS_DIR
+from bbcu.formats.weights import read_metadata
 
 ENV_VAR = "BBCU_MODELS"
-PROJECT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 WEIGHTS_SUFFIX = ".safetensors"
 PACKED_SUFFIX = ".bbcu"
 CARD_SUFFIX = ".md"
@@ -63,9 +61,9 @@ class ShippedModel:
 
 
 def models_dir() -> Path:
-    """The folder shipped models are read from: ``$BBCU_MODELS``, else ``<project root>/models``."""
+    """The folder shipped models are read from: ``$BBCU_MODELS``, else the package's ``bbcu/models``."""
     override = os.environ.get(ENV_VAR)
-    return Path(override) if override else PROJECT_MODELS_DIR
+    return Path(override) if override else SHIPPED_MODELS_DIR
 
 
 def list_shipped() -> list[str]:
@@ -139,11 +137,6 @@ def factory_default(architecture: str, argument: str, fallback: object) -> objec
     if parameter is None or parameter.default is inspect.Parameter.empty:
         return fallback
     return parameter.default
-
-
-def load_shipped(name: str) -> nn.Module:
-    """Build shipped model ``name`` with its trained weights, in eval mode."""
-    return load(shipped_path(name))
 
 
 def default_model(task: str, scale: int = 1) -> str:

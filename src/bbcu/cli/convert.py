@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bbcu.convert import BASICSR_PARAM_KEYS, convert_file
+from bbcu.formats.convert import BASICSR_PARAM_KEYS, convert_file
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

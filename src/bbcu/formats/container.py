@@ -14,7 +14,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 
 
 def read_container(

@@ -19,11 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 from PIL import Image, ImageDraw, ImageFont
 
-from bbcu.atomic import atomic_write_bytes
+from bbcu.core.atomic import atomic_write_bytes
+from bbcu.core.errors import UserError
 from bbcu.data.imresize import modcrop
 from bbcu.data.testsets import as_grey, as_rgb
-from bbcu.errors import UserError
-from bbcu.metrics import evaluate_pair
+from bbcu.metrics.quality import evaluate_pair
 
 Box = tuple[int, int, int, int]
 """A crop as (x, y, width, height) in pixels, x to the right and y down from the top-left corner."""

@@ -12,8 +12,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from bbcu.core.errors import UserError
 from bbcu.data.degradations import rgb_to_y
-from bbcu.errors import UserError
 
 PEAK = 255.0
 SSIM_WINDOW = 11

@@ -12,10 +12,10 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from bbcu.data.image_io import read_image, write_image
-from bbcu.errors import UserError
-from bbcu.pictures import Box, comparison_panels, compose_grid, match_layout
-from bbcu.restore import ENGINES, TASKS, ResolvedModel, resolve_model, restore_pixels
+from bbcu.core.errors import UserError
+from bbcu.formats.image_io import read_image, write_image
+from bbcu.report.pictures import Box, comparison_panels, compose_grid, match_layout
+from bbcu.run.images import ENGINES, TASKS, ResolvedModel, resolve_model, restore_pixels
 
 SCALES = (2, 3, 4)
 DEFAULT_CROP_SIDE = 48
@@ -92,7 +92,7 @@ def resolve_models(args: argparse.Namespace) -> list[ResolvedModel]:
 def _on_engine(model: ResolvedModel, engine: str) -> ResolvedModel:
     """``--engine packed`` moves every network the packed engine runs onto it; the others (bicubic,
     full-precision nets) stay on torch, so one grid can still compare them all."""
-    from bbcu.engine.format import SUPPORTED_ARCHITECTURES  # loads the compiled kernels: only when used
+    from bbcu.formats.packed import SUPPORTED_ARCHITECTURES  # loads the compiled kernels: only when used
 
     if engine != "packed" or getattr(model.network, "model_name", None) not in SUPPORTED_ARCHITECTURES:
         return model

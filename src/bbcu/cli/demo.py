@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bbcu import zoo
-from bbcu.data.image_io import read_image, write_image
+from bbcu.core.errors import UserError
 from bbcu.data.imresize import bicubic_downsample, modcrop
 from bbcu.data.root import data_root
-from bbcu.errors import UserError
-from bbcu.metrics import evaluate_pair
-from bbcu.pictures import comparison_panels, compose_grid
-from bbcu.restore import resolve_model, restore_pixels
+from bbcu.formats.image_io import read_image, write_image
+from bbcu.metrics.quality import evaluate_pair
+from bbcu.report.pictures import comparison_panels, compose_grid
+from bbcu.run import zoo
+from bbcu.run.images import resolve_model, restore_pixels
 
 SCALE = 4
 EXAMPLE = ("Set5", "butterfly")

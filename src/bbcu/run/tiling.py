@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from bbcu.archs.registry import create_model
-from bbcu.data.image_io import image_to_tensor, tensor_to_image
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
+from bbcu.formats.image_io import image_to_tensor, tensor_to_image
 
 DEFAULT_PIXEL_BUDGET = 1 << 20
 """Output pixels run in one piece before tiling starts on its own (a 64-channel float feature map of

@@ -28,14 +28,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bbcu import zoo
 from bbcu.archs import model_entry
 from bbcu.archs.lookup import build_model
-from bbcu.data.image_io import to_uint8
+from bbcu.core.errors import UserError
 from bbcu.data.imresize import imresize
-from bbcu.errors import UserError
-from bbcu.inference import restore_array
-from bbcu.weights import load
+from bbcu.formats.image_io import to_uint8
+from bbcu.formats.weights import load
+from bbcu.run import zoo
+from bbcu.run.tiling import restore_array
 
 ENGINES = ("torch", "packed")
 TASKS = ("sr", "denoise", "jpeg")

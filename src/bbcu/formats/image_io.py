@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from bbcu.atomic import atomic_path
-from bbcu.errors import UserError
+from bbcu.core.atomic import atomic_path
+from bbcu.core.errors import UserError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 

@@ -24,12 +24,12 @@ from torch import nn
 
 import bbcu
 from bbcu.archs.srresnet import SubPixelUpsample
-from bbcu.atomic import atomic_write_bytes
 from bbcu.binary.units import BBCUV4, BBCUUpsample
 from bbcu.binary.weights import channel_mean_abs
-from bbcu.container import check_format, read_container
+from bbcu.core.atomic import atomic_write_bytes
+from bbcu.core.errors import UserError
 from bbcu.engine.kernels import channel_words
-from bbcu.errors import UserError
+from bbcu.formats.container import check_format, read_container
 
 FORMAT_NAME = "bbcu-packed"
 FORMAT_VERSION = "1"

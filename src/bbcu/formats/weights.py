@@ -26,11 +26,11 @@ from torch import nn
 
 import bbcu
 from bbcu.archs.lookup import build_model
-from bbcu.atomic import atomic_write_bytes
 from bbcu.binary.conv import BinaryConv2d
 from bbcu.binary.weights import channel_mean_abs
-from bbcu.container import check_format, read_container
-from bbcu.errors import UserError
+from bbcu.core.atomic import atomic_write_bytes
+from bbcu.core.errors import UserError
+from bbcu.formats.container import check_format, read_container
 
 FORMAT = "bbcu-weights"
 FORMAT_VERSION = "1"

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from bbcu.archs.lookup import build_model, find_model
-from bbcu.errors import UserError
-from bbcu.weights import load_state_dict_strictly, save
+from bbcu.core.errors import UserError
+from bbcu.formats.weights import load_state_dict_strictly, save
 
 BASICSR_PARAM_KEYS = ("params", "params_ema")
 _DATA_PARALLEL_PREFIX = "module."

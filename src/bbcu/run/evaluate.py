@@ -20,13 +20,13 @@ from torch import nn
 from tqdm import tqdm
 
 from bbcu.archs.registry import model_entry
-from bbcu.atomic import atomic_write_bytes
-from bbcu.data.image_io import to_uint8, write_image
+from bbcu.core.atomic import atomic_write_bytes
+from bbcu.core.errors import UserError
 from bbcu.data.testsets import load_test_set
-from bbcu.errors import UserError
-from bbcu.inference import restore_array
-from bbcu.metrics import evaluate_pair
-from bbcu.published import ROW_LABELS, SETTING_NAMES, published_score
+from bbcu.formats.image_io import to_uint8, write_image
+from bbcu.metrics.published import ROW_LABELS, SETTING_NAMES, published_score
+from bbcu.metrics.quality import evaluate_pair
+from bbcu.run.tiling import restore_array
 
 _SETTING_PREFIX = {"sr": "x", "denoise": "sigma", "jpeg": "q"}
 

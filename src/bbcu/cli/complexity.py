@@ -9,8 +9,8 @@ import re
 from torch import nn
 
 from bbcu.archs.lookup import build_model, find_model
-from bbcu.complexity import DEFAULT_INPUT_SIZE, CostReport, count_cost
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
+from bbcu.metrics.complexity import DEFAULT_INPUT_SIZE, CostReport, count_cost
 
 _SIZE_PATTERN = re.compile(r"(\d+)[xX](\d+)")
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from torch import nn
 
-from bbcu import zoo
 from bbcu.archs.lookup import build_model, find_model
-from bbcu.complexity import count_cost
-from bbcu.errors import UserError
-from bbcu.pictures import ChartPoint, draw_psnr_ops_chart, save_figure
-from bbcu.published import ROW_LABELS, SETTING_NAMES, published_cost, published_score
+from bbcu.core.errors import UserError
+from bbcu.metrics.complexity import count_cost
+from bbcu.metrics.published import ROW_LABELS, SETTING_NAMES, published_cost, published_score
+from bbcu.report.pictures import ChartPoint, draw_psnr_ops_chart, save_figure
+from bbcu.run import zoo
 
 DEFAULT_SETTINGS = {"sr": 4, "denoise": 25, "jpeg": 10}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bbcu.errors import UserError
+from bbcu.core.errors import UserError
 from bbcu.serve import LOOPBACK
 from bbcu.serve.limits import MEGABYTE, Limits
 

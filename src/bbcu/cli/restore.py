@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bbcu.data.image_io import IMAGE_EXTENSIONS, read_image, write_image
-from bbcu.errors import UserError
-from bbcu.restore import ENGINES, TASKS, ResolvedModel, resolve_model, restore_pixels
+from bbcu.core.errors import UserError
+from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image, write_image
+from bbcu.run.images import ENGINES, TASKS, ResolvedModel, resolve_model, restore_pixels
 
 SCALES = (2, 3, 4)
 OUTPUT_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)

@@ -14,11 +14,18 @@ from torch import nn
 from bbcu.archs.bicubic import bicubic  # noqa: F401  (registers the non-learned baselines offered here)
 from bbcu.archs.identity import identity  # noqa: F401
 from bbcu.archs.lookup import build_model, find_model
+from bbcu.core.errors import UserError
 from bbcu.data.testsets import TASKS, available_test_sets
-from bbcu.errors import UserError
-from bbcu.evaluate import SetResult, check_model_task, evaluate_set, format_table, setting_label, write_csv
-from bbcu.published import SETTING_NAMES, published_settings
-from bbcu.weights import load as load_weights
+from bbcu.formats.weights import load as load_weights
+from bbcu.metrics.published import SETTING_NAMES, published_settings
+from bbcu.run.evaluate import (
+    SetResult,
+    check_model_task,
+    evaluate_set,
+    format_table,
+    setting_label,
+    write_csv,
+)
 
 DEFAULT_RESULTS_DIR = Path("results") / "eval"
 

@@ -1,19 +1,22 @@
-"""The ``bbcu`` command line: one sub-command module per verb, wired here.
+"""The ``bbcu`` command line: one module per verb in ``bbcu.cli``, wired here.
 
-Each verb lives in ``bbcu.commands.<verb>`` and exposes ``add_parser(subparsers)`` (which registers
-its arguments and sets ``func``). Errors a user can cause raise ``UserError`` and become one line on
-stderr with exit status 2, never a traceback.
+Each verb module exposes ``add_parser(subparsers)``, which registers its arguments and sets ``func``.
+Every verb is imported eagerly, so a verb that fails to import fails ``bbcu --help`` loudly instead of
+vanishing from the list; verbs that need an optional extra import it inside ``func``. Errors a user can
+cause raise ``bbcu.core.errors.BbcuError`` and become one line on stderr with exit status 2, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from bbcu.errors import UserError
+from bbcu.core.errors import BbcuError
 
 VERBS = (
     "restore",
@@ -31,26 +34,21 @@ VERBS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Parser with every verb whose module is present."""
+    """The parser with every verb of ``VERBS``."""
     parser = argparse.ArgumentParser(prog="bbcu", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
-        try:
-            module = importlib.import_module(f"bbcu.commands.{verb}")
-        except ModuleNotFoundError as err:
-            if err.name != f"bbcu.commands.{verb}":
-                raise
-            continue
-        module.add_parser(subparsers)
+        importlib.import_module(f"bbcu.cli.{verb}").add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbcu`` console script."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"bbcu {args.verb}: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except UserError as err:
+    except BbcuError as err:
         print(f"bbcu {args.verb}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,1 +1,0 @@
-"""One module per ``bbcu`` verb; each exposes ``add_parser(subparsers)``."""

@@ -1,0 +1,44 @@
+"""The exceptions bbcu raises for mistakes a caller can make (a bad file, option, name or data folder).
+
+Every one derives from ``BbcuError``, so a program using bbcu catches them all with one clause, and
+from the built-in type that says what kind of mistake it is (``ValueError``, ``LookupError``,
+``OSError``, ``ImportError``), so code written against the built-ins keeps working. Messages are one
+line that names the thing at fault; the command line prints exactly that line and exits with status 2
+(``bbcu.cli.main``). Library code raises them and never prints or exits; causes are chained (``from
+err``) so a traceback, when a program wants one, still shows the low-level error.
+"""
+
+
+class BbcuError(Exception):
+    """Base class: an error a user can cause and fix, described in one line."""
+
+
+class InvalidArgumentError(BbcuError, ValueError):
+    """An argument or option value that cannot work (a negative tile size, an unknown engine)."""
+
+
+class ModelNotFoundError(BbcuError, LookupError):
+    """A model name that is neither registered nor shipped."""
+
+
+class InvalidFileError(BbcuError, ValueError):
+    """A file that is missing, unreadable, damaged, foreign, or does not fit what it is used for."""
+
+
+class ConfigError(BbcuError, ValueError):
+    """A training recipe (YAML, ``inherit:`` chain or ``--set`` override) that does not validate."""
+
+
+class DataNotFoundError(BbcuError, LookupError):
+    """A data root, test set or training folder that is not where it should be."""
+
+
+class OutputError(BbcuError, OSError):
+    """An output that cannot be written (missing folder, no permission, full disk)."""
+
+
+class MissingExtraError(BbcuError, ImportError):
+    """A feature whose optional dependencies are not installed (``pip install 'bbcu[serve]'``...)."""
+
+
+UserError = BbcuError  # transitional: every raise site moves to a specific class above
