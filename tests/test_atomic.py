@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from bbcu.core.atomic import atomic_path, atomic_write_bytes
-from bbcu.core.errors import UserError
+from bbcu.core.errors import OutputError
 from bbcu.formats.image_io import read_image, write_image
 
 
@@ -65,7 +65,7 @@ def test_old_file_survives_a_write_that_fails_midway(tmp_path: Path) -> None:
     target = tmp_path / "file.bin"
     target.write_bytes(b"old contents")
     with (
-        pytest.raises(UserError, match=r"cannot write .*file\.bin: No space left") as caught,
+        pytest.raises(OutputError, match=r"cannot write .*file\.bin: No space left") as caught,
         atomic_path(target) as temp_path,
         open(temp_path, "xb") as stream,
     ):
@@ -87,14 +87,14 @@ def test_other_errors_propagate_unchanged_and_leave_nothing(tmp_path: Path) -> N
 def test_failed_rename_is_a_user_error_and_removes_the_temporary(tmp_path: Path) -> None:
     occupied = tmp_path / "folder"
     (occupied / "inside").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"cannot write .*folder"):
+    with pytest.raises(OutputError, match=r"cannot write .*folder"):
         atomic_write_bytes(occupied, b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
 
 
 def test_missing_folder_is_an_error_unless_parents_are_made(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "file.bin"
-    with pytest.raises(UserError, match=r"cannot write .*file\.bin"):
+    with pytest.raises(OutputError, match=r"cannot write .*file\.bin"):
         atomic_write_bytes(target, b"data")
     assert list(tmp_path.iterdir()) == []
     atomic_write_bytes(target, b"data", make_parents=True)
@@ -113,7 +113,7 @@ def test_image_writer_keeps_the_old_image_when_encoding_fails(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Image.Image, "save", disk_fills_up)
-    with pytest.raises(UserError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left"):
         write_image(target, np.zeros((5, 6), np.uint8))
     monkeypatch.undo()
     np.testing.assert_array_equal(read_image(target), original)

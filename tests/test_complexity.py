@@ -14,8 +14,8 @@ from torch import nn
 from bbcu.archs import create_model, list_models, model_entry
 from bbcu.binary.conv import BinaryConv2d
 from bbcu.cli.main import main
+from bbcu.data.published import published_cost
 from bbcu.metrics.complexity import count_cost
-from bbcu.metrics.published import published_cost
 
 # Agreement with a printed figure: within 0.5 %, or within half a unit of its last printed digit (the
 # paper prints OPs to 0.01 G and Params to 1 K, so e.g. 24.19 K and 0.6636 G are printed as 24 and 0.66).

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import DataNotFoundError
 from bbcu.data.datasets import DenoiseTrainSet, HRSource, JPEGTrainSet, SRTrainSet
 from bbcu.data.imresize import bicubic_downsample
 from bbcu.data.root import data_root
@@ -152,10 +152,10 @@ def test_names_file_selects_the_bsd200_split() -> None:
 
 def test_user_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=f"no images .* in {tmp_path / 'empty'}"):
+    with pytest.raises(DataNotFoundError, match=f"no images .* in {tmp_path / 'empty'}"):
         DenoiseTrainSet([tmp_path / "empty"])
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(DataNotFoundError, match="not found"):
         SRTrainSet([tmp_path / "missing"], scale=2)
     (tmp_path / "names.txt").write_text("t1.png\nnot_there.png\n")
-    with pytest.raises(UserError, match=r"lists 1 file\(s\) absent from .*T91, e.g. not_there.png"):
+    with pytest.raises(DataNotFoundError, match=r"lists 1 file\(s\) absent from .*T91, e.g. not_there.png"):
         JPEGTrainSet([HRSource(data_root() / "T91", tmp_path / "names.txt")])

@@ -1,5 +1,5 @@
-"""``bbcu eval`` end to end (in process) against known scores, its CSV and errors; and ``bbcu.published``
-against the tables of DESIGN.md, re-parsed here."""
+"""``bbcu eval`` end to end (in process) against known scores, its CSV and errors; and
+``bbcu.data.published`` against docs/published.md, an independent transcription of the paper's tables."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from PIL import Image
 
 import bbcu
 from bbcu.cli.main import main
+from bbcu.core.constants import SETTING_NAMES
+from bbcu.data.published import PUBLISHED_DATASETS, ROW_LABELS, published_cost, published_score
 from bbcu.data.root import data_root
 from bbcu.formats.weights import save
-from bbcu.metrics.published import ROW_LABELS, SETTING_NAMES, published_cost, published_score
 
 # Bicubic on the official Set5 LR files and the unrestored Classic5 JPEGs, under the protocols of
-# DESIGN.md section 3 (the standard values other toolkits report, e.g. BasicSR/KAIR).
+# docs/protocols.md (the standard values other toolkits report, e.g. BasicSR/KAIR).
 BICUBIC_SET5 = {2: (33.67, 0.9303), 4: (28.43, 0.8111)}
 CLASSIC5_Q10 = {"psnr": 27.82, "psnrb": 25.21}
 
@@ -148,75 +149,97 @@ def test_user_errors_are_one_line_with_status_2(
     assert not csv_path.exists()  # no partial output
 
 
-# --- bbcu.published against DESIGN.md ---------------------------------------------------------------
+# --- bbcu.data.published against docs/published.md ------------------------------------------------
 
-_NUMBER = r"\d+\.\d+|\.\d+|\d+"
-Row = tuple[str, int | None, tuple[float, float] | None, list[tuple[str, str]]]
+PUBLISHED_DOC = Path(__file__).resolve().parents[1] / "docs" / "published.md"
+TASK_OF_TITLE = {
+    "Super-resolution": "sr",
+    "Colour denoising": "denoise",
+    "JPEG artifact reduction (grey)": "jpeg",
+}
+# The paper's tables: SR 2 scales x 10 rows x 5 sets; denoising 3 sigmas x 8 x 3; JPEG 4 qualities x 8 x 2.
+EXPECTED_CELLS = {"sr": 2 * 10 * 5, "denoise": 3 * 8 * 3, "jpeg": 4 * 8 * 2}
+# Every setting a published cell could have, wider than the paper's, so a stray cell is found too.
+CANDIDATE_SETTINGS = {"sr": (2, 3, 4), "denoise": (15, 25, 50), "jpeg": (10, 20, 30, 40)}
+ScoreCell = tuple[str, int, str, str, str, float, float | None]
+"""(task, setting, paper row, model, dataset, PSNR, SSIM or None) of one cell of docs/published.md."""
 
 
-def _design_tables() -> dict[str, list[Row]]:
-    """Rows of DESIGN.md section 4: task -> [(label, scale, (ops, params) or None, [(dataset, cell)])]."""
-    text = (data_root().parent / "DESIGN.md").read_text()
-    section = text.split("## 4.", 1)[1].split("\n## ", 1)[0]
-    tables: dict[str, list[Row]] = {"sr": [], "denoise": [], "jpeg": []}
-    task, scale, datasets = "sr", None, []
-    for line in section.splitlines():
-        if not line.startswith("- ") and ":" in line:
-            task = "sr" if line.startswith("SR") else "denoise" if line.startswith("Colour") else "jpeg"
-            scale = int(line[4]) if task == "sr" else None
-            columns = line.rsplit(":", 1)[1].strip()
-            datasets = [d.strip() for d in columns.split("|")] if columns else datasets
-        elif row := re.match(r"- ([\w-]+)(?: \(([\d.]+) / (\d+)\))?: (.*)", line):
-            cost = (float(row[2]), float(row[3])) if row[2] else None
-            cells = [c.strip() for c in row[4].split("|")]
-            tables[task].append((row[1], scale, cost, list(zip(datasets, cells, strict=True))))
+def _markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Each table of a markdown page under the heading above it, as rows of {column title: cell}."""
+    tables: dict[str, list[dict[str, str]]] = {}
+    heading, header = "", None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set(line.strip()) <= set("|-"):  # not the |---| line under the header
+            tables.setdefault(heading, []).append(dict(zip(header, cells, strict=True)))
     return tables
 
 
-def _cells(task: str, cell: str, scale: int | None) -> list[tuple[int | None, float, float | None]]:
-    """(setting, psnr, ssim) of one table cell."""
-    numbers = [float(n) for n in re.findall(_NUMBER, cell)]
-    if task == "sr":
-        return [(scale, numbers[0], numbers[1])]
-    if task == "denoise":
-        return list(zip((15, 25, 50), numbers, [None] * 3, strict=True))
-    return [(q, numbers[2 * i], numbers[2 * i + 1]) for i, q in enumerate((10, 20, 30, 40))]
+def _doc_scores() -> list[ScoreCell]:
+    """Every score cell of the "<task>, <setting name> <value>" tables of docs/published.md."""
+    cells = []
+    for heading, rows in _markdown_tables(PUBLISHED_DOC.read_text()).items():
+        if not (title := re.fullmatch(r"(.+), (scale|sigma|quality) (\d+)", heading)):
+            continue
+        task, setting = TASK_OF_TITLE[title[1]], int(title[3])
+        assert SETTING_NAMES[task] == title[2], heading
+        for row in rows:
+            label, model = row.pop("paper row"), row.pop("model").strip("`")
+            for dataset, cell in row.items():
+                psnr, *ssim = (float(number) for number in cell.split(" / "))
+                cells.append((task, setting, label, model, dataset, psnr, ssim[0] if ssim else None))
+    return cells
+
+
+def _doc_costs() -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(task, model, scale) -> (OPs G, Params K) of the Cost table of docs/published.md."""
+    rows = _markdown_tables(PUBLISHED_DOC.read_text())["Cost"]
+    return {
+        (row["task"], row["model"].strip("`"), 1 if row["scale"] == "-" else int(row["scale"])): (
+            float(row["OPs (G)"]),
+            float(row["Params (K)"]),
+        )
+        for row in rows
+    }
 
 
 @pytest.mark.parametrize("task", sorted(SETTING_NAMES))
-def test_published_numbers_match_design_md(task: str) -> None:
-    model_of = {label: name for name, label in ROW_LABELS[task].items()}
-    checked = 0
-    datasets: set[str] = set()
-    for label, scale, _, cells in _design_tables()[task]:
-        model = model_of[label]
-        for dataset, cell in cells:
-            datasets.add(dataset)
-            for setting, psnr, ssim in _cells(task, cell, scale):
-                assert published_score(model, task, dataset, setting) == (psnr, ssim), (
-                    model,
-                    dataset,
-                    setting,
-                )
-                checked += 1
-    expected_cells = {"sr": 2 * 10 * 5, "denoise": 8 * 3 * 3, "jpeg": 8 * 2 * 4}[task]
-    assert checked == expected_cells
-    settings = {"sr": (2, 3, 4), "denoise": (15, 25, 50), "jpeg": (10, 20, 30, 40)}[task]
-    stored = sum(
-        published_score(model, task, dataset, setting) is not None
+def test_published_scores_match_the_docs_both_ways(task: str) -> None:
+    cells = [cell for cell in _doc_scores() if cell[0] == task]
+    assert len(cells) == EXPECTED_CELLS[task]
+    for _, setting, label, model, dataset, psnr, ssim in cells:
+        assert ROW_LABELS[task][model] == label
+        assert published_score(model, task, dataset, setting) == (psnr, ssim), (model, dataset, setting)
+    listed = {(model, dataset, setting) for _, setting, _, model, dataset, _, _ in cells}
+    datasets = {dataset for _, dataset, _ in listed} | set(PUBLISHED_DATASETS[task])
+    stored = {
+        (model, dataset, setting)
         for model in ROW_LABELS[task]
         for dataset in datasets
-        for setting in settings
-    )
-    assert stored == checked  # nothing in published.py that DESIGN.md does not list
+        for setting in CANDIDATE_SETTINGS[task]
+        if published_score(model, task, dataset, setting) is not None
+    }
+    assert stored == listed  # nothing in bbcu.data.published that docs/published.md does not list
 
 
 @pytest.mark.parametrize("task", sorted(SETTING_NAMES))
-def test_published_costs_match_design_md(task: str) -> None:
-    model_of = {label: name for name, label in ROW_LABELS[task].items()}
-    rows = _design_tables()[task]
-    shared = {scale: cost for label, scale, cost, _ in rows if label.startswith("BBCU") and label != "BBCU-M"}
-    for label, scale, cost, _ in rows:
-        expected = cost or (None if label == "Bicubic" else shared[scale])
-        assert published_cost(model_of[label], task, scale or 1) == expected, label
-    assert published_cost("bbcu-l", "sr", 3) is None  # x3 is not in the paper
+def test_published_costs_match_the_docs_both_ways(task: str) -> None:
+    listed = {key: cost for key, cost in _doc_costs().items() if key[0] == task}
+    assert len(listed) == {"sr": 2 * 9, "denoise": 8, "jpeg": 8}[task]  # bicubic has no cost
+    for (_, model, scale), cost in listed.items():
+        assert published_cost(model, task, scale) == cost, (model, scale)
+    stored = {
+        (task, model, scale)
+        for model in ROW_LABELS[task]
+        for scale in (CANDIDATE_SETTINGS["sr"] if task == "sr" else (1,))
+        if published_cost(model, task, scale) is not None
+    }
+    assert stored == set(listed)  # x3 and bicubic have no published cost, here or there

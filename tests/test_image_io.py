@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError, OutputError
 from bbcu.data.root import data_root
 from bbcu.formats import image_io
 from bbcu.formats.image_io import (
@@ -79,7 +79,7 @@ def test_jpeg_write_is_close_and_refuses_alpha(tmp_path: Path) -> None:
     smooth = np.repeat(np.linspace(0, 255, 64)[None, :, None], 64, axis=0).repeat(3, axis=2).astype(np.uint8)
     write_image(tmp_path / "a.jpg", smooth)
     assert np.abs(read_image(tmp_path / "a.jpg").astype(int) - smooth).max() <= 3
-    with pytest.raises(UserError, match="no alpha channel"):
+    with pytest.raises(InvalidArgumentError, match="no alpha channel"):
         write_image(tmp_path / "b.jpeg", RGBA)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]
 
@@ -188,11 +188,11 @@ def test_unreadable_files_raise_one_line_errors_naming_the_file(tmp_path: Path, 
     message = str(caught.value)
     assert str(path) in message
     assert "\n" not in message
-    assert isinstance(caught.value, UserError)
+    assert isinstance(caught.value, InvalidFileError)
 
 
 def test_write_refuses_unknown_extensions_and_leaves_nothing_on_failure(tmp_path: Path, monkeypatch) -> None:
-    with pytest.raises(UserError, match="unknown image extension"):
+    with pytest.raises(InvalidArgumentError, match="unknown image extension"):
         write_image(tmp_path / "image.gifx", COLOUR)
     target = tmp_path / "keep.png"
     write_image(target, GREY)
@@ -203,7 +203,7 @@ def test_write_refuses_unknown_extensions_and_leaves_nothing_on_failure(tmp_path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", failing_save)
-    with pytest.raises(UserError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left"):
         write_image(target, COLOUR)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]

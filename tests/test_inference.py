@@ -12,7 +12,7 @@ import torch
 
 import bbcu.archs.bicubic  # noqa: F401  (registers "bicubic" until bbcu.archs imports it)
 from bbcu import create_model
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image, to_uint8
@@ -120,9 +120,9 @@ def test_bicubic_model_reproduces_imresize_and_official_lr_upscaling() -> None:
 
 def test_bad_inputs_are_user_errors() -> None:
     model = _model("dncnn")
-    with pytest.raises(UserError, match="HxW or HxWx3"):
+    with pytest.raises(InvalidArgumentError, match="HxW or HxWx3"):
         restore_array(model, np.zeros((8, 8, 4), np.uint8))
-    with pytest.raises(UserError, match="positive"):
+    with pytest.raises(InvalidArgumentError, match="positive"):
         restore_array(model, np.zeros((8, 8), np.uint8), tile=0)
-    with pytest.raises(UserError, match="negative"):
+    with pytest.raises(InvalidArgumentError, match="negative"):
         restore_array(model, np.zeros((8, 8), np.uint8), tile=4, tile_overlap=-1)

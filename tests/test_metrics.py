@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch.nn.functional as F
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.degradations import jpeg_compress, rgb_to_y
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
@@ -92,7 +92,7 @@ def test_ssim_of_flat_images_is_the_luminance_term() -> None:
     a, b = np.full((16, 16), 100, np.uint8), np.full((16, 16), 140, np.uint8)
     assert calculate_ssim(a, b) == pytest.approx((2 * 100 * 140 + C1) / (100**2 + 140**2 + C1), abs=1e-12)
     assert calculate_ssim(b, b) == pytest.approx(1.0, abs=1e-12)
-    with pytest.raises(UserError, match="at least 11x11"):
+    with pytest.raises(InvalidArgumentError, match="at least 11x11"):
         calculate_ssim(a[:10], b[:10])
 
 
@@ -187,7 +187,7 @@ def test_unrestored_jpeg_on_live1_y_at_quality_10() -> None:
 
 
 def test_evaluate_pair_protocols_and_errors() -> None:
-    """Denoising scores all RGB channels without a crop; SR scores Y with a crop; bad input is a UserError."""
+    """Denoising scores all RGB channels without a crop; SR scores Y with a crop; bad input is refused."""
     rng = np.random.default_rng(5)
     gt = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
     out = gt.copy()
@@ -196,9 +196,9 @@ def test_evaluate_pair_protocols_and_errors() -> None:
     assert set(denoise) == {"psnr", "ssim"}
     assert denoise["psnr"] == pytest.approx(calculate_psnr(out, gt), abs=1e-12)
     assert evaluate_pair(out, gt, "sr", scale=2) == {"psnr": float("inf"), "ssim": pytest.approx(1.0)}
-    with pytest.raises(UserError, match="unknown task"):
+    with pytest.raises(InvalidArgumentError, match="unknown task"):
         evaluate_pair(out, gt, "deblur")
-    with pytest.raises(UserError, match="differ in size"):
+    with pytest.raises(InvalidArgumentError, match="differ in size"):
         evaluate_pair(out[1:], gt, "denoise")
     with pytest.raises(TypeError, match="uint8"):
         evaluate_pair(out / 255, gt, "denoise")

@@ -13,7 +13,7 @@ import torch
 from bbcu.archs import create_model
 from bbcu.cli import main as cli
 from bbcu.cli.plot import measured_point, published_points
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.degradations import rgb_to_y
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
@@ -49,7 +49,7 @@ def test_zoom_nearest_is_a_kronecker_product() -> None:
 def test_crop_is_in_input_pixels_and_checked() -> None:
     image = np.arange(100, dtype=np.uint8).reshape(10, 10)
     np.testing.assert_array_equal(crop(image, (1, 2, 3, 1), scale=2), image[4:6, 2:8])
-    with pytest.raises(UserError, match="does not fit"):
+    with pytest.raises(InvalidArgumentError, match="does not fit"):
         crop(image, (3, 3, 3, 3), scale=2)
 
 

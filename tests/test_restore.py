@@ -15,12 +15,12 @@ from PIL import Image
 
 import bbcu
 from bbcu.archs import create_model
-from bbcu.core.errors import UserError
+from bbcu.core.errors import BbcuError, InvalidArgumentError, ModelNotFoundError
 from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
 from bbcu.engine import PackedModel
+from bbcu.engine.export import export_model
 from bbcu.formats.image_io import read_image, to_float, to_uint8
-from bbcu.formats.packed import export_model
 from bbcu.formats.weights import save
 from bbcu.run import zoo
 from bbcu.run.images import resolve_model, restore
@@ -180,7 +180,7 @@ def test_zoo_lists_and_describes_shipped_models(sr_x2: torch.nn.Module, models_d
     assert (info.architecture, info.task, info.scale) == ("bbcu-l", "sr", 2)
     assert zoo.model_card("bbcu-l-x2") == models_dir / "bbcu-l-x2.md"
     assert zoo.packed_path("bbcu-l-x2") is None
-    with pytest.raises(UserError, match="shipped: bbcu-l-x2"):
+    with pytest.raises(ModelNotFoundError, match="shipped: bbcu-l-x2"):
         zoo.shipped_path("bbcu-l-x4")
 
 
@@ -199,7 +199,7 @@ def test_defaults_per_task_and_scale() -> None:
     assert zoo.default_model("sr", 2) == "bbcu-l-x2"
     assert zoo.default_model("denoise") == "dncnn-bbcu-blind"
     assert zoo.default_model("jpeg") == "dncnn3-bbcu-blind"
-    with pytest.raises(UserError):
+    with pytest.raises(ModelNotFoundError):
         zoo.default_model("denoise", 2)
 
 
@@ -225,15 +225,15 @@ def test_shipped_models_are_package_data_with_every_default(monkeypatch: pytest.
     ],
 )
 def test_user_errors(kwargs: dict[str, object], message: str, models_dir: Path) -> None:
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(BbcuError, match=message):
         resolve_model(**kwargs)
 
 
 def test_scale_mismatch_is_a_user_error(sr_x2: torch.nn.Module, models_dir: Path) -> None:
     save(sr_x2, models_dir / "bbcu-l-x2.safetensors")
-    with pytest.raises(UserError, match="not 4"):
+    with pytest.raises(InvalidArgumentError, match="not 4"):
         resolve_model("bbcu-l-x2", scale=4)
-    with pytest.raises(UserError, match="not bbcu-m"):
+    with pytest.raises(InvalidArgumentError, match="not bbcu-m"):
         resolve_model("bbcu-m", weights=models_dir / "bbcu-l-x2.safetensors")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import DataNotFoundError, InvalidArgumentError
 from bbcu.data.root import data_root
 from bbcu.data.testsets import BUNDLED_TEST_SETS, available_test_sets, load_test_set
 
@@ -110,14 +110,16 @@ def test_published_sets_present_in_the_shared_data() -> None:
 
 
 def test_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"'Urban100' not found: looked for .*Urban100/HR and .*Urban100"):
+    with pytest.raises(
+        DataNotFoundError, match=r"'Urban100' not found: looked for .*Urban100/HR and .*Urban100"
+    ):
         load_test_set("Urban100", "sr", scale=2)
-    with pytest.raises(UserError, match="unknown task"):
+    with pytest.raises(InvalidArgumentError, match="unknown task"):
         load_test_set("Set5", "deblur", scale=2)
-    with pytest.raises(UserError, match="needs a sigma"):
+    with pytest.raises(InvalidArgumentError, match="needs a sigma"):
         load_test_set("CBSD68", "denoise")
     (tmp_path / "Empty").mkdir()
-    with pytest.raises(UserError, match="no images"):
+    with pytest.raises(DataNotFoundError, match="no images"):
         load_test_set("Empty", "jpeg", root=tmp_path, quality=10)
-    with pytest.raises(UserError, match="none of the published"):
+    with pytest.raises(DataNotFoundError, match="none of the published"):
         available_test_sets("sr", root=tmp_path)

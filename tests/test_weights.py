@@ -14,7 +14,7 @@ from torch import nn
 from bbcu.archs import create_model, list_models, model_entry
 from bbcu.binary.conv import BinaryConv2d
 from bbcu.cli.main import main
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError, OutputError
 from bbcu.formats.weights import FORMAT, FORMAT_VERSION, load, read_metadata, save
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,18 +88,18 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(UserError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left"):
         save(create_model("dncnn-lite"), tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unusable_device_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="cannot place the model on device 'nonsense'"):
+    with pytest.raises(InvalidArgumentError, match="cannot place the model on device 'nonsense'"):
         load(our_file(tmp_path), device="nonsense")
 
 
 def test_saving_into_a_missing_folder_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="cannot write"):
+    with pytest.raises(OutputError, match="cannot write"):
         save(create_model("dncnn-lite"), tmp_path / "nowhere" / "m.safetensors")
 
 
@@ -210,7 +210,7 @@ def wrong_shape(tmp_path: Path) -> Path:
 )
 def test_bad_files_give_one_line_user_errors(make_file, message: str, tmp_path: Path) -> None:
     path = make_file(tmp_path)
-    with pytest.raises(UserError) as caught:
+    with pytest.raises(InvalidFileError) as caught:
         load(path)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -269,7 +269,7 @@ def test_compact_file_with_damaged_bits_is_a_user_error(tmp_path: Path) -> None:
     tensors = safetensors.torch.load_file(path)
     bits_key = next(k for k in tensors if k.endswith(".sign_bits"))
     rewrite(path, {**tensors, bits_key: tensors[bits_key][:-1]})
-    with pytest.raises(UserError, match="does not fit"):
+    with pytest.raises(InvalidFileError, match="does not fit"):
         load(path)
 
 

@@ -35,7 +35,7 @@ from torch import nn
 
 from bbcu.archs.registry import register_model
 from bbcu.binary.units import UNITS
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 
 
 class NoiseResidualNet(nn.Module):
@@ -103,7 +103,7 @@ class BinaryDnCNN(NoiseResidualNet):
         depth: int = 20,
     ) -> None:
         if unit not in UNITS:
-            raise UserError(f"unknown binary unit {unit!r}; choose from {', '.join(UNITS)}")
+            raise InvalidArgumentError(f"unknown binary unit {unit!r}; choose from {', '.join(UNITS)}")
         units = [UNITS[unit](channels, bias=bias) for _ in range(depth - 2)]
         layers = [_conv(in_channels, channels, bias), nn.ReLU(), *units, _conv(channels, in_channels, bias)]
         super().__init__(in_channels, nn.Sequential(*layers), k)
@@ -124,7 +124,9 @@ BINARY_VARIANTS: dict[str, tuple[str, float]] = {
 
 def _check_scale(scale: int) -> None:
     if scale != 1:
-        raise UserError(f"denoising and JPEG networks keep the image size (scale 1), got scale {scale}")
+        raise InvalidArgumentError(
+            f"denoising and JPEG networks keep the image size (scale 1), got scale {scale}"
+        )
 
 
 def _register_dncnn(name: str, task: str, in_channels: int, bias: bool, channels: int) -> None:

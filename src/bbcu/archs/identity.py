@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bbcu.archs.registry import register_model
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 
 
 class Identity(nn.Module):
@@ -34,5 +34,5 @@ class Identity(nn.Module):
 def identity(scale: int = 1) -> Identity:
     """No restoration (the degraded input scored as it is)."""
     if scale != 1:
-        raise UserError(f"the identity model keeps the image size (scale 1), got scale {scale}")
+        raise InvalidArgumentError(f"the identity model keeps the image size (scale 1), got scale {scale}")
     return Identity()

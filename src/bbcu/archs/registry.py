@@ -1,7 +1,9 @@
-"""Model registry: every network of the published tables is built by name.
+"""Model registry: every network of the published tables is built by name (timm-style).
 
 A factory is a plain function that returns an ``nn.Module``; registering it under a name lets the CLI,
-the trainer, the weights files and the tests reach every model the same way (timm-style).
+the trainer, the weights files and the tests reach every model the same way. Look-ups are made by
+people (a typed name, a name recorded in a file), so their failures are ``bbcu.core.errors`` types with
+one-line messages: an unknown name lists the known ones, refused arguments say which.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
+
+from bbcu.core.constants import TASKS, Task
+from bbcu.core.errors import BbcuError, InvalidArgumentError, ModelNotFoundError
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -21,31 +26,31 @@ class ModelEntry:
     Attributes:
         name: Registry name, e.g. ``"bbcu-l"``.
         factory: Callable building the network from keyword arguments.
-        task: ``"sr"``, ``"denoise"`` or ``"jpeg"``; decides the data protocol used with it.
+        task: Decides the data protocol used with it.
         binary: Whether the network contains binarized convolutions.
     """
 
     name: str
     factory: ModelFactory
-    task: str
+    task: Task
     binary: bool
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, task: str, binary: bool) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str, *, task: Task, binary: bool) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering ``factory`` under ``name``.
 
     Args:
         name: Unique registry name.
-        task: ``"sr"``, ``"denoise"`` or ``"jpeg"``.
+        task: One of ``bbcu.core.constants.TASKS``.
         binary: Whether the model has binary convolutions.
 
     Returns:
         The decorator, which returns the factory unchanged.
     """
-    if task not in {"sr", "denoise", "jpeg"}:
+    if task not in TASKS:
         raise ValueError(f"unknown task {task!r} for model {name!r}")
 
     def decorator(factory: ModelFactory) -> ModelFactory:
@@ -58,12 +63,16 @@ def register_model(name: str, *, task: str, binary: bool) -> Callable[[ModelFact
 
 
 def model_entry(name: str) -> ModelEntry:
-    """Return the registry entry of ``name`` or raise a ``KeyError`` listing the known names."""
+    """The registry entry of ``name``.
+
+    Raises:
+        ModelNotFoundError: If ``name`` is not registered; the message lists the known names.
+    """
     try:
         return _REGISTRY[name]
-    except KeyError:
+    except KeyError as err:
         known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown model {name!r}; known models: {known}") from None
+        raise ModelNotFoundError(f"unknown model {name!r}; known models: {known}") from err
 
 
 def create_model(name: str, **kwargs: object) -> nn.Module:
@@ -71,8 +80,18 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
 
     The name and keyword arguments are kept on the module (``model_name``, ``model_kwargs``) so a
     weights file can record exactly how to rebuild it.
+
+    Raises:
+        ModelNotFoundError: If ``name`` is not registered.
+        InvalidArgumentError: If the factory refuses the arguments (unknown keyword, impossible value).
     """
-    model = model_entry(name).factory(**kwargs)
+    factory = model_entry(name).factory
+    try:
+        model = factory(**kwargs)
+    except BbcuError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise InvalidArgumentError(f"cannot build {name} with {kwargs}: {err}") from err
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model

@@ -45,16 +45,16 @@ from torch import nn
 
 from bbcu.archs.registry import register_model
 from bbcu.binary.units import BBCUV4, UNITS, BBCUUpsample
-from bbcu.core.errors import UserError
+from bbcu.core.constants import LEAKY_RELU_SLOPE, SR_SCALES
+from bbcu.core.errors import InvalidArgumentError
 
-SCALES = (2, 3, 4)
 UPSAMPLERS = ("fp", "binary")
 
 
 def upsample_stages(scale: int) -> list[int]:
     """Sub-pixel stages for ``scale``: x2 and x3 in one step, x4 as two x2 steps (as in BasicSR)."""
-    if scale not in SCALES:
-        raise UserError(f"scale must be one of {SCALES}, got {scale}")
+    if scale not in SR_SCALES:
+        raise InvalidArgumentError(f"scale must be one of {SR_SCALES}, got {scale}")
     return [2, 2] if scale == 4 else [scale]
 
 
@@ -93,7 +93,7 @@ class SubPixelUpsample(nn.Module):
         self.shuffle = nn.PixelShuffle(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.shuffle(self.conv(x)), 0.1)
+        return F.leaky_relu(self.shuffle(self.conv(x)), LEAKY_RELU_SLOPE)
 
 
 class SRResNetFrame(nn.Module):
@@ -126,9 +126,9 @@ class SRResNetFrame(nn.Module):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """Map a 0..1 image ``(N, C, H, W)`` to its 0..1-scale ``(N, C, sH, sW)`` estimate (not clamped)."""
         x = lr * self.k
-        f = F.leaky_relu(self.conv_first(x), 0.1)
+        f = F.leaky_relu(self.conv_first(x), LEAKY_RELU_SLOPE)
         f = self.upsampler(self.body(f))
-        f = F.leaky_relu(self.conv_hr(f), 0.1)
+        f = F.leaky_relu(self.conv_hr(f), LEAKY_RELU_SLOPE)
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return (self.conv_last(f) + base) / self.k
 
@@ -173,9 +173,9 @@ class BinarySRResNet(SRResNetFrame):
         in_channels: int = 3,
     ) -> None:
         if unit not in UNITS:
-            raise UserError(f"unknown binary unit {unit!r}; choose from {', '.join(UNITS)}")
+            raise InvalidArgumentError(f"unknown binary unit {unit!r}; choose from {', '.join(UNITS)}")
         if upsampler not in UPSAMPLERS:
-            raise UserError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
+            raise InvalidArgumentError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
         stages = upsample_stages(scale)
         body = nn.Sequential(*(UNITS[unit](channels, bias=bias) for _ in range(num_units)))
         if upsampler == "binary":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from bbcu.report.bench import format_table, run_benchmarks  # imports the compiled kernels
 
     if args.repeats < 1 or (args.threads is not None and args.threads < 1):
-        raise UserError("--repeats and --threads must be positive")
+        raise InvalidArgumentError("--repeats and --threads must be positive")
     result = run_benchmarks(repeats=args.repeats, threads=args.threads)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0

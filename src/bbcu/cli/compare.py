@@ -12,12 +12,13 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from bbcu.core.errors import UserError
+from bbcu.core.constants import SR_SCALES, TASKS
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.formats.image_io import read_image, write_image
 from bbcu.report.pictures import Box, comparison_panels, compose_grid, match_layout
-from bbcu.run.images import ENGINES, TASKS, ResolvedModel, resolve_model, restore_pixels
+from bbcu.run.images import restore_pixels
+from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
 
-SCALES = (2, 3, 4)
 DEFAULT_CROP_SIDE = 48
 TARGET_PANEL_SIDE = 256
 """Automatic zoom enlarges crops to about this many pixels, large enough to see single pixels."""
@@ -38,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--weights", type=Path, action="append", default=[], help="one more weights file (repeatable)"
     )
     parser.add_argument("--task", choices=TASKS, help="task of the models, checked (default: the models')")
-    parser.add_argument("--scale", type=int, choices=SCALES, help="SR factor, checked against the models")
+    parser.add_argument("--scale", type=int, choices=SR_SCALES, help="SR factor, checked against the models")
     parser.add_argument("--gt", type=Path, help="ground truth: adds a panel and the PSNR of every model")
     parser.add_argument(
         "--crop", help=f"x,y,w,h in input pixels (default: the centred {DEFAULT_CROP_SIDE}-pixel square)"
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     box = parse_crop(args.crop) if args.crop else centred_box(lq.shape[:2], DEFAULT_CROP_SIDE)
     zoom = args.zoom or max(1, math.ceil(TARGET_PANEL_SIDE / (max(box[2:]) * scale)))
     if zoom < 1 or (args.columns is not None and args.columns < 1):
-        raise UserError("--zoom and --columns must be positive")
+        raise InvalidArgumentError("--zoom and --columns must be positive")
     outputs = [(model.name, restore_pixels(model, lq)) for model in models]
     gt = None if args.gt is None else match_layout(read_image(args.gt), outputs[0][1], scale)
     panels = comparison_panels(lq, outputs, gt, task=task, scale=scale, box=box, zoom=zoom)
@@ -79,13 +80,13 @@ def resolve_models(args: argparse.Namespace) -> list[ResolvedModel]:
     """Every model named, all checked to share one task and one scale."""
     names = [name.strip() for name in args.models.split(",") if name.strip()] + [str(w) for w in args.weights]
     if not names:
-        raise UserError("name at least one model with --models or --weights")
+        raise InvalidArgumentError("name at least one model with --models or --weights")
     models = [
         _on_engine(resolve_model(name, task=args.task, scale=args.scale), args.engine) for name in names
     ]
     if len({m.scale for m in models}) > 1 or len({m.task for m in models} - {None}) > 1:
         found = ", ".join(f"{m.name} ({m.task} x{m.scale})" for m in models)
-        raise UserError(f"the models do not share one task and scale: {found}")
+        raise InvalidArgumentError(f"the models do not share one task and scale: {found}")
     return models
 
 
@@ -104,7 +105,7 @@ def parse_crop(text: str) -> Box:
     try:
         x, y, width, height = (int(value) for value in text.split(","))
     except ValueError:
-        raise UserError(f"--crop takes x,y,w,h (four integers), got {text!r}") from None
+        raise InvalidArgumentError(f"--crop takes x,y,w,h (four integers), got {text!r}") from None
     return x, y, width, height
 
 

@@ -8,8 +8,8 @@ import re
 
 from torch import nn
 
-from bbcu.archs.lookup import build_model, find_model
-from bbcu.core.errors import UserError
+from bbcu.archs import create_model, model_entry
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.metrics.complexity import DEFAULT_INPUT_SIZE, CostReport, count_cost
 
 _SIZE_PATTERN = re.compile(r"(\d+)[xX](\d+)")
@@ -36,16 +36,16 @@ def parse_size(text: str) -> tuple[int, int]:
     """``"320x180"`` -> ``(320, 180)``; anything else, or a zero side, is a user error."""
     match = _SIZE_PATTERN.fullmatch(text.strip())
     if not match or 0 in (size := (int(match[1]), int(match[2]))):
-        raise UserError(f"--size must look like 320x180 (positive WIDTHxHEIGHT), got {text!r}")
+        raise InvalidArgumentError(f"--size must look like 320x180 (positive WIDTHxHEIGHT), got {text!r}")
     return size
 
 
 def build(name: str, scale: int | None) -> nn.Module:
     """Build ``name`` with ``scale`` where that makes sense, turning bad requests into user errors."""
-    entry = find_model(name)
+    entry = model_entry(name)
     if scale is not None and entry.task != "sr":
-        raise UserError(f"--scale applies to SR models only; {name} is a {entry.task} model")
-    return build_model(name, {} if scale is None else {"scale": scale})
+        raise InvalidArgumentError(f"--scale applies to SR models only; {name} is a {entry.task} model")
+    return create_model(name, **({} if scale is None else {"scale": scale}))
 
 
 def run(args: argparse.Namespace) -> int:

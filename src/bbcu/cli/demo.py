@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import DataNotFoundError
 from bbcu.data.imresize import bicubic_downsample, modcrop
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image, write_image
 from bbcu.metrics.quality import evaluate_pair
 from bbcu.report.pictures import comparison_panels, compose_grid
 from bbcu.run import zoo
-from bbcu.run.images import resolve_model, restore_pixels
+from bbcu.run.images import restore_pixels
+from bbcu.run.resolve import resolve_model
 
 SCALE = 4
 EXAMPLE = ("Set5", "butterfly")
@@ -76,7 +77,7 @@ def load_example(root: str | None) -> tuple[str, np.ndarray, np.ndarray]:
     """(name, LR, HR): Set5's butterfly when the data folder has it, else the generated pattern."""
     try:
         folder = data_root(root) / EXAMPLE[0]
-    except UserError:
+    except DataNotFoundError:
         folder = None
     hr_path = None if folder is None else folder / "HR" / f"{EXAMPLE[1]}.png"
     if hr_path is None or not hr_path.is_file():

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bbcu.archs import create_model, model_entry
 from bbcu.archs.bicubic import bicubic  # noqa: F401  (registers the non-learned baselines offered here)
 from bbcu.archs.identity import identity  # noqa: F401
-from bbcu.archs.lookup import build_model, find_model
-from bbcu.core.errors import UserError
-from bbcu.data.testsets import TASKS, available_test_sets
+from bbcu.core.constants import SETTING_NAMES, TASKS
+from bbcu.core.errors import InvalidArgumentError
+from bbcu.data.published import published_settings
+from bbcu.data.testsets import available_test_sets
 from bbcu.formats.weights import load as load_weights
-from bbcu.metrics.published import SETTING_NAMES, published_settings
 from bbcu.run.evaluate import (
     SetResult,
     check_model_task,
@@ -26,6 +27,8 @@ from bbcu.run.evaluate import (
     setting_label,
     write_csv,
 )
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RESULTS_DIR = Path("results") / "eval"
 
@@ -77,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table (or JSON), write the per-image CSV."""
     if args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
+        raise InvalidArgumentError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     model_name, runs = _models(args)
     if args.engine == "packed":
@@ -109,10 +112,10 @@ def parse_list(text: str | None, option: str, kind: type[int] | type[str]) -> li
         return []
     try:
         values = [kind(item.strip()) for item in text.split(",")]
-    except ValueError:
-        raise UserError(f"{option} takes a comma-separated list, got {text!r}") from None
+    except ValueError as err:
+        raise InvalidArgumentError(f"{option} takes a comma-separated list, got {text!r}") from err
     if any(v == "" or (kind is int and v <= 0) for v in values):
-        raise UserError(f"{option} takes a comma-separated list of positive values, got {text!r}")
+        raise InvalidArgumentError(f"{option} takes a comma-separated list of positive values, got {text!r}")
     return values
 
 
@@ -125,16 +128,16 @@ def _models(args: argparse.Namespace) -> tuple[str, list[tuple[int, nn.Module]]]
         if not settings:
             settings = [int(model.scale)] if args.task == "sr" else list(published_settings(args.task))
         return model.model_name, [(setting, model) for setting in settings]
-    find_model(args.model)
+    model_entry(args.model)
     settings = settings or list(published_settings(args.task))
     if args.task == "sr":
-        runs = [(scale, build_model(args.model, {"scale": scale})) for scale in settings]
+        runs = [(scale, create_model(args.model, scale=scale)) for scale in settings]
     else:
-        model = build_model(args.model, {"scale": 1})
+        model = create_model(args.model, scale=1)
         runs = [(setting, model) for setting in settings]
     if any(True for _ in runs[0][1].parameters()):
         note = f"{args.model} runs with random weights (give --weights for trained ones)"
-        print(f"bbcu eval: note: {note}", file=sys.stderr)
+        logger.warning(note)
     return args.model, runs
 
 

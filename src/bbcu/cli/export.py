@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         output = args.output or args.weights.with_suffix(".bits.safetensors")
         weights.save(model, output, binary_as_bits=True)
     else:
-        from bbcu.formats.packed import export_model  # loads the compiled kernels: not needed for --help
+        from bbcu.engine import export_model  # loads the compiled kernels: not needed for --help
 
         output = args.output or args.weights.with_suffix(".bbcu")
         export_model(model, output)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from torch import nn
 
-from bbcu.archs.lookup import build_model, find_model
-from bbcu.core.errors import UserError
+from bbcu.archs import create_model, model_entry
+from bbcu.core.constants import SETTING_NAMES
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError
+from bbcu.data.published import ROW_LABELS, published_cost, published_score
 from bbcu.metrics.complexity import count_cost
-from bbcu.metrics.published import ROW_LABELS, SETTING_NAMES, published_cost, published_score
 from bbcu.report.pictures import ChartPoint, draw_psnr_ops_chart, save_figure
 from bbcu.run import zoo
 
@@ -53,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     points = published_points(args.task, args.dataset, setting)
     points += [measured_point(spec, args.task, args.dataset, setting) for spec in args.results]
     if not points:
-        raise UserError(f"nothing to plot: no published or measured {args.task} scores on {args.dataset}")
+        raise InvalidArgumentError(
+            f"nothing to plot: no published or measured {args.task} scores on {args.dataset}"
+        )
     title = f"{args.dataset}, {args.task} {setting_name} {setting}: PSNR versus cost"
     y_label = "PSNR (dB, Y channel)" if args.task != "denoise" else "PSNR (dB, RGB)"
     save_figure(draw_psnr_ops_chart(points, title=title, y_label=y_label), args.output)
@@ -75,11 +78,13 @@ def measured_point(spec: str, task: str, dataset: str, setting: int) -> ChartPoi
     """Our point from ``MODEL=RESULT.json``: the row of ``dataset``/``setting``, costed by the model's OPs."""
     model_name, separator, path_text = spec.partition("=")
     if not separator or not model_name or not path_text:
-        raise UserError(f"give each result as MODEL=RESULT.json (e.g. bbcu-l-x4=eval.json), got {spec!r}")
+        raise InvalidArgumentError(
+            f"give each result as MODEL=RESULT.json (e.g. bbcu-l-x4=eval.json), got {spec!r}"
+        )
     row = find_row(Path(path_text), task, dataset, setting)
     network = build_network(model_name, task, setting)
     if not any(True for _ in network.parameters()):
-        raise UserError(f"{model_name} is not a network (no parameters): it has no OPs to plot")
+        raise InvalidArgumentError(f"{model_name} is not a network (no parameters): it has no OPs to plot")
     return ChartPoint(f"{model_name} (ours)", count_cost(network).ops_g, float(row["psnr"]), ours=True)
 
 
@@ -87,14 +92,14 @@ def find_row(path: Path, task: str, dataset: str, setting: int) -> dict[str, obj
     """The row of ``bbcu eval --json`` output for one set and setting.
 
     Raises:
-        UserError: If the file is unreadable, not such output, or lacks that row.
+        InvalidFileError: If the file is unreadable, not such output, or lacks that row.
     """
     try:
         rows = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read results {path}: {err}") from None
+        raise InvalidFileError(f"cannot read results {path}: {err}") from err
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise UserError(f"{path} is not `bbcu eval --json` output (a list of rows)")
+        raise InvalidFileError(f"{path} is not `bbcu eval --json` output (a list of rows)")
     setting_name = SETTING_NAMES[task]
     for row in rows:
         if (
@@ -103,9 +108,9 @@ def find_row(path: Path, task: str, dataset: str, setting: int) -> dict[str, obj
             and row.get(setting_name) == setting
         ):
             if "psnr" not in row:
-                raise UserError(f"{path}: the {dataset} row has no psnr")
+                raise InvalidFileError(f"{path}: the {dataset} row has no psnr")
             return row
-    raise UserError(f"{path} has no {task} result on {dataset} at {setting_name} {setting}")
+    raise InvalidFileError(f"{path} has no {task} result on {dataset} at {setting_name} {setting}")
 
 
 def build_network(name: str, task: str, setting: int) -> nn.Module:
@@ -115,10 +120,10 @@ def build_network(name: str, task: str, setting: int) -> nn.Module:
         architecture, kwargs = info.architecture, info.model_kwargs
     else:
         architecture, kwargs = name, ({"scale": setting} if task == "sr" else {})
-    entry = find_model(architecture)
+    entry = model_entry(architecture)
     if entry.task != task:
-        raise UserError(f"{name} is a {entry.task} model, not a {task} model")
-    network = build_model(architecture, kwargs)
+        raise InvalidArgumentError(f"{name} is a {entry.task} model, not a {task} model")
+    network = create_model(architecture, **kwargs)
     if task == "sr" and int(network.scale) != setting:
-        raise UserError(f"{name} is a x{network.scale} model, not x{setting}")
+        raise InvalidArgumentError(f"{name} is a x{network.scale} model, not x{setting}")
     return network

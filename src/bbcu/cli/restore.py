@@ -16,13 +16,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bbcu.core.errors import UserError
+from bbcu.core.constants import SR_SCALES, TASKS
+from bbcu.core.errors import BbcuError, InvalidArgumentError
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image, write_image
-from bbcu.run.images import ENGINES, TASKS, ResolvedModel, resolve_model, restore_pixels
+from bbcu.run.images import restore_pixels
+from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
 
-SCALES = (2, 3, 4)
 OUTPUT_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-PER_IMAGE_ERRORS = (UserError, OSError, ValueError, RuntimeError, MemoryError)
+PER_IMAGE_ERRORS = (BbcuError, OSError, ValueError, RuntimeError, MemoryError)
 """What one image can raise without the batch stopping: bad files, full disks, out-of-memory tiles."""
 
 Job = tuple[Path, Path]
@@ -40,7 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if missing)")
     parser.add_argument("--task", choices=TASKS, help="what to undo; checked against the model (default sr)")
-    parser.add_argument("--scale", type=int, choices=SCALES, help="SR factor (default: the model's, else 4)")
+    parser.add_argument(
+        "--scale", type=int, choices=SR_SCALES, help="SR factor (default: the model's, else 4)"
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", help="shipped model name, or a registry model without weights (bicubic)")
     which.add_argument("--weights", type=Path, help="weights (.safetensors) or packed (.bbcu) file")
@@ -62,9 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Restore every input, report failures one line each, and print a summary line."""
     if args.tile is not None and args.tile < 1:
-        raise UserError(f"--tile must be positive, got {args.tile}")
+        raise InvalidArgumentError(f"--tile must be positive, got {args.tile}")
     if args.tile_overlap is not None and args.tile_overlap < 0:
-        raise UserError(f"--tile-overlap must be non-negative, got {args.tile_overlap}")
+        raise InvalidArgumentError(f"--tile-overlap must be non-negative, got {args.tile_overlap}")
     model = resolve_model(
         args.model, task=args.task, scale=args.scale, weights=args.weights, engine=args.engine
     )

@@ -6,6 +6,9 @@ Task = Literal["sr", "denoise", "jpeg"]
 TASKS: tuple[Task, ...] = ("sr", "denoise", "jpeg")
 """Super-resolution, colour (or grey) denoising, and JPEG artifact reduction: they decide data and metrics."""
 
+SETTING_NAMES: dict[Task, str] = {"sr": "scale", "denoise": "sigma", "jpeg": "quality"}
+"""What each task's one evaluation setting is called (SR scale, noise sigma, JPEG quality)."""
+
 SR_SCALES: tuple[int, ...] = (2, 3, 4)
 """Super-resolution factors the networks are built for (the paper publishes x2 and x4; x3 is ours)."""
 

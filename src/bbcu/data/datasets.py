@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import DataNotFoundError, InvalidArgumentError
 from bbcu.data.degradations import add_train_noise, jpeg_compress
 from bbcu.data.imresize import bicubic_downsample, modcrop
 from bbcu.data.testsets import as_grey, as_rgb, image_files
@@ -56,21 +56,21 @@ class HRSource:
         """The image files this source selects, in a stable order.
 
         Raises:
-            UserError: Missing folder or names file, a listed file that is absent, or no image at all.
+            DataNotFoundError: Missing folder or names file, a listed file that is absent, or no image at all.
         """
         folder = Path(self.folder)
         if self.names_file is None:
             return image_files(folder)
         names_file = Path(self.names_file)
         if not names_file.is_file():
-            raise UserError(f"names file {names_file} not found")
+            raise DataNotFoundError(f"names file {names_file} not found")
         lines = (line.split("#", 1)[0].strip() for line in names_file.read_text().splitlines())
         paths = [folder / name for name in lines if name]
         if not paths:
-            raise UserError(f"names file {names_file} lists no image")
+            raise DataNotFoundError(f"names file {names_file} lists no image")
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
-            raise UserError(
+            raise DataNotFoundError(
                 f"{names_file} lists {len(missing)} file(s) absent from {folder}, e.g. {missing[0]}"
             )
         return paths
@@ -83,7 +83,7 @@ def load_hr_images(sources: Sequence[HRInput], min_size: int) -> list[np.ndarray
     """Decode every image of ``sources`` once, skipping (with one warning) those smaller than ``min_size``.
 
     Raises:
-        UserError: If a source is unusable or no image is large enough.
+        DataNotFoundError: If a source is unusable or no image is large enough.
     """
     paths = [path for source in sources for path in _as_source(source).paths()]
     images: list[np.ndarray] = []
@@ -101,7 +101,7 @@ def load_hr_images(sources: Sequence[HRInput], min_size: int) -> list[np.ndarray
             stacklevel=3,
         )
     if not images:
-        raise UserError(f"no training image is at least {min_size}x{min_size} pixels")
+        raise DataNotFoundError(f"no training image is at least {min_size}x{min_size} pixels")
     return images
 
 
@@ -136,7 +136,7 @@ class PairedPatchDataset(Dataset):
             repeat: Times each image is visited per epoch (small sets give short epochs otherwise).
         """
         if repeat < 1:
-            raise UserError(f"repeat must be at least 1, got {repeat}")
+            raise InvalidArgumentError(f"repeat must be at least 1, got {repeat}")
         self.images = images
         self.seed = int(seed)
         self.repeat = int(repeat)

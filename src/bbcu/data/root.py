@@ -14,11 +14,11 @@ from bbcu.core.paths import checkout_root
 
 ENV_VAR = "BBCU_DATA"
 
+
 def default_root() -> Path | None:
     """``../shared/data`` beside the checkout, or None when bbcu is installed from a wheel."""
     checkout = checkout_root()
     return None if checkout is None else checkout.parent / "shared" / "data"
-
 
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:

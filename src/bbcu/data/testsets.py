@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bbcu.core.errors import UserError
+from bbcu.core.constants import SETTING_NAMES, TASKS
+from bbcu.core.errors import DataNotFoundError, InvalidArgumentError, InvalidFileError
 from bbcu.data.degradations import add_test_noise, jpeg_compress, rgb_to_y
 from bbcu.data.imresize import bicubic_downsample, modcrop
+from bbcu.data.published import PUBLISHED_DATASETS
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image
-from bbcu.metrics.published import PUBLISHED_DATASETS, SETTING_NAMES
 
-TASKS = tuple(SETTING_NAMES)
 JPEG_MAX_QUALITY = 100
 BUNDLED_TEST_SETS: dict[str, str] = {
     "Set5": "sr",
@@ -84,8 +84,9 @@ def load_test_set(
         The pairs in file-name order.
 
     Raises:
-        UserError: Unknown task, missing setting, missing or empty set, or an official LR file whose
-            size does not match its HR image.
+        InvalidArgumentError: Unknown task, or a missing or impossible setting.
+        DataNotFoundError: A missing or empty set.
+        InvalidFileError: An official LR file whose size does not match its HR image.
     """
     setting = _required_setting(task, scale=scale, sigma=sigma, quality=quality)
     folder = locate_test_set(name, root)
@@ -103,20 +104,22 @@ def locate_test_set(name: str, root: str | os.PathLike[str] | None = None) -> Pa
     for folder in (base / "HR", base):
         if folder.is_dir():
             return folder
-    raise UserError(f"test set {name!r} not found: looked for {base / 'HR'} and {base}")
+    raise DataNotFoundError(f"test set {name!r} not found: looked for {base / 'HR'} and {base}")
 
 
 def available_test_sets(task: str, root: str | os.PathLike[str] | None = None) -> list[str]:
     """The task's published sets that exist under the root, in the paper's column order.
 
     Raises:
-        UserError: If none of them is present (naming the ones looked for).
+        DataNotFoundError: If none of them is present (naming the ones looked for).
     """
     wanted = PUBLISHED_DATASETS[_checked_task(task)]
     base = data_root(root)
     present = [name for name in wanted if (base / name).is_dir()]
     if not present:
-        raise UserError(f"none of the published {task} test sets ({', '.join(wanted)}) is under {base}")
+        raise DataNotFoundError(
+            f"none of the published {task} test sets ({', '.join(wanted)}) is under {base}"
+        )
     return present
 
 
@@ -124,19 +127,19 @@ def image_files(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name.
 
     Raises:
-        UserError: If the folder is missing or holds no image.
+        DataNotFoundError: If the folder is missing or holds no image.
     """
     if not folder.is_dir():
-        raise UserError(f"image folder {folder} not found")
+        raise DataNotFoundError(f"image folder {folder} not found")
     paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
-        raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        raise DataNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     return paths
 
 
 def _checked_task(task: str) -> str:
     if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        raise InvalidArgumentError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return task
 
 
@@ -145,11 +148,11 @@ def _required_setting(task: str, **settings: float | None) -> float:
     setting_name = SETTING_NAMES[_checked_task(task)]
     value = settings[setting_name]
     if value is None:
-        raise UserError(f"the {task} protocol needs a {setting_name}")
+        raise InvalidArgumentError(f"the {task} protocol needs a {setting_name}")
     if value <= 0:
-        raise UserError(f"{setting_name} must be positive, got {value}")
+        raise InvalidArgumentError(f"{setting_name} must be positive, got {value}")
     if task == "jpeg" and value > JPEG_MAX_QUALITY:
-        raise UserError(f"JPEG quality must be within 1..{JPEG_MAX_QUALITY}, got {value}")
+        raise InvalidArgumentError(f"JPEG quality must be within 1..{JPEG_MAX_QUALITY}, got {value}")
     return value
 
 
@@ -171,7 +174,7 @@ def _sr_pair(hr_path: Path, scale: int) -> TestPair:
         lq = as_rgb(read_image(official))
         expected = (gt.shape[0] // scale, gt.shape[1] // scale)
         if lq.shape[:2] != expected:
-            raise UserError(
+            raise InvalidFileError(
                 f"{official} is {lq.shape[1]}x{lq.shape[0]}, expected {expected[1]}x{expected[0]}"
             )
     else:

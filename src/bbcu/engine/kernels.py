@@ -1,9 +1,10 @@
 """The packed 1-bit engine's compiled kernels: sign packing and the fused XNOR-popcount 3x3 conv.
 
-Layout (DESIGN.md section 5): channels last, signs packed 64 channels per ``uint64`` word, bit 1 = +1,
-where a value ``v`` with shift ``s`` packs as ``v + s >= 0`` (so ``sign(0) = +1``, as in the simulated
-network). Bits past the real channel count are 0 in activations and weights alike, so they never count.
-A 3x3 binary conv over ``C`` channels is then, per output ``(h, w, o)``::
+Layout (DESIGN.md section 5; the ``.bbcu`` file's own, so ``channel_words`` is the format's, re-exported):
+channels last, signs packed 64 channels per ``uint64`` word, bit 1 = +1, where a value ``v`` with shift
+``s`` packs as ``v + s >= 0`` (so ``sign(0) = +1``, as in the simulated network). Bits past the real
+channel count are 0 in activations and weights alike, so they never count. A 3x3 binary conv over ``C``
+channels is then, per output ``(h, w, o)``::
 
     dot = sum over in-image taps (C - 2 * popcount(x_word ^ w_word)) = valid_taps * C - 2 * popcount
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from bbcu.engine import _bitops
+from bbcu.formats.packed import channel_words
 
 __all__ = [
     "available_isas",
@@ -34,11 +36,6 @@ __all__ = [
 ]
 
 RPReLU = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def channel_words(c: int) -> int:
-    """Number of uint64 words that hold the signs of ``c`` channels (``ceil(c / 64)``)."""
-    return -(-c // 64)
 
 
 def pack_activations(x: np.ndarray, shift: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bbcu.engine import kernels
-from bbcu.formats.packed import BINARY_OPS, RPRELU_PARAMETERS, PackedNetwork, export_model, load_packed
+from bbcu.engine.export import export_model
+from bbcu.formats.packed import BINARY_OPS, RPRELU_PARAMETERS, PackedNetwork, load_packed
 
 
 @dataclass
@@ -307,13 +308,21 @@ class PackedModel(nn.Module):
 
 
 def load(path: str | os.PathLike[str]) -> PackedModel:
-    """Load and validate a ``.bbcu`` file (see ``bbcu.engine.format``) into a runnable ``PackedModel``."""
+    """Load and validate a ``.bbcu`` file into a runnable ``PackedModel``.
+
+    Raises:
+        InvalidFileError: If the file is missing or is not a valid packed model (``bbcu.formats.packed``).
+    """
     return PackedModel(load_packed(path))
 
 
 def pack_model(model: nn.Module) -> PackedModel:
     """The packed twin of a PyTorch model, made through a real ``.bbcu`` file (so it runs exactly what a
-    user's exported file would); ``UserError`` if the architecture is not supported."""
+    user's exported file would).
+
+    Raises:
+        InvalidArgumentError: If the architecture, or one of its layers, cannot be packed.
+    """
     with tempfile.TemporaryDirectory() as folder:
         return load(export_model(model, Path(folder) / "model.bbcu"))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidFileError
 
 
 def read_container(
@@ -28,7 +28,7 @@ def read_container(
         with_tensors: False to read the header only (cheap: the tensors are never touched).
 
     Raises:
-        UserError: If the file is not a readable safetensors file (truncated, corrupt, another format).
+        InvalidFileError: If the file is not a readable safetensors file (truncated, corrupt, another format).
     """
     try:
         with safe_open(str(path), framework=framework) as handle:
@@ -37,7 +37,7 @@ def read_container(
             tensors = {name: handle.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: not a readable safetensors file ({first_line})") from None
+        raise InvalidFileError(f"{path}: not a readable safetensors file ({first_line})") from err
     return metadata, tensors
 
 
@@ -52,12 +52,12 @@ def check_format(path: Path, metadata: Mapping[str, str], *, name: str, version:
         what: How the message calls such a file, e.g. ``"bbcu weights file"``.
 
     Raises:
-        UserError: If ``format`` or ``format_version`` differ.
+        InvalidFileError: If ``format`` or ``format_version`` differ.
     """
     if metadata.get("format") != name:
-        raise UserError(f"{path}: not a {what} (metadata format={metadata.get('format')!r})")
+        raise InvalidFileError(f"{path}: not a {what} (metadata format={metadata.get('format')!r})")
     if metadata.get("format_version") != version:
-        raise UserError(
+        raise InvalidFileError(
             f"{path}: {what} version {metadata.get('format_version')!r} is not supported "
             f"(this bbcu reads version {version})"
         )

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bbcu.archs.lookup import build_model, find_model
-from bbcu.core.errors import UserError
+from bbcu.archs.registry import create_model, model_entry
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError
 from bbcu.formats.weights import load_state_dict_strictly, save
 
 BASICSR_PARAM_KEYS = ("params", "params_ema")
@@ -72,25 +72,27 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
     """Unpickle ``path`` without running any code it may carry.
 
     Raises:
-        UserError: If the file is missing, is not a PyTorch checkpoint, or needs code to unpickle.
+        InvalidFileError: If the file is missing, is not a PyTorch checkpoint, or needs code to unpickle.
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        raise InvalidFileError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         detail = _unpickler_complaint(str(err))
         if "global" in detail.lower():
-            raise UserError(
+            raise InvalidFileError(
                 f"refusing {path}: it names Python objects beyond tensors, and unpickling it could run "
                 f"code ({detail})"
-            ) from None
-        raise UserError(f"{path} is not a PyTorch checkpoint ({detail})") from None
+            ) from err
+        raise InvalidFileError(f"{path} is not a PyTorch checkpoint ({detail})") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint: {str(err).splitlines()[0]}") from None
+        raise InvalidFileError(
+            f"{path} is not a readable PyTorch checkpoint: {str(err).splitlines()[0]}"
+        ) from err
     if not isinstance(checkpoint, dict):
-        raise UserError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+        raise InvalidFileError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
     return checkpoint
 
 
@@ -113,16 +115,18 @@ def unwrap_state_dict(
         source: Name of the checkpoint for error messages.
 
     Raises:
-        UserError: If the requested entry is absent or the result is not a mapping of tensors.
+        InvalidFileError: If the requested entry is absent or the result is not a mapping of tensors.
     """
     wrapped = [key for key in BASICSR_PARAM_KEYS if key in checkpoint]
     if param_key is not None and param_key not in checkpoint:
-        raise UserError(f"{source} has no {param_key!r} entry; it has {sorted(map(str, checkpoint))[:8]}")
+        raise InvalidFileError(
+            f"{source} has no {param_key!r} entry; it has {sorted(map(str, checkpoint))[:8]}"
+        )
     key = param_key or (wrapped[0] if wrapped else None)
     state = checkpoint[key] if key is not None else checkpoint
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         where = f"its {key!r} entry" if key is not None else "it"
-        raise UserError(f"{source}: {where} is not a state dict of tensors")
+        raise InvalidFileError(f"{source}: {where} is not a state dict of tensors")
     return {name.removeprefix(_DATA_PARALLEL_PREFIX): tensor for name, tensor in state.items()}
 
 
@@ -130,7 +134,7 @@ def infer_scale(state: Mapping[str, torch.Tensor]) -> int:
     """The SR scale an official checkpoint was trained for: x4 has ``upconv2``, x2/x3 read it off ``upconv1``.
 
     Raises:
-        UserError: If the state dict has no recognisable upsampler.
+        InvalidFileError: If the state dict has no recognisable upsampler.
     """
     if any(key.startswith("upconv2.") for key in state):
         return 4
@@ -138,7 +142,7 @@ def infer_scale(state: Mapping[str, torch.Tensor]) -> int:
         if key in state:
             out_channels, in_channels = state[key].shape[:2]
             return math.isqrt(out_channels // in_channels)
-    raise UserError("cannot tell the scale of this SR checkpoint (no upconv1/upconv2); pass --scale")
+    raise InvalidFileError("cannot tell the scale of this SR checkpoint (no upconv1/upconv2); pass --scale")
 
 
 def convert_state_dict(
@@ -156,16 +160,20 @@ def convert_state_dict(
         The filled model in eval mode.
 
     Raises:
-        UserError: For an unknown model, or keys / shapes that do not fit it (the first few are named).
+        ModelNotFoundError: For an unknown model.
+        InvalidArgumentError: For ``scale`` on a model without one.
+        InvalidFileError: For keys / shapes that do not fit it (the first few are named).
     """
-    task = find_model(model_name).task
+    task = model_entry(model_name).task
     if task != "sr" and scale is not None:
-        raise UserError(f"--scale applies to SR models only; {model_name} is a {task} model")
+        raise InvalidArgumentError(f"--scale applies to SR models only; {model_name} is a {task} model")
     kwargs = {"scale": scale if scale is not None else infer_scale(official)} if task == "sr" else {}
-    model = build_model(model_name, kwargs, source=source)
+    model = create_model(model_name, **kwargs)
     renamed = {official_to_bbcu_key(key): key for key in official}
     if len(renamed) != len(official):
-        raise UserError(f"{source}: several official keys map to the same parameter; not an official layout")
+        raise InvalidFileError(
+            f"{source}: several official keys map to the same parameter; not an official layout"
+        )
     ours = {key: official[original] for key, original in renamed.items()}
     load_state_dict_strictly(model, ours, source=source, labels=renamed)
     return model.eval()

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from bbcu.core.atomic import atomic_path
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -36,7 +36,7 @@ _LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 _FORMATS_WITHOUT_ALPHA = {"JPEG", "BMP"}
 
 
-class ImageReadError(UserError):
+class ImageReadError(InvalidFileError):
     """A file that is missing, empty, truncated, corrupt or not an image."""
 
 
@@ -164,17 +164,20 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray, *, jpeg_quality
         jpeg_quality: Quality of a JPEG output (1..100).
 
     Raises:
-        UserError: For an unknown extension, alpha in a format without alpha, or an unwritable path.
+        InvalidArgumentError: For an unknown extension or alpha in a format without alpha.
+        OutputError: For an unwritable path.
         ValueError: If ``array`` is not a uint8 image array.
     """
     path = Path(path)
     image_format = _FORMAT_BY_EXTENSION.get(path.suffix.lower())
     if image_format is None:
         known = ", ".join(IMAGE_EXTENSIONS)
-        raise UserError(f"cannot write {path}: unknown image extension {path.suffix!r} (use one of {known})")
+        raise InvalidArgumentError(
+            f"cannot write {path}: unknown image extension {path.suffix!r} (use one of {known})"
+        )
     _check_image_array(array)
     if array.ndim == 3 and array.shape[2] == 4 and image_format in _FORMATS_WITHOUT_ALPHA:
-        raise UserError(f"cannot write {path}: {image_format} has no alpha channel")
+        raise InvalidArgumentError(f"cannot write {path}: {image_format} has no alpha channel")
     options = {"JPEG": {"quality": jpeg_quality}, "WEBP": {"lossless": True, "exact": True}}.get(
         image_format, {}
     )

@@ -1,34 +1,31 @@
-"""The packed model file: a BBCU network with its binary weights stored as sign bits.
+"""The packed model file (``.bbcu``): its specification, and a reader that refuses anything malformed.
 
-A ``.bbcu`` file is a safetensors container. Its metadata says what the network is (architecture,
-scale, k, sign and bit conventions) and lists the network as a flat ``graph`` of operations run top to
-bottom; its tensors hold, per operation, the sign bits of every binary convolution (uint64 words, one
-bit per weight, 64 input channels per word) beside the few per-channel floats a binary unit needs and
-the full-precision convolutions unchanged. The file is self-describing: the runtime needs no PyTorch
-model class to run it, and ``load_packed`` refuses anything it could not run (docs/engine.md is the
-specification).
+A ``.bbcu`` file is a safetensors container. Its metadata (the header) says what the network is
+(architecture, scale, k, sign and bit conventions) and lists the network as a flat ``graph`` of
+operations run top to bottom; its tensors hold, per operation, the sign bits of every binary
+convolution (uint64 words, one bit per weight, 64 input channels per word) beside the few per-channel
+floats a binary unit needs and the full-precision convolutions unchanged (docs/engine.md is the
+specification in prose).
+
+This module needs only numpy, safetensors and ``bbcu.core``/``bbcu.formats.container``: no PyTorch
+and no compiled kernels, so tools other than the engine (a C runtime, a converter, a file inspector)
+can read, validate and write the format with it. Turning a PyTorch network into a packed file is
+``bbcu.engine.export``; running one is ``bbcu.engine.runtime``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors.numpy import save
-from torch import nn
 
-import bbcu
-from bbcu.archs.srresnet import SubPixelUpsample
-from bbcu.binary.units import BBCUV4, BBCUUpsample
-from bbcu.binary.weights import channel_mean_abs
-from bbcu.core.atomic import atomic_write_bytes
-from bbcu.core.errors import UserError
-from bbcu.engine.kernels import channel_words
+from bbcu.core.errors import InvalidFileError
 from bbcu.formats.container import check_format, read_container
 
 FORMAT_NAME = "bbcu-packed"
@@ -55,6 +52,7 @@ OP_ATTRIBUTES: dict[str, dict[str, type]] = {
     "output_scale": {},  # x <- x / k
 }
 BINARY_OPS = ("bbcu_unit", "bbcu_upsample")
+SKIP_OPS = ("add_bilinear_skip", "subtract_from_skip")
 RPRELU_PARAMETERS = ("gamma", "beta", "zeta")
 
 TensorSpec = tuple[np.dtype, tuple[int, ...]]
@@ -62,7 +60,7 @@ TensorSpec = tuple[np.dtype, tuple[int, ...]]
 
 @dataclass(frozen=True)
 class PackedNetwork:
-    """A validated packed file, ready for the runtime.
+    """A packed file's content: validated when read by ``load_packed``, written by ``encode``.
 
     Attributes:
         architecture: Registry name the network was exported from, e.g. ``"bbcu-m"``.
@@ -73,6 +71,7 @@ class PackedNetwork:
         out_channels: Image channels it writes.
         graph: Operations in execution order (dicts with ``"op"`` and that kind's attributes).
         tensors: Every stored array by name (``"<op name>.<field>"``).
+        bbcu_version: Version of bbcu that wrote the file (informative).
     """
 
     architecture: str
@@ -83,6 +82,15 @@ class PackedNetwork:
     out_channels: int
     graph: list[dict[str, Any]]
     tensors: dict[str, np.ndarray]
+    bbcu_version: str
+
+
+# --------------------------------------------------------------------------------------------- bits
+
+
+def channel_words(channels: int) -> int:
+    """Number of uint64 words that hold the signs of ``channels`` channels (``ceil(channels / 64)``)."""
+    return -(-channels // WORD_BITS)
 
 
 def pack_signs(values: np.ndarray) -> np.ndarray:
@@ -107,6 +115,9 @@ def unpack_bits(words: np.ndarray) -> np.ndarray:
     return np.unpackbits(words.astype("<u8").view(np.uint8), axis=-1, bitorder="little")
 
 
+# --------------------------------------------------------------------------------------------- graph
+
+
 def op_output_channels(op: dict[str, Any], channels: int) -> int:
     """Channels after ``op`` given ``channels`` before it (pixel shuffle divides, convolutions map)."""
     kind = op["op"]
@@ -114,6 +125,19 @@ def op_output_channels(op: dict[str, Any], channels: int) -> int:
         return op["out_channels"]
     if kind == "pixel_shuffle":
         return channels // op["scale"] ** 2
+    return channels
+
+
+def op_upscaling(op: dict[str, Any]) -> int:
+    """How many times larger each side of the features is after ``op`` than before it."""
+    return op["scale"] if op["op"] in ("pixel_shuffle", "bbcu_upsample") else 1
+
+
+def graph_out_channels(graph: list[dict[str, Any]], in_channels: int) -> int:
+    """Channels leaving the last operation of ``graph``."""
+    channels = in_channels
+    for op in graph:
+        channels = op_output_channels(op, channels)
     return channels
 
 
@@ -139,234 +163,157 @@ def op_tensor_specs(op: dict[str, Any]) -> dict[str, TensorSpec]:
     return specs
 
 
-# --------------------------------------------------------------------------------------------- export
+# --------------------------------------------------------------------------------------------- writing
 
 
-def export_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` (a supported binary network) as a packed file, atomically.
-
-    Args:
-        model: A network built by ``bbcu.create_model`` (it carries ``model_name``/``model_kwargs``).
-        path: Destination ``.bbcu`` file; it appears complete or not at all.
-
-    Returns:
-        The written path.
-
-    Raises:
-        UserError: If the architecture is not one the packed runtime can run, or the folder is missing.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"output folder {path.parent} does not exist")
-    architecture = getattr(model, "model_name", None)
-    if architecture not in SUPPORTED_ARCHITECTURES:
-        raise UserError(
-            f"cannot export {architecture or type(model).__name__!r}: the packed format supports "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    builder = _GraphBuilder()
-    with torch.no_grad():
-        if architecture.startswith("dncnn"):
-            builder.add_dncnn(model)
-        else:
-            builder.add_sr(model)
-    in_channels = int(model.in_channels)
+def encode(network: PackedNetwork) -> bytes:
+    """The bytes of the ``.bbcu`` file holding ``network``: its header as metadata, its tensors."""
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "bbcu_version": bbcu.__version__,
-        "architecture": architecture,
-        "model_kwargs": json.dumps(getattr(model, "model_kwargs", {}), sort_keys=True),
-        "scale": str(int(model.scale)),
-        "k": repr(float(model.k)),
-        "in_channels": str(in_channels),
-        "out_channels": str(graph_out_channels(builder.graph, in_channels)),
+        "bbcu_version": network.bbcu_version,
+        "architecture": network.architecture,
+        "model_kwargs": json.dumps(network.model_kwargs, sort_keys=True),
+        "scale": str(network.scale),
+        "k": repr(float(network.k)),
+        "in_channels": str(network.in_channels),
+        "out_channels": str(network.out_channels),
         "sign_convention": SIGN_CONVENTION,
         "bit_order": BIT_ORDER,
-        "graph": json.dumps(builder.graph),
+        "graph": json.dumps(network.graph),
     }
-    atomic_write_bytes(path, save(builder.tensors, metadata=metadata))
-    return path
+    return save(network.tensors, metadata=metadata)
 
 
-def graph_out_channels(graph: list[dict[str, Any]], in_channels: int) -> int:
-    """Channels leaving the last operation of ``graph``."""
-    channels = in_channels
-    for op in graph:
-        channels = op_output_channels(op, channels)
-    return channels
-
-
-def float_array(tensor: torch.Tensor) -> np.ndarray:
-    """A tensor as a contiguous float32 numpy array (safetensors stores C order)."""
-    return np.ascontiguousarray(tensor.detach().to(torch.float32).cpu().numpy())
-
-
-class _GraphBuilder:
-    """Walks a PyTorch network top to bottom, appending graph operations and their tensors."""
-
-    def __init__(self) -> None:
-        self.graph: list[dict[str, Any]] = []
-        self.tensors: dict[str, np.ndarray] = {}
-
-    def add_sr(self, model: nn.Module) -> None:
-        """``SRResNetFrame`` with V4 units: BBCU-L (fp upsampler, fp conv_hr) or BBCU-M (binary ones)."""
-        self.graph.append({"op": "input_scale"})
-        self.add_layer(model.conv_first, "conv_first")
-        self.graph.append({"op": "leaky_relu", "slope": 0.1})
-        for prefix in ("body", "upsampler"):
-            for index, layer in enumerate(getattr(model, prefix)):
-                self.add_layer(layer, f"{prefix}.{index}")
-        self.add_layer(model.conv_hr, "conv_hr")
-        self.graph.append({"op": "leaky_relu", "slope": 0.1})
-        self.add_layer(model.conv_last, "conv_last")
-        self.graph.append({"op": "add_bilinear_skip", "scale": int(model.scale)})
-        self.graph.append({"op": "output_scale"})
-
-    def add_dncnn(self, model: nn.Module) -> None:
-        """``NoiseResidualNet`` with V4 units: ``(k*x - layers(k*x)) / k``."""
-        self.graph.append({"op": "input_scale"})
-        for index, layer in enumerate(model.model):
-            self.add_layer(layer, f"model.{index}")
-        self.graph.append({"op": "subtract_from_skip"})
-        self.graph.append({"op": "output_scale"})
-
-    def add_layer(self, layer: nn.Module, name: str) -> None:
-        """One module of the network, dispatched on its type."""
-        if isinstance(layer, nn.ReLU):
-            self.graph.append({"op": "relu"})
-        elif isinstance(layer, SubPixelUpsample):
-            self.add_conv(layer.conv, f"{name}.conv")
-            self.graph.append({"op": "pixel_shuffle", "scale": layer.shuffle.upscale_factor})
-            self.graph.append({"op": "leaky_relu", "slope": 0.1})
-        elif isinstance(layer, (BBCUV4, BBCUUpsample)):
-            self.add_unit(layer, name)
-        else:
-            self.add_conv(layer, name)
-
-    def add_conv(self, conv: nn.Module, name: str) -> None:
-        """A full-precision 3x3 convolution, weights stored as they are."""
-        if (
-            type(conv) is not nn.Conv2d  # a BinaryConv2d of another unit kind lands here too
-            or conv.kernel_size != (3, 3)
-            or conv.stride != (1, 1)
-            or conv.padding != (1, 1)
-            or conv.dilation != (1, 1)
-            or conv.groups != 1
-        ):
-            raise UserError(
-                f"cannot export {name} ({type(conv).__name__}): only BBCU V4 / upsampler units and "
-                "plain 3x3 stride-1 full-precision convs pack"
-            )
-        has_bias = conv.bias is not None
-        self.graph.append(
-            {
-                "op": "conv",
-                "name": name,
-                "in_channels": conv.in_channels,
-                "out_channels": conv.out_channels,
-                "bias": has_bias,
-            }
-        )
-        self.tensors[f"{name}.weight"] = float_array(conv.weight)
-        if has_bias:
-            self.tensors[f"{name}.bias"] = float_array(conv.bias)
-
-    def add_unit(self, unit: nn.Module, name: str) -> None:
-        """A BBCU V4 unit or BBCU-U upsampler: sign bits, alpha, shift and RPReLU per channel."""
-        conv = unit.conv
-        if conv.weight_binarizer != "scaled" or conv.kernel_size != (3, 3):
-            raise UserError(f"cannot export {name}: only 3x3 convs with alpha*sign(W) weights pack")
-        has_bias = conv.bias is not None
-        op: dict[str, Any] = {"op": "bbcu_unit", "name": name, "channels": conv.in_channels, "bias": has_bias}
-        if isinstance(unit, BBCUUpsample):
-            op = {**op, "op": "bbcu_upsample", "scale": int(unit.scale)}
-        self.graph.append(op)
-        weight = conv.weight.detach().to(torch.float32)
-        fields = {
-            "shift": unit.shift.bias,
-            "alpha": channel_mean_abs(weight),
-            "gamma": unit.act.gamma,
-            "beta": unit.act.beta,
-            "zeta": unit.act.zeta,
-        }
-        if has_bias:
-            fields["bias"] = conv.bias
-        self.tensors.update(
-            {f"{name}.{field}": float_array(value).reshape(-1) for field, value in fields.items()}
-        )
-        self.tensors[f"{name}.weight_bits"] = pack_signs(float_array(weight.permute(0, 2, 3, 1)))
-
-
-# --------------------------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------------------------- reading
 
 
 def load_packed(path: str | os.PathLike[str]) -> PackedNetwork:
-    """Read and fully validate a packed file.
+    """Read and fully validate a packed file: whatever it returns, the runtime can run.
 
     Raises:
-        UserError: One line naming the first problem found: not a file, not safetensors, not a packed
-            model, unsupported version or architecture, a malformed graph, a missing, extra or
-            ill-shaped tensor, or sign-bit words whose padding bits are set.
+        InvalidFileError: One line naming the first problem found: not a file, not safetensors, not a
+            packed model, unsupported version or architecture, a malformed graph, a header that
+            contradicts its graph, a missing, extra or ill-shaped tensor, or sign-bit words whose
+            padding bits are set.
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such packed model file")
+        raise InvalidFileError(f"{path}: no such packed model file")
     metadata, tensors = read_container(path)
-    network = _parse_metadata(path, metadata, tensors)
+    network = _parse_header(path, metadata, tensors)
+    _check_graph(path, network)
     _check_tensors(path, network)
     return network
 
 
-def _parse_metadata(path: Path, metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> PackedNetwork:
+def _parse_header(path: Path, metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> PackedNetwork:
     check_format(path, metadata, name=FORMAT_NAME, version=FORMAT_VERSION, what="packed bbcu model")
     architecture = metadata.get("architecture")
     if architecture not in SUPPORTED_ARCHITECTURES:
-        raise UserError(
+        raise InvalidFileError(
             f"{path}: architecture {architecture!r} is not supported; supported: "
             f"{', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     for key, expected in (("sign_convention", SIGN_CONVENTION), ("bit_order", BIT_ORDER)):
         if metadata.get(key) != expected:
-            raise UserError(f"{path}: unknown {key} {metadata.get(key)!r}")
+            raise InvalidFileError(f"{path}: unknown {key} {metadata.get(key)!r}")
     try:
-        model_kwargs = json.loads(metadata["model_kwargs"])
-        graph = json.loads(metadata["graph"])
-        scale, in_channels = int(metadata["scale"]), int(metadata["in_channels"])
-        out_channels, k = int(metadata["out_channels"]), float(metadata["k"])
+        network = PackedNetwork(
+            architecture=architecture,
+            model_kwargs=json.loads(metadata["model_kwargs"]),
+            scale=int(metadata["scale"]),
+            k=float(metadata["k"]),
+            in_channels=int(metadata["in_channels"]),
+            out_channels=int(metadata["out_channels"]),
+            graph=json.loads(metadata["graph"]),
+            tensors=tensors,
+            bbcu_version=metadata["bbcu_version"],
+        )
     except (KeyError, ValueError, TypeError) as err:
-        raise UserError(f"{path}: malformed metadata ({type(err).__name__}: {err})") from None
-    if not isinstance(model_kwargs, dict) or not isinstance(graph, list) or not np.isfinite(k) or k == 0:
-        raise UserError(f"{path}: malformed metadata (model_kwargs, graph or k)")
-    network = PackedNetwork(architecture, model_kwargs, scale, k, in_channels, out_channels, graph, tensors)
-    _check_graph(path, network)
+        raise InvalidFileError(f"{path}: malformed metadata ({type(err).__name__}: {err})") from err
+    if not isinstance(network.model_kwargs, dict) or not isinstance(network.graph, list):
+        raise InvalidFileError(f"{path}: malformed metadata (model_kwargs or graph)")
+    if min(network.scale, network.in_channels, network.out_channels) < 1:
+        raise InvalidFileError(f"{path}: malformed metadata (scale and channel counts must be positive)")
+    if not math.isfinite(network.k) or network.k == 0:
+        raise InvalidFileError(f"{path}: malformed metadata (k={network.k!r})")
+    _check_model_kwargs(path, network)
     return network
 
 
+def _check_model_kwargs(path: Path, network: PackedNetwork) -> None:
+    """The informative ``model_kwargs`` may not contradict the header's scale and k."""
+    for key in ("scale", "k"):
+        if key in network.model_kwargs and network.model_kwargs[key] != getattr(network, key):
+            raise InvalidFileError(
+                f"{path}: model_kwargs {key}={network.model_kwargs[key]!r} contradicts the header's "
+                f"{key}={getattr(network, key)!r}"
+            )
+
+
 def _check_graph(path: Path, network: PackedNetwork) -> None:
-    """Every op is known and well formed, and channel counts chain from input to output."""
-    channels = network.in_channels
+    """Every op is known and well formed, and the graph agrees with the header: channels chain from
+    ``in_channels`` to ``out_channels``, the upsampling multiplies up to ``scale``, the skip is used at
+    its own size and width, k is applied once on the way in and once on the way out, names are unique."""
+    channels, upscaled = network.in_channels, 1
     for index, op in enumerate(network.graph):
         where = f"{path}: graph op {index}"
-        if not isinstance(op, dict) or op.get("op") not in OP_ATTRIBUTES:
-            raise UserError(f"{where}: unknown operation {op.get('op') if isinstance(op, dict) else op!r}")
-        expected = OP_ATTRIBUTES[op["op"]]
-        if set(op) != {"op", *expected}:
-            raise UserError(f"{where} ({op['op']}): attributes {sorted(op)} != {sorted({'op', *expected})}")
-        for key, kind in expected.items():
-            value = op[key]
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 1)):
-                raise UserError(
-                    f"{where} ({op['op']}): attribute {key}={op[key]!r} is not a valid {kind.__name__}"
-                )
+        _check_op(where, op)
         consumed = op.get("in_channels", op.get("channels", channels))
         if consumed != channels or (op["op"] == "pixel_shuffle" and channels % op["scale"] ** 2):
-            raise UserError(f"{where} ({op['op']}): expects {consumed} channels but receives {channels}")
-        channels = op_output_channels(op, channels)
+            raise InvalidFileError(f"{where} ({op['op']}): expects {consumed} channels but receives {channels}")
+        if op["op"] in SKIP_OPS:
+            _check_skip_use(where, op, channels, upscaled, network.in_channels)
+        channels, upscaled = op_output_channels(op, channels), upscaled * op_upscaling(op)
     if channels != network.out_channels:
-        raise UserError(f"{path}: graph produces {channels} channels, metadata says {network.out_channels}")
+        raise InvalidFileError(
+            f"{path}: graph produces {channels} channels, metadata says {network.out_channels}"
+        )
+    if upscaled != network.scale:
+        raise InvalidFileError(f"{path}: graph upscales by {upscaled}, metadata scale says {network.scale}")
+    _check_k_ops(path, [op["op"] for op in network.graph])
+    names = [op["name"] for op in network.graph if "name" in op]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidFileError(f"{path}: graph op names repeated: {_few(repeated)}")
+
+
+def _check_op(where: str, op: object) -> None:
+    """A known operation kind with exactly its attributes, each of its JSON type (ints positive)."""
+    if not isinstance(op, dict) or op.get("op") not in OP_ATTRIBUTES:
+        raise InvalidFileError(f"{where}: unknown operation {op.get('op') if isinstance(op, dict) else op!r}")
+    expected = OP_ATTRIBUTES[op["op"]]
+    if set(op) != {"op", *expected}:
+        raise InvalidFileError(
+            f"{where} ({op['op']}): attributes {sorted(op)} != {sorted({'op', *expected})}"
+        )
+    for key, kind in expected.items():
+        value = op[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 1)):
+            raise InvalidFileError(
+                f"{where} ({op['op']}): attribute {key}={op[key]!r} is not a valid {kind.__name__}"
+            )
+
+
+def _check_skip_use(where: str, op: dict[str, Any], channels: int, upscaled: int, in_channels: int) -> None:
+    """The skip (the k-scaled input) meets features of its own channel count and, once resized, size."""
+    resized = op.get("scale", 1)
+    if channels != in_channels or resized != upscaled:
+        raise InvalidFileError(
+            f"{where} ({op['op']}): combines the {in_channels}-channel input resized x{resized} with "
+            f"{channels}-channel features upscaled x{upscaled}"
+        )
+
+
+def _check_k_ops(path: Path, kinds: list[str]) -> None:
+    """k scales the input first and the output last, once each, as the header's k promises."""
+    if kinds[:1] != ["input_scale"] or kinds.count("input_scale") != 1:
+        raise InvalidFileError(f"{path}: graph must begin with its only input_scale")
+    if kinds[-1:] != ["output_scale"] or kinds.count("output_scale") != 1:
+        raise InvalidFileError(f"{path}: graph must end with its only output_scale")
 
 
 def _check_tensors(path: Path, network: PackedNetwork) -> None:
@@ -377,23 +324,18 @@ def _check_tensors(path: Path, network: PackedNetwork) -> None:
     missing = sorted(set(specs) - set(network.tensors))
     extra = sorted(set(network.tensors) - set(specs))
     if missing or extra:
-        raise UserError(f"{path}: missing tensors {_few(missing)}, unexpected tensors {_few(extra)}")
+        raise InvalidFileError(f"{path}: missing tensors {_few(missing)}, unexpected tensors {_few(extra)}")
     for name, (dtype, shape) in specs.items():
         array = network.tensors[name]
         if array.dtype != dtype or array.shape != shape:
-            raise UserError(
+            raise InvalidFileError(
                 f"{path}: tensor {name} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}"
             )
     for op in (op for op in network.graph if op["op"] in BINARY_OPS):
-        if _padding_bits_set(network.tensors[f"{op['name']}.weight_bits"], op["channels"]):
-            raise UserError(f"{path}: tensor {op['name']}.weight_bits has bits set beyond its channel count")
-
-
-def _padding_bits_set(words: np.ndarray, channels: int) -> bool:
-    """Whether any bit beyond the first ``channels`` of each word row is 1 (they must stay 0)."""
-    return bool(
-        np.unpackbits(words.astype("<u8").view(np.uint8), axis=-1, bitorder="little")[..., channels:].any()
-    )
+        if unpack_bits(network.tensors[f"{op['name']}.weight_bits"])[..., op["channels"] :].any():
+            raise InvalidFileError(
+                f"{path}: tensor {op['name']}.weight_bits has bits set beyond its channel count"
+            )
 
 
 def _few(names: list[str], limit: int = 3) -> str:

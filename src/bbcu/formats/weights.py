@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 import bbcu
-from bbcu.archs.lookup import build_model
+from bbcu.archs.registry import create_model
 from bbcu.binary.conv import BinaryConv2d
 from bbcu.binary.weights import channel_mean_abs
 from bbcu.core.atomic import atomic_write_bytes
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError, ModelNotFoundError
 from bbcu.formats.container import check_format, read_container
 
 FORMAT = "bbcu-weights"
@@ -59,18 +59,20 @@ def save(
             (the shipping form) instead of their latent float weights.
 
     Raises:
-        UserError: If the model cannot be described (not built by name, kwargs not JSON).
+        InvalidArgumentError: If the model cannot be described (not built by name, kwargs not JSON).
         ValueError: If ``extra_metadata`` reuses a reserved key.
     """
     clashing = sorted(set(extra_metadata or {}) & set(_RESERVED_KEYS))
     if clashing:
         raise ValueError(f"extra_metadata may not set reserved keys {clashing}")
     if not hasattr(model, "model_name"):
-        raise UserError("cannot save a model not built by bbcu.create_model: its name and kwargs are unknown")
+        raise InvalidArgumentError(
+            "cannot save a model not built by bbcu.create_model: its name and kwargs are unknown"
+        )
     try:
         kwargs_json = json.dumps(model.model_kwargs, sort_keys=True)
     except TypeError as err:
-        raise UserError(f"cannot record the arguments of {model.model_name}: {err}") from None
+        raise InvalidArgumentError(f"cannot record the arguments of {model.model_name}: {err}") from err
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -91,11 +93,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The header metadata of a bbcu weights file, checked to be ours and of a supported version.
 
     Raises:
-        UserError: If the file is missing, not a safetensors file, or not a bbcu weights file.
+        InvalidFileError: If the file is missing, not a safetensors file, or not a bbcu weights file.
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
+        raise InvalidFileError(f"weights file not found: {path}")
     metadata, _ = read_container(path, with_tensors=False)
     check_format(path, metadata, name=FORMAT, version=FORMAT_VERSION, what="bbcu weights file")
     return metadata
@@ -112,14 +114,15 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
         The model in eval mode.
 
     Raises:
-        UserError: For a missing, corrupt or foreign file, an unknown model, or tensors that do not fit.
+        InvalidFileError: For a missing, corrupt or foreign file, an unknown model, or tensors that do
+            not fit.
     """
     metadata = read_metadata(path)
     try:
         name, kwargs = metadata["model"], json.loads(metadata["model_kwargs"])
     except (KeyError, ValueError) as err:
-        raise UserError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from None
-    model = build_model(name, kwargs, source=str(path))
+        raise InvalidFileError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from err
+    model = build_recorded_model(name, kwargs, source=str(path))
     _, state = read_container(Path(path), framework="pt")
     if metadata.get(BINARY_WEIGHTS_KEY) == BITS:
         state = _bits_to_binary(model, state, source=str(path))
@@ -127,7 +130,21 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
     try:
         return model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as err:  # a CPU-only torch asserts on "cuda"
-        raise UserError(f"cannot place the model on device {device!r}: {err}") from None
+        raise InvalidArgumentError(f"cannot place the model on device {device!r}: {err}") from err
+
+
+def build_recorded_model(name: str, kwargs: Mapping[str, object], *, source: str) -> nn.Module:
+    """The network a file says it holds; a name or arguments this bbcu refuses make the file at fault.
+
+    Raises:
+        InvalidFileError: If ``name`` is not registered or its factory refuses ``kwargs``.
+    """
+    if not isinstance(kwargs, Mapping):
+        raise InvalidFileError(f"{source}: model arguments are {type(kwargs).__name__}, not a mapping")
+    try:
+        return create_model(name, **kwargs)
+    except (ModelNotFoundError, InvalidArgumentError) as err:
+        raise InvalidFileError(f"{source}: {err}") from err
 
 
 def _expandable_binary_keys(model: nn.Module) -> list[str]:
@@ -162,7 +179,7 @@ def _bits_to_binary(
             continue  # reported as a missing key by the strict load
         shape = expected[key].shape
         if bits.dtype != torch.uint8 or bits.numel() != -(-shape.numel() // 8) or alpha.numel() != shape[0]:
-            raise UserError(f"{source}: the packed binary weight {key} does not fit {tuple(shape)}")
+            raise InvalidFileError(f"{source}: the packed binary weight {key} does not fit {tuple(shape)}")
         signs = np.unpackbits(bits.numpy())[: shape.numel()].astype(np.float32) * 2 - 1
         expanded[key] = alpha.float().view(-1, 1, 1, 1) * torch.from_numpy(signs).view(shape)
     return expanded
@@ -184,7 +201,7 @@ def load_state_dict_strictly(
         labels: How to show a key of ``state`` to the user (a converter shows the original key).
 
     Raises:
-        UserError: If keys are missing or unexpected, or shapes differ.
+        InvalidFileError: If keys are missing or unexpected, or shapes differ.
     """
     expected = model.state_dict()
     label = (labels or {}).get
@@ -203,7 +220,7 @@ def load_state_dict_strictly(
     problems = [p for p in problems if p]
     if problems:
         name = getattr(model, "model_name", "the model")
-        raise UserError(f"{source} does not fit {name}: {'; '.join(problems)}")
+        raise InvalidFileError(f"{source} does not fit {name}: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
 
 

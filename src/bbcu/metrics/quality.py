@@ -12,7 +12,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from bbcu.core.errors import UserError
+from bbcu.core.constants import TASKS
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.degradations import rgb_to_y
 
 PEAK = 255.0
@@ -21,7 +22,6 @@ SSIM_SIGMA = 1.5
 SSIM_C1 = (0.01 * PEAK) ** 2
 SSIM_C2 = (0.03 * PEAK) ** 2
 JPEG_BLOCK = 8
-TASKS = ("sr", "denoise", "jpeg")
 
 
 def _prepare(
@@ -35,7 +35,7 @@ def _prepare(
     if img.dtype != np.uint8 or ref.dtype != np.uint8:
         raise TypeError(f"metrics take uint8 images (see to_uint8), got {img.dtype} and {ref.dtype}")
     if img.shape != ref.shape:
-        raise UserError(f"images differ in size: {img.shape} vs {ref.shape}")
+        raise InvalidArgumentError(f"images differ in size: {img.shape} vs {ref.shape}")
     pair = []
     for array in (img, ref):
         if y_channel and array.ndim == 3 and array.shape[2] == 3:
@@ -95,11 +95,12 @@ def calculate_ssim(
 ) -> float:
     """Mean SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5), per channel then averaged.
 
-    Arguments as in ``calculate_psnr``. Images smaller than the window after cropping raise ``UserError``.
+    Arguments as in ``calculate_psnr``. Images smaller than the window after
+    cropping raise ``InvalidArgumentError``.
     """
     a, b = _prepare(img, ref, crop_border, y_channel)
     if min(a.shape[:2]) < SSIM_WINDOW:
-        raise UserError(
+        raise InvalidArgumentError(
             f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {a.shape[:2]}"
         )
     return float(np.mean([_ssim_map(a[:, :, c], b[:, :, c]).mean() for c in range(a.shape[2])]))
@@ -158,7 +159,7 @@ def evaluate_pair(
         ``{"psnr", "ssim"}``, plus ``"psnrb"`` for ``jpeg``.
     """
     if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise InvalidArgumentError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     options = {"crop_border": scale if task == "sr" else 0, "y_channel": task != "denoise"}
     scores = {
         "psnr": calculate_psnr(output_uint8, gt_uint8, **options),

@@ -1,1 +1,2 @@
-"""TODO."""
+"""What people look at: ``pictures`` (comparison grids, PSNR-versus-cost charts) and ``bench`` (packed engine
+against PyTorch, measured)."""

@@ -20,7 +20,7 @@ from matplotlib.ticker import ScalarFormatter
 from PIL import Image, ImageDraw, ImageFont
 
 from bbcu.core.atomic import atomic_write_bytes
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.imresize import modcrop
 from bbcu.data.testsets import as_grey, as_rgb
 from bbcu.metrics.quality import evaluate_pair
@@ -63,7 +63,7 @@ def crop(image: np.ndarray, box: Box, scale: int = 1) -> np.ndarray:
     """The region ``box`` of an image ``scale`` times larger than the one ``box`` was given in.
 
     Raises:
-        UserError: If the box is empty or leaves the image.
+        InvalidArgumentError: If the box is empty or leaves the image.
     """
     x, y, width, height = (value * scale for value in box)
     if (
@@ -74,7 +74,7 @@ def crop(image: np.ndarray, box: Box, scale: int = 1) -> np.ndarray:
         or y + height > image.shape[0]
         or x + width > image.shape[1]
     ):
-        raise UserError(
+        raise InvalidArgumentError(
             f"crop {','.join(map(str, box))} (x,y,w,h) does not fit inside the "
             f"{image.shape[1] // scale}x{image.shape[0] // scale} image"
         )
@@ -178,7 +178,7 @@ def match_layout(gt: np.ndarray, like: np.ndarray, scale: int) -> np.ndarray:
     """A ground truth made comparable with an output: mod-cropped to the scale, grey/colour as the output.
 
     Raises:
-        UserError: If its size does not match the output's.
+        InvalidArgumentError: If its size does not match the output's.
     """
     gt = modcrop(gt, scale)
     if like.ndim == 2 and gt.ndim == 3:
@@ -186,7 +186,7 @@ def match_layout(gt: np.ndarray, like: np.ndarray, scale: int) -> np.ndarray:
     elif like.ndim == 3 and gt.ndim == 2:
         gt = as_rgb(gt)
     if gt.shape != like.shape:
-        raise UserError(
+        raise InvalidArgumentError(
             f"the ground truth is {gt.shape[1]}x{gt.shape[0]} "
             f"but the restored image is {like.shape[1]}x{like.shape[0]}"
         )

@@ -21,10 +21,11 @@ from tqdm import tqdm
 
 from bbcu.archs.registry import model_entry
 from bbcu.core.atomic import atomic_write_bytes
-from bbcu.core.errors import UserError
+from bbcu.core.constants import SETTING_NAMES
+from bbcu.core.errors import InvalidArgumentError
+from bbcu.data.published import ROW_LABELS, published_score
 from bbcu.data.testsets import load_test_set
 from bbcu.formats.image_io import to_uint8, write_image
-from bbcu.metrics.published import ROW_LABELS, SETTING_NAMES, published_score
 from bbcu.metrics.quality import evaluate_pair
 from bbcu.run.tiling import restore_array
 
@@ -79,7 +80,7 @@ def check_model_task(model: nn.Module, task: str) -> None:
     its weights as sign bits, not parameters, yet it is as tied to its task as the PyTorch model.
 
     Raises:
-        UserError: If the model's registry task differs from ``task`` and it has learned weights.
+        InvalidArgumentError: If the model's registry task differs from ``task`` and it has learned weights.
     """
     name = getattr(model, "model_name", None)
     if name is None:
@@ -87,7 +88,9 @@ def check_model_task(model: nn.Module, task: str) -> None:
     entry = model_entry(name)
     learned = entry.binary or any(True for _ in model.parameters())
     if learned and entry.task != task:
-        raise UserError(f"model {name} is a {entry.task} model; it cannot be evaluated with --task {task}")
+        raise InvalidArgumentError(
+            f"model {name} is a {entry.task} model; it cannot be evaluated with --task {task}"
+        )
 
 
 def evaluate_set(
@@ -118,7 +121,7 @@ def evaluate_set(
     """
     scale = int(getattr(model, "scale", 1))
     if task == "sr" and scale != setting:
-        raise UserError(f"the model upscales x{scale}, but x{setting} was asked for")
+        raise InvalidArgumentError(f"the model upscales x{scale}, but x{setting} was asked for")
     pairs = load_test_set(dataset, task, root=root, **{SETTING_NAMES[task]: setting})
     result = SetResult(task, dataset, setting)
     label = setting_label(task, setting)

@@ -2,7 +2,7 @@
 
 ``restore(image, model=...)`` hides everything between a picture and its restored version: finding the
 model (a shipped name, a registry name, a weights file or a module), running it with bounded memory
-(``bbcu.inference.restore_array`` tiles large images) and handing back the same kind of object that came
+(``bbcu.run.tiling.restore_array`` tiles large images) and handing back the same kind of object that came
 in, so a caller working in PIL, NumPy or PyTorch never converts anything by hand::
 
     import bbcu
@@ -11,16 +11,13 @@ in, so a caller working in PIL, NumPy or PyTorch never converts anything by hand
     big = bbcu.restore(img, model="bicubic", scale=2)                # non-learned: no weights needed
     out = bbcu.restore(img, weights="runs/bbcu-l-x4/best.safetensors", engine="packed")
 
-The model is resolved once by ``resolve_model``; pass its result as ``model`` to restore many images.
+The model is resolved once by ``bbcu.run.resolve.resolve_model``; pass its result as ``model`` to
+restore many images.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
@@ -28,42 +25,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bbcu.archs import model_entry
-from bbcu.archs.lookup import build_model
-from bbcu.core.errors import UserError
 from bbcu.data.imresize import imresize
 from bbcu.formats.image_io import to_uint8
-from bbcu.formats.weights import load
-from bbcu.run import zoo
+from bbcu.run.resolve import ResolvedModel, resolve_model
 from bbcu.run.tiling import restore_array
 
-ENGINES = ("torch", "packed")
-TASKS = ("sr", "denoise", "jpeg")
 _KEPT_PIL_MODES = ("L", "LA", "RGB", "RGBA")
-_WEIGHTS_SUFFIXES = (zoo.WEIGHTS_SUFFIX, zoo.PACKED_SUFFIX)
 
 ImageT = TypeVar("ImageT", np.ndarray, Image.Image, torch.Tensor)
-Network = Callable[[torch.Tensor], torch.Tensor]
-"""An ``nn.Module`` or a packed-engine model: called on (N, C, H, W), with ``scale`` and ``in_channels``."""
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A network ready to run, with what the caller needs to know about it.
-
-    Attributes:
-        network: The callable network (an ``nn.Module``, or a packed-engine model).
-        name: A label for messages and captions: the shipped or registry name, or the weights file stem.
-        task: ``"sr"``, ``"denoise"`` or ``"jpeg"``; None for a foreign module of unknown task.
-        scale: Upscaling factor (1 for denoising and JPEG).
-        engine: ``"torch"`` or ``"packed"``.
-    """
-
-    network: Network
-    name: str
-    task: str | None
-    scale: int
-    engine: str
 
 
 def restore(
@@ -90,7 +59,7 @@ def restore(
       dtype and device.
 
     Grey stays grey and colour stays colour whatever the model's channel count (see
-    ``bbcu.inference.restore_array``). Alpha is never fed to the network: it is carried through, and for
+    ``bbcu.run.tiling.restore_array``). Alpha is never fed to the network: it is carried through, and for
     super-resolution upscaled with the MATLAB bicubic, so transparency edges stay where they were.
 
     Args:
@@ -113,7 +82,8 @@ def restore(
         The restored image, of the same type as ``image``.
 
     Raises:
-        UserError: For a model that cannot be found or does not fit the task/scale asked for.
+        BbcuError: For a model that cannot be found or does not fit the task/scale asked for
+            (see ``resolve_model``).
         TypeError: For an image type or layout that is not supported.
     """
     resolved = resolve_model(model, task=task, scale=scale, weights=weights, engine=engine)
@@ -125,132 +95,6 @@ def restore(
     if isinstance(image, np.ndarray):
         return restore_pixels(resolved, image, **options)
     raise TypeError(f"cannot restore a {type(image).__name__}: pass a NumPy array, a PIL image or a tensor")
-
-
-# ------------------------------------------------------------------------------------ model resolution
-
-
-def resolve_model(
-    model: str | nn.Module | ResolvedModel | None = None,
-    *,
-    task: str | None = None,
-    scale: int | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    engine: str = "torch",
-) -> ResolvedModel:
-    """Find, build and check the network ``restore`` will run (see ``restore`` for the arguments).
-
-    Raises:
-        UserError: For an unknown engine or task, a model that cannot be found or needs weights that
-            were not given, or one whose task or scale differs from the one asked for.
-    """
-    if engine not in ENGINES:
-        raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if task is not None and task not in TASKS:
-        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if isinstance(model, ResolvedModel):
-        resolved = model
-    elif weights is not None:
-        resolved = _from_weights(Path(weights), engine, expected_architecture=model)
-    elif isinstance(model, str):
-        resolved = _from_name(model, scale, engine)
-    elif model is None:
-        resolved = _from_name(_default_name(task, scale), scale, engine)
-    else:
-        resolved = _from_module(model, engine)
-    return _checked(resolved, task, scale)
-
-
-def _from_name(name: str, scale: int | None, engine: str) -> ResolvedModel:
-    """A shipped model, a weights path, or a registry model that needs no weights."""
-    if zoo.is_shipped(name):
-        packed = zoo.packed_path(name) if engine == "packed" else None
-        return _from_weights(packed or zoo.shipped_path(name), engine, label=name)
-    if Path(name).suffix in _WEIGHTS_SUFFIXES or Path(name).is_file():
-        return _from_weights(Path(name), engine)
-    try:
-        entry = model_entry(name)
-    except KeyError:
-        raise UserError(
-            f"unknown model {name!r}: not a shipped model ({zoo.list_shipped() or 'none shipped yet'}), "
-            "not a weights file, and not a registered model"
-        ) from None
-    network = build_model(name, {} if scale is None else {"scale": scale})
-    if any(True for _ in network.parameters()):
-        raise UserError(
-            f"{name} is a registered architecture without trained weights: pass weights (--weights PATH) "
-            f"or a shipped model ({', '.join(zoo.list_shipped()) or 'none shipped yet'})"
-        )
-    return _finish(network, name, entry.task, engine)
-
-
-def _from_weights(
-    path: Path, engine: str, *, label: str | None = None, expected_architecture: object = None
-) -> ResolvedModel:
-    """A network rebuilt from a weights file, or a packed file run by the packed engine."""
-    if expected_architecture is not None and not isinstance(expected_architecture, str):
-        raise UserError("give either a module or a weights file, not both")
-    packed_file = path.suffix == zoo.PACKED_SUFFIX
-    if packed_file and engine != "packed":
-        raise UserError(f"{path} is a packed model: it runs on the packed engine (--engine packed)")
-    network = _packed_engine().load(path) if packed_file else load(path)
-    if expected_architecture not in (None, network.model_name):
-        raise UserError(f"{path} holds a {network.model_name} model, not {expected_architecture}")
-    task = model_entry(network.model_name).task
-    if packed_file:
-        return ResolvedModel(network, label or path.stem, task, int(network.scale), engine)
-    return _finish(network, label or path.stem, task, engine)
-
-
-def _from_module(module: nn.Module, engine: str) -> ResolvedModel:
-    """A module built by the caller; its task is known when it was built by name."""
-    name = getattr(module, "model_name", None) or type(module).__name__
-    task = model_entry(name).task if hasattr(module, "model_name") else None
-    return _finish(module, name, task, engine)
-
-
-def _finish(network: nn.Module, name: str, task: str | None, engine: str) -> ResolvedModel:
-    """Wrap a torch network, exporting it to the packed engine when that engine is asked for."""
-    if engine == "packed":
-        network = _packed_engine().pack_model(network)
-    return ResolvedModel(network, name, task, int(getattr(network, "scale", 1)), engine)
-
-
-def _checked(resolved: ResolvedModel, task: str | None, scale: int | None) -> ResolvedModel:
-    if task is not None and resolved.task not in (None, task):
-        raise UserError(f"{resolved.name} is a {resolved.task} model, not a {task} model")
-    if scale is not None and resolved.scale != scale:
-        raise UserError(f"{resolved.name} restores at scale {resolved.scale}, not {scale}")
-    return resolved
-
-
-def _default_name(task: str | None, scale: int | None) -> str:
-    """The shipped default for the task, which must exist: a missing default is explained, not guessed."""
-    task = task or "sr"
-    scale = scale or (4 if task == "sr" else 1)
-    name = zoo.default_model(task, scale)
-    if not zoo.is_shipped(name):
-        shipped = ", ".join(zoo.list_shipped()) or "none yet"
-        raise UserError(
-            f"the default {task} model {name} is not shipped in {zoo.models_dir()} (shipped: {shipped}); "
-            "name a model (e.g. bicubic) or pass weights"
-        )
-    return name
-
-
-def _packed_engine() -> ModuleType:
-    """``bbcu.engine.runtime``, or a clear error while the packed runtime is not part of this build."""
-    try:
-        from bbcu.engine import runtime
-    except ImportError:
-        raise UserError(
-            "the packed engine is not available in this installation (bbcu.engine cannot be imported); "
-            "use --engine torch"
-        ) from None
-    return runtime
-
-
-# ------------------------------------------------------------------------------------- image plumbing
 
 
 def restore_pixels(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bbcu.archs.registry import create_model
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.formats.image_io import image_to_tensor, tensor_to_image
 
 DEFAULT_PIXEL_BUDGET = 1 << 20
@@ -78,7 +78,7 @@ def restore_array(
         float32 array, HxW or HxWx3 (scaled by the model's ``scale``), not clamped.
 
     Raises:
-        UserError: If the image has a channel count other than 1 or 3, ``tile`` is not positive or
+        InvalidArgumentError: If the image has a channel count other than 1 or 3, ``tile`` is not positive or
             ``tile_overlap`` is negative.
     """
     scale = int(getattr(model, "scale", 1))
@@ -87,9 +87,9 @@ def restore_array(
     if tile is None:
         tile = _auto_tile(x.shape[-2:], scale, margin, pixel_budget)
     elif tile <= 0:
-        raise UserError(f"tile size must be positive, got {tile}")
+        raise InvalidArgumentError(f"tile size must be positive, got {tile}")
     if margin < 0:
-        raise UserError(f"tile overlap must not be negative, got {margin}")
+        raise InvalidArgumentError(f"tile overlap must not be negative, got {margin}")
     model.eval().to(device, memory_format=torch.channels_last)
     with torch.inference_mode():
         y = _run_tiled(model, x.to(device), tile, margin, scale)
@@ -101,7 +101,7 @@ def _to_model_input(lq: np.ndarray, in_channels: int) -> torch.Tensor:
     if lq.ndim == 3 and lq.shape[2] == 1:
         lq = lq[:, :, 0]
     if lq.ndim not in (2, 3) or (lq.ndim == 3 and lq.shape[2] != 3):
-        raise UserError(f"cannot restore an image of shape {lq.shape}: expected HxW or HxWx3")
+        raise InvalidArgumentError(f"cannot restore an image of shape {lq.shape}: expected HxW or HxWx3")
     x = image_to_tensor(lq)
     if x.shape[1] == in_channels:
         return x

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bbcu.archs import model_entry
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidFileError, ModelNotFoundError
 from bbcu.core.paths import SHIPPED_MODELS_DIR
 from bbcu.formats.weights import read_metadata
 
@@ -85,11 +85,11 @@ def shipped_path(name: str) -> Path:
     """The weights file of shipped model ``name``.
 
     Raises:
-        UserError: If no such model is shipped; the message lists what is.
+        ModelNotFoundError: If no such model is shipped; the message lists what is.
     """
     path = models_dir() / f"{name}{WEIGHTS_SUFFIX}"
     if not path.is_file():
-        raise UserError(f"no shipped model {name!r} in {models_dir()} ({_shipped_summary()})")
+        raise ModelNotFoundError(f"no shipped model {name!r} in {models_dir()} ({_shipped_summary()})")
     return path
 
 
@@ -109,7 +109,8 @@ def shipped_info(name: str) -> ShippedModel:
     """Describe shipped model ``name`` from its file header (cheap: no tensor is read).
 
     Raises:
-        UserError: If it is not shipped or its header does not name a registered model.
+        ModelNotFoundError: If it is not shipped.
+        InvalidFileError: If its header does not name a registered model.
     """
     return describe_weights(shipped_path(name), name=name)
 
@@ -118,15 +119,17 @@ def describe_weights(path: Path, *, name: str | None = None) -> ShippedModel:
     """Describe any bbcu weights file from its header; ``name`` defaults to the file stem.
 
     Raises:
-        UserError: If the file is not a bbcu weights file or names an unknown model.
+        InvalidFileError: If the file is not a bbcu weights file or names an unknown model.
     """
     metadata = read_metadata(path)
     architecture = metadata.get("model", "")
     try:
         kwargs = json.loads(metadata.get("model_kwargs", "{}"))
         task = model_entry(architecture).task
-    except (KeyError, ValueError) as err:
-        raise UserError(f"{path}: cannot tell which model it holds ({err})") from None
+    except (ModelNotFoundError, ValueError) as err:
+        raise InvalidFileError(f"{path}: cannot tell which model it holds ({err})") from err
+    if not isinstance(kwargs, dict):
+        raise InvalidFileError(f"{path}: model_kwargs is not a JSON object")
     scale = int(kwargs.get("scale", factory_default(architecture, "scale", 1)))
     return ShippedModel(name or path.stem, path, architecture, kwargs, task, scale)
 
@@ -143,15 +146,15 @@ def default_model(task: str, scale: int = 1) -> str:
     """Name of the shipped model ``task`` at ``scale`` uses when none is named (it may not be shipped yet).
 
     Raises:
-        UserError: If no default exists for that task and scale.
+        ModelNotFoundError: If no default exists for that task and scale.
     """
     try:
         return DEFAULT_MODELS[task, scale]
-    except KeyError:
+    except KeyError as err:
         known = ", ".join(f"{t} x{s}" if t == "sr" else t for t, s in DEFAULT_MODELS)
-        raise UserError(
+        raise ModelNotFoundError(
             f"no default model for task {task!r} at scale {scale}; defaults exist for {known}"
-        ) from None
+        ) from err
 
 
 def _shipped_summary() -> str:

@@ -1,39 +1,62 @@
-"""The training recipe schema: every key a ``bbcu train`` YAML file may hold, its type and its default.
+"""The training recipe schema: every key a ``bbcu train`` YAML file may hold, its type, bounds and default.
 
-The dataclasses below ARE the schema: ``bbcu.train.config`` reads their type hints to validate a YAML
-file, to type ``--set`` overrides and to report unknown keys, so adding a field here is the whole job
-of adding an option. A field without a default is required. docs/training.md explains each key.
+These pydantic models ARE the schema: ``bbcu.train.config`` validates a merged recipe against them, types
+``--set`` overrides by their annotations and lists a section's keys when one is misspelt, so adding a
+field here is the whole job of adding an option. A field without a default is required. Types are strict
+(``"8"`` is not 8, ``true`` is not 1) except that an integer is a valid number and a YAML list a valid
+pair. docs/training.md explains each key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-Task = Literal["sr", "denoise", "jpeg"]
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bbcu.archs.registry import model_entry
+from bbcu.core.constants import Task
+from bbcu.core.errors import ModelNotFoundError
+
+Positive = Annotated[int, Field(gt=0)]
+FloatPair = Annotated[tuple[float, float], Field(strict=False)]  # YAML has lists, not tuples
+IntPair = Annotated[tuple[int, int], Field(strict=False)]
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class Section(BaseModel):
+    """A mapping of the recipe: no unknown keys, strict types, read-only once validated."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelConfig(Section):
     """Which network to train.
 
     Attributes:
         name: Registry name (``bbcu list`` / ``bbcu.list_models()``), e.g. ``bbcu-l``.
         scale: Upscaling factor; SR models receive it as ``scale=``, other tasks must leave it at 1.
         kwargs: Extra keyword arguments of the model factory (e.g. ``{k: 130, channels: 64}``).
-        init: A weights file (path relative to the working directory) whose tensors start a fresh run
-            wherever name and shape match, the rest keeping their random initialisation: a x3 model can
-            start from a trained x2 body, as EDSR-style recipes do. Ignored when resuming.
+        init: Weights whose tensors start a fresh run wherever name and shape match, the rest keeping
+            their random initialisation (a x3 model can start from a trained x2 body, as EDSR-style
+            recipes do): a shipped model name such as ``bbcu-l-x2``, or a weights file, relative to the
+            recipe file that names it (``bbcu.train.config.init_weights_path``). Ignored when resuming.
     """
 
     name: str
-    scale: int = 1
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    scale: Positive = 1
+    kwargs: dict[str, Any] = Field(default_factory=dict)
     init: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        try:
+            model_entry(name)
+        except ModelNotFoundError as err:
+            raise ValueError(str(err)) from err
+        return name
 
-@dataclass(frozen=True)
-class HRFolder:
+
+class HRFolder(Section):
     """One folder of high-quality training images, relative to the data root.
 
     Attributes:
@@ -46,8 +69,7 @@ class HRFolder:
     names: str | None = None
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """Training patches.
 
     Attributes:
@@ -62,17 +84,16 @@ class DataConfig:
         num_workers: DataLoader worker processes (0 = load in the training process).
     """
 
-    train: list[HRFolder]
-    patch: int
-    sigma_range: tuple[float, float] = (0.0, 75.0)
-    quality_range: tuple[int, int] = (0, 50)
+    train: Annotated[list[HRFolder], Field(min_length=1)]
+    patch: Positive
+    sigma_range: FloatPair = (0.0, 75.0)
+    quality_range: IntPair = (0, 50)
     grey: bool = False
-    repeat: int = 1
-    num_workers: int = 0
+    repeat: Positive = 1
+    num_workers: Annotated[int, Field(ge=0)] = 0
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Section):
     """Adam, the only optimizer of the published recipes.
 
     Attributes:
@@ -81,13 +102,12 @@ class OptimConfig:
         weight_decay: L2 penalty (0 in every published recipe).
     """
 
-    lr: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    lr: Annotated[float, Field(gt=0)]
+    betas: FloatPair = (0.9, 0.999)
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
 
 
-@dataclass(frozen=True)
-class SchedulerConfig:
+class SchedulerConfig(Section):
     """MultiStepLR: multiply the learning rate by ``gamma`` at each milestone iteration.
 
     Attributes:
@@ -95,12 +115,11 @@ class SchedulerConfig:
         gamma: Factor applied at each milestone.
     """
 
-    milestones: list[int] = field(default_factory=list)
+    milestones: list[int] = Field(default_factory=list)
     gamma: float = 0.5
 
 
-@dataclass(frozen=True)
-class TrainLoopConfig:
+class TrainLoopConfig(Section):
     """How long and how the optimisation runs.
 
     Attributes:
@@ -115,18 +134,17 @@ class TrainLoopConfig:
         log_every: Iterations between rows of the training log.
     """
 
-    iterations: int
-    batch_size: int
+    iterations: Positive
+    batch_size: Positive
     seed: int = 0
     loss: Literal["l1"] = "l1"
-    ema_decay: float | None = None
-    grad_clip: float | None = None
-    checkpoint_every: int = 5000
-    log_every: int = 100
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
+    grad_clip: Annotated[float, Field(gt=0)] | None = None
+    checkpoint_every: Positive = 5000
+    log_every: Positive = 100
 
 
-@dataclass(frozen=True)
-class ValConfig:
+class ValConfig(Section):
     """Periodic validation with exactly the metrics of ``bbcu eval``.
 
     Attributes:
@@ -139,15 +157,20 @@ class ValConfig:
         tile: Restore validation images in tiles of this size (null = automatic, as ``bbcu eval``).
     """
 
-    every: int = 0
-    sets: list[str] = field(default_factory=list)
+    every: Annotated[int, Field(ge=0)] = 0
+    sets: list[str] = Field(default_factory=list)
     sigma: int = 25
     quality: int = 20
-    tile: int | None = None
+    tile: Positive | None = None
+
+    @model_validator(mode="after")
+    def _sets_when_on(self) -> ValConfig:
+        if self.every and not self.sets:
+            raise ValueError("sets is empty: name at least one test set, or set every to 0")
+        return self
 
 
-@dataclass(frozen=True)
-class RuntimeConfig:
+class RuntimeConfig(Section):
     """Where and how fast the computation runs; none of these change what is learned (bf16 aside).
 
     Attributes:
@@ -162,28 +185,26 @@ class RuntimeConfig:
     channels_last: bool = False
     bf16: bool = False
     compile: bool = False
-    threads: int | None = None
+    threads: Positive | None = None
 
 
-@dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(Section):
     """Where the run lives and what it writes.
 
     Attributes:
         dir: Run directory (checkpoints, weights, logs); null = ``runs/<config file name>``.
         tensorboard: TensorBoard event files (needs the ``tensorboard`` package): ``auto`` writes them
             when the package is installed, ``true`` requires it, ``false`` never writes them.
-        keep_checkpoints: How many of the newest checkpoints to keep on disk (at least 2, so a
+        keep_checkpoints: How many of the newest checkpoints to keep on disk (2 by default, so that a
             checkpoint damaged on disk still leaves one to resume from).
     """
 
     dir: str | None = None
-    tensorboard: bool | Literal["auto"] = "auto"
-    keep_checkpoints: int = 2
+    tensorboard: Literal[True, False, "auto"] = "auto"
+    keep_checkpoints: Positive = 2
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """A complete training recipe (the root of a ``configs/*.yml`` file).
 
     Attributes:
@@ -204,8 +225,17 @@ class TrainConfig:
     data: DataConfig
     train: TrainLoopConfig
     optim: OptimConfig
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    val: ValConfig = field(default_factory=ValConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+    scheduler: SchedulerConfig = SchedulerConfig()
+    val: ValConfig = ValConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    output: OutputConfig = OutputConfig()
     description: str = ""
+
+    @model_validator(mode="after")
+    def _fits_the_model(self) -> TrainConfig:
+        registered = model_entry(self.model.name).task
+        if registered != self.task:
+            raise ValueError(f"model {self.model.name!r} is a {registered!r} model but task is {self.task!r}")
+        if self.task != "sr" and self.model.scale != 1:
+            raise ValueError(f"model.scale must be 1 for task {self.task!r} (got {self.model.scale})")
+        return self

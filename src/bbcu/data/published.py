@@ -14,7 +14,6 @@ Score = tuple[float, float | None]
 Cost = tuple[float, float]
 """(OPs in G for a 320x180 LQ input, Params in K)."""
 
-SETTING_NAMES = {"sr": "scale", "denoise": "sigma", "jpeg": "quality"}
 PUBLISHED_DATASETS = {
     "sr": ("Set5", "Set14", "B100", "Urban100", "Manga109"),
     "denoise": ("CBSD68", "Kodak24", "Urban100"),
