@@ -19,12 +19,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
-from bbcu.run import zoo
 from bbcu.core.atomic import atomic_write_bytes
 from bbcu.data.root import data_root
+from bbcu.run import zoo
 from bbcu.serve.app import create_app
-from browser import headless_chromium
 from bbcu.serve.server import running_in_thread
+from browser import headless_chromium
 
 EXAMPLE = Path("Set5") / "HR" / "butterfly.png"
 DEFAULT_OUTPUT = Path("docs") / "img" / "serve.png"

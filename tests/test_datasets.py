@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 
 from bbcu.core.errors import DataNotFoundError
 from bbcu.data.datasets import DenoiseTrainSet, HRSource, JPEGTrainSet, SRTrainSet
-from bbcu.data.imresize import bicubic_downsample
 from bbcu.data.root import data_root
+from bbcu.imaging.imresize import bicubic_downsample
 
 T91_NAMES = ["t1.png", "t10.png", "t11.png", "t12.png"]  # t12 is 114x119: too small for x4 patches
 

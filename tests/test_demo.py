@@ -12,10 +12,10 @@ import torch
 from bbcu.archs import create_model
 from bbcu.cli.main import main
 from bbcu.data.degradations import rgb_to_y
-from bbcu.data.imresize import imresize, modcrop
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image
 from bbcu.formats.weights import save
+from bbcu.imaging.imresize import imresize, modcrop
 from bbcu.run.images import restore
 
 SET5 = data_root() / "Set5"

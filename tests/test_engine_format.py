@@ -1,8 +1,11 @@
-"""The packed file format: bit layout, what export stores, size, and refusal of malformed files."""
+"""The packed file format: bit layout, what export stores, size, a reader without PyTorch, and refusal of
+malformed files."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +16,11 @@ from safetensors.numpy import save_file
 
 import bbcu
 from bbcu.cli.main import main
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError, OutputError
 from bbcu.engine import kernels
+from bbcu.engine.export import export_model
 from bbcu.formats import weights
-from bbcu.formats.packed import (
-    SUPPORTED_ARCHITECTURES,
-    export_model,
-    load_packed,
-    pack_signs,
-    unpack_signs,
-)
+from bbcu.formats.packed import SUPPORTED_ARCHITECTURES, load_packed, pack_signs, unpack_signs
 from helpers import randomized
 
 SMALL = {  # few units and odd widths keep these tests quick; the runtime tests cover full sizes
@@ -119,14 +117,19 @@ def test_bbcu_m_x4_file_is_20x_smaller_than_srresnet_x4_weights(tmp_path: Path) 
 def test_unsupported_models_are_refused_naming_the_supported_ones(
     name: str, kwargs: dict, tmp_path: Path
 ) -> None:
-    with pytest.raises(UserError, match="supports bbcu-l, bbcu-m, dncnn-bbcu, dncnn3-bbcu"):
+    with pytest.raises(InvalidArgumentError, match="supports bbcu-l, bbcu-m, dncnn-bbcu, dncnn3-bbcu"):
         export_model(bbcu.create_model(name, **kwargs), tmp_path / "x.bbcu")
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_into_a_missing_folder_is_an_output_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=r"cannot write .*x\.bbcu"):
+        export_model(randomized("dncnn-bbcu", depth=3), tmp_path / "absent" / "x.bbcu")
+
+
 def test_a_model_with_a_foreign_unit_is_refused(tmp_path: Path) -> None:
     model = bbcu.create_model("dncnn-bbcu", unit="v2", depth=3)
-    with pytest.raises(UserError, match=r"model\.2 \(BBCUV2\)"):
+    with pytest.raises(InvalidArgumentError, match=r"model\.2 \(BBCUV2\)"):
         export_model(model, tmp_path / "x.bbcu")
     assert list(tmp_path.iterdir()) == []
 
@@ -151,6 +154,16 @@ def _graph_edit(change: callable) -> callable:
     return edit
 
 
+def _rename_op(old: str, new: str) -> callable:
+    return _graph_edit(lambda g: next(op for op in g if op.get("name") == old).update(name=new))
+
+
+def _set_op_attribute(kind: str, **attributes: object) -> callable:
+    return _graph_edit(lambda g: next(op for op in g if op["op"] == kind).update(attributes))
+
+
+# name -> (edit, message); edits apply to the dncnn-bbcu file unless the name starts with "sr ", in which
+# case to the bbcu-m x4 one.
 MALFORMED = {
     "format": (lambda m, t: m.update(format="bbcu-weights"), "not a packed bbcu model"),
     "version": (lambda m, t: m.update(format_version="9"), "version '9' is not supported"),
@@ -176,16 +189,89 @@ MALFORMED = {
         _graph_edit(lambda g: g[-3].update(in_channels=39)),
         "expects 39 channels but receives 40",
     ),
+    "missing version": (lambda m, t: m.pop("bbcu_version"), "malformed metadata"),
+    "zero channels": (lambda m, t: m.update(in_channels="0"), "channel counts must be positive"),
+    "k not finite": (lambda m, t: m.update(k="nan"), r"k=nan"),
+    "scale vs graph": (lambda m, t: m.update(scale="2"), "graph upscales by 1, metadata scale says 2"),
+    "kwargs vs k": (
+        lambda m, t: m.update(model_kwargs=json.dumps({"depth": 5, "k": 64})),
+        "model_kwargs k=64 contradicts the header's k=130.0",
+    ),
+    "skip width": (
+        _graph_edit(lambda g: g.insert(-3, {"op": "subtract_from_skip"})),
+        "combines the 3-channel input resized x1 with 40-channel features upscaled x1",
+    ),
+    "no input scale": (_graph_edit(lambda g: g.pop(0)), "must begin with its only input_scale"),
+    "input scale twice": (
+        _graph_edit(lambda g: g.insert(2, {"op": "input_scale"})),
+        "must begin with its only input_scale",
+    ),
+    "output scale early": (
+        _graph_edit(lambda g: g.insert(-1, g.pop())),
+        "must end with its only output_scale",
+    ),
+    "repeated name": (_rename_op("model.4", "model.2"), "graph op names repeated: model.2"),
+    "sr bilinear skip size": (
+        _set_op_attribute("add_bilinear_skip", scale=2),
+        "combines the 3-channel input resized x2 with 3-channel features upscaled x4",
+    ),
+    "sr upsampler scale": (
+        _set_op_attribute("bbcu_upsample", scale=3),
+        "resized x4 with 3-channel features upscaled x6",
+    ),
+    "sr kwargs vs scale": (
+        lambda m, t: m.update(model_kwargs=json.dumps({"scale": 2})),
+        "model_kwargs scale=2 contradicts the header's scale=4",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_files_are_refused_with_one_line(case: str, exported: dict, tmp_path: Path) -> None:
     edit, message = MALFORMED[case]
-    path = _rewrite(exported["dncnn-bbcu"][1], tmp_path / "bad.bbcu", edit)
-    with pytest.raises(UserError, match=message) as info:
+    source = exported["bbcu-m" if case.startswith("sr ") else "dncnn-bbcu"][1]
+    path = _rewrite(source, tmp_path / "bad.bbcu", edit)
+    with pytest.raises(InvalidFileError, match=message) as info:
         load_packed(path)
     assert "\n" not in str(info.value)
+
+
+def test_the_malformed_cases_start_from_a_valid_file(exported: dict, tmp_path: Path) -> None:
+    for source in ("dncnn-bbcu", "bbcu-m"):
+        path = _rewrite(exported[source][1], tmp_path / f"{source}.bbcu", lambda m, t: None)
+        assert load_packed(path).architecture == source
+
+
+# Reads a packed file with the format module alone, writes it back with the format's encoder, and says
+# which heavy modules that pulled in.
+READ_WITHOUT_TORCH = """
+import json, sys
+from bbcu.formats import packed
+network = packed.load_packed(sys.argv[1])
+with open(sys.argv[2], "wb") as stream:
+    stream.write(packed.encode(network))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith("bbcu.engine"))
+print(json.dumps({"ops": [op["op"] for op in network.graph], "heavy": heavy}))
+"""
+
+
+def test_the_format_reads_and_writes_without_torch_or_the_kernels(exported: dict, tmp_path: Path) -> None:
+    """A C runtime or another tool gets the whole format (reader, validator, writer) from numpy and
+    safetensors: the check runs in a fresh interpreter, where nothing else has imported PyTorch."""
+    source, copy = exported["bbcu-m"][1], tmp_path / "copy.bbcu"
+    result = subprocess.run(
+        [sys.executable, "-c", READ_WITHOUT_TORCH, str(source), str(copy)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert "torch" not in report["heavy"] and "bbcu.engine._bitops" not in report["heavy"]
+    assert report["heavy"] == []
+    assert report["ops"] == [op["op"] for op in load_packed(source).graph]
+    (metadata, tensors), (metadata_copy, tensors_copy) = read_file(source), read_file(copy)
+    assert metadata_copy == metadata
+    assert tensors_copy.keys() == tensors.keys()
+    for name, array in tensors.items():
+        assert tensors_copy[name].dtype == array.dtype and np.array_equal(tensors_copy[name], array)
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00" * 7, b"not a safetensors file at all", None])
@@ -195,10 +281,10 @@ def test_unreadable_files_are_refused(content: bytes | None, exported: dict, tmp
         path.write_bytes(exported["dncnn-bbcu"][1].read_bytes()[:-100])
     else:
         path.write_bytes(content)
-    with pytest.raises(UserError, match=r"broken\.bbcu") as info:
+    with pytest.raises(InvalidFileError, match=r"broken\.bbcu") as info:
         load_packed(path)
     assert "\n" not in str(info.value)
-    with pytest.raises(UserError, match="no such packed model"):
+    with pytest.raises(InvalidFileError, match="no such packed model"):
         load_packed(tmp_path / "absent.bbcu")
 
 

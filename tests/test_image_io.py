@@ -17,16 +17,8 @@ from PIL import Image
 from bbcu.core.errors import InvalidArgumentError, InvalidFileError, OutputError
 from bbcu.data.root import data_root
 from bbcu.formats import image_io
-from bbcu.formats.image_io import (
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    image_to_tensor,
-    read_image,
-    tensor_to_image,
-    to_float,
-    to_uint8,
-    write_image,
-)
+from bbcu.formats.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from bbcu.imaging.pixels import image_to_tensor, tensor_to_image, to_float, to_uint8
 
 RNG = np.random.default_rng(11)
 GREY = RNG.integers(0, 256, (23, 31), dtype=np.uint8)

@@ -8,9 +8,10 @@ import torch
 
 from bbcu.archs.bicubic import Bicubic
 from bbcu.archs.registry import create_model, model_entry
-from bbcu.data.imresize import bicubic_downsample, contributions, cubic, imresize, modcrop
 from bbcu.data.root import data_root
-from bbcu.formats.image_io import image_to_tensor, read_image, tensor_to_image, to_float
+from bbcu.formats.image_io import read_image
+from bbcu.imaging.imresize import bicubic_downsample, contributions, cubic, imresize, modcrop
+from bbcu.imaging.pixels import image_to_tensor, tensor_to_image, to_float
 
 # MATLAB's well-known x1/2 antialiased bicubic filter: 0.5 * cubic(d / 2) at d = +-0.5, +-1.5, +-2.5, +-3.5.
 HALF_SCALE_FILTER = np.array([-3, -9, 29, 111, 111, 29, -9, -3]) / 256

@@ -13,9 +13,10 @@ import torch
 import bbcu.archs.bicubic  # noqa: F401  (registers "bicubic" until bbcu.archs imports it)
 from bbcu import create_model
 from bbcu.core.errors import InvalidArgumentError
-from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
-from bbcu.formats.image_io import read_image, to_uint8
+from bbcu.formats.image_io import read_image
+from bbcu.imaging.imresize import imresize
+from bbcu.imaging.pixels import to_uint8
 from bbcu.run.tiling import receptive_radius, restore_array
 
 TOLERANCE = 1e-4

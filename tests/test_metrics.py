@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.degradations import jpeg_compress, rgb_to_y
-from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
-from bbcu.formats.image_io import image_to_tensor, read_image, tensor_to_image, to_uint8
+from bbcu.formats.image_io import read_image
+from bbcu.imaging.imresize import imresize
+from bbcu.imaging.pixels import image_to_tensor, tensor_to_image, to_uint8
 from bbcu.metrics.quality import calculate_psnr, calculate_psnrb, calculate_ssim, evaluate_pair
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2

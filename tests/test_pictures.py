@@ -15,10 +15,10 @@ from bbcu.cli import main as cli
 from bbcu.cli.plot import measured_point, published_points
 from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.degradations import rgb_to_y
-from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image
 from bbcu.formats.weights import save
+from bbcu.imaging.imresize import imresize
 from bbcu.report.pictures import Panel, comparison_panels, compose_grid, crop, spread, zoom_nearest
 
 WHITE = 255

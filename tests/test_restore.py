@@ -16,14 +16,16 @@ from PIL import Image
 import bbcu
 from bbcu.archs import create_model
 from bbcu.core.errors import BbcuError, InvalidArgumentError, ModelNotFoundError
-from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
 from bbcu.engine import PackedModel
 from bbcu.engine.export import export_model
-from bbcu.formats.image_io import read_image, to_float, to_uint8
+from bbcu.formats.image_io import read_image
 from bbcu.formats.weights import save
+from bbcu.imaging.imresize import imresize
+from bbcu.imaging.pixels import to_float, to_uint8
 from bbcu.run import zoo
-from bbcu.run.images import resolve_model, restore
+from bbcu.run.images import restore
+from bbcu.run.resolve import resolve_model
 
 SMALL_CHANNELS = 16
 """Width of the random-weight networks here: enough to exercise every layer, cheap on two cores."""

@@ -10,10 +10,10 @@ import torch
 
 from bbcu.archs import create_model
 from bbcu.cli.main import main
-from bbcu.data.imresize import imresize
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image, write_image
 from bbcu.formats.weights import save
+from bbcu.imaging.imresize import imresize
 from bbcu.run.images import restore
 
 GOOD = ("babyx4.png", "birdx4.png")

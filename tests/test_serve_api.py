@@ -25,10 +25,10 @@ from PIL import Image
 from bbcu.archs import create_model
 from bbcu.cli import serve as serve_command
 from bbcu.core.errors import UserError
-from bbcu.data.imresize import modcrop
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image
 from bbcu.formats.weights import save
+from bbcu.imaging.imresize import modcrop
 from bbcu.metrics.quality import calculate_psnr
 from bbcu.run.images import restore
 from bbcu.run.zoo import ENV_VAR

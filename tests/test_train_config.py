@@ -10,17 +10,20 @@ import torch
 
 from bbcu.archs.registry import list_models
 from bbcu.cli.main import main
-from bbcu.core.errors import UserError
+from bbcu.core.constants import TASKS
+from bbcu.core.errors import ConfigError, DataNotFoundError, InvalidArgumentError
 from bbcu.data.root import data_root
+from bbcu.run.zoo import shipped_path
 from bbcu.train.checkpoint import save_checkpoint
-from bbcu.train.config import build_config, config_to_dict, load_config, read_recipe
+from bbcu.train.config import build_config, config_to_dict, init_weights_path, load_config, read_recipe
 from bbcu.train.data import build_train_set
 from bbcu.train.run import first_difference, plan_run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PUBLISHED = sorted(p for task in ("sr", "denoise", "jpeg") for p in (CONFIGS / task).glob("[!_]*.yml"))
-CPU_SIZED = sorted((CONFIGS / "cpu").glob("*.yml"))
-GPU_SIZED = sorted((CONFIGS / "gpu").glob("*.yml"))
+RECIPES = sorted(p for task in TASKS for p in (CONFIGS / task).glob("[!_]*.yml"))
+PUBLISHED = [p for p in RECIPES if p.suffixes == [".yml"]]  # configs/<task>/<model>[_x<scale>].yml
+CPU_SIZED = [p for p in RECIPES if p.suffixes == [".cpu", ".yml"]]  # ... .cpu.yml beside it
+GPU_SIZED = [p for p in RECIPES if p.suffixes == [".gpu", ".yml"]]
 
 # DESIGN.md section 2 (and the official BBCU-SR yml / KAIR json options).
 PUBLISHED_SETTINGS = {
@@ -78,6 +81,7 @@ def test_published_config_has_the_published_hyper_parameters(path: Path) -> None
 
 @pytest.mark.parametrize("task", ["sr", "denoise", "jpeg"])
 def test_every_registered_model_has_its_published_configs(task: str) -> None:
+    assert len(RECIPES) == len(PUBLISHED) + len(CPU_SIZED) + len(GPU_SIZED)  # no third kind of name
     names = {load_config(p).model.name for p in PUBLISHED if p.parent.name == task}
     assert names == set(list_models(task)) - {"bicubic", "identity"}
     if task == "sr":
@@ -92,7 +96,11 @@ def test_every_registered_model_has_its_published_configs(task: str) -> None:
 @pytest.mark.parametrize("path", CPU_SIZED + GPU_SIZED, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_sized_configs_are_labelled_and_use_shipped_data(path: Path) -> None:
     config = load_config(path)
-    label = f"{path.parent.name.upper()}-sized, not the published recipe"
+    published = path.with_name(path.name.split(".")[0] + ".yml")
+    assert config.task == path.parent.name and published.is_file()
+    if path.name != "bbcu-l_x3.cpu.yml":  # the paper has no x3 row: that one builds on bbcu-l_x4.yml
+        assert f"inherit: {published.name}" in path.read_text()
+    label = f"{path.suffixes[0][1:].upper()}-sized, not the published recipe"
     assert label in path.read_text().splitlines()[0]
     assert label in config.description
     for folder in config.data.train:
@@ -123,6 +131,7 @@ def test_overrides_are_typed_by_the_schema() -> None:
     )
     assert config.train.batch_size == 8 and config.model.scale == 2
     assert config.optim.lr == pytest.approx(2e-4) and config.optim.betas == (0.5, 0.9)
+    assert isinstance(config.optim.lr, float) and isinstance(config.train.batch_size, int)
     assert config.model.kwargs == {"channels": 16}
     assert config.val.sets == ["Set14"]
     assert config.output.dir == "123"  # text stays text

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from bbcu.archs.registry import register_model
-from bbcu.data.imresize import imresize
-from bbcu.formats.image_io import to_float, to_uint8
+from bbcu.imaging.imresize import imresize
+from bbcu.imaging.pixels import to_float, to_uint8
 
 
 class Bicubic(nn.Module):

@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bbcu.core.errors import DataNotFoundError
-from bbcu.data.imresize import bicubic_downsample, modcrop
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image, write_image
+from bbcu.imaging.imresize import bicubic_downsample, modcrop
 from bbcu.metrics.quality import evaluate_pair
 from bbcu.report.pictures import comparison_panels, compose_grid
 from bbcu.run import zoo

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
     if plan.checkpoint is not None and is_main:
         print(f"bbcu train: resuming {plan.run_dir} from iteration {plan.checkpoint['iteration']}")
-    state = train(plan.config, plan.run_dir, root, plan.checkpoint)
+    state = train(plan.config, plan.run_dir, root, plan.checkpoint, progress=True)
     if is_main:
         if state.best_score is not None:
             print(f"bbcu train: best {state.best_score:.2f} dB at iteration {state.best_iteration}")

@@ -28,9 +28,10 @@ from tqdm import tqdm
 
 from bbcu.core.errors import DataNotFoundError, InvalidArgumentError
 from bbcu.data.degradations import add_train_noise, jpeg_compress
-from bbcu.data.imresize import bicubic_downsample, modcrop
 from bbcu.data.testsets import as_grey, as_rgb, image_files
-from bbcu.formats.image_io import image_to_tensor, read_image, to_float
+from bbcu.formats.image_io import read_image
+from bbcu.imaging.imresize import bicubic_downsample, modcrop
+from bbcu.imaging.pixels import image_to_tensor, to_float
 
 JPEG_BLOCK = 8
 """The JPEG recipe encodes a crop one 8x8 block larger than the patch, so the patch can sit on or off

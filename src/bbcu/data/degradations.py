@@ -1,7 +1,7 @@
 """The degradations of the published protocols: Y channel, Gaussian noise, JPEG compression.
 
 Each function reproduces one step of the protocol the published numbers were measured with (see
-``docs/protocols.md``); bicubic downsampling lives in ``bbcu.data.imresize``.
+``docs/protocols.md``); bicubic downsampling lives in ``bbcu.imaging.imresize``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from bbcu.formats.image_io import to_float
+from bbcu.imaging.pixels import to_float
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
 _Y_OFFSET = 16.0

@@ -17,10 +17,10 @@ import numpy as np
 from bbcu.core.constants import SETTING_NAMES, TASKS
 from bbcu.core.errors import DataNotFoundError, InvalidArgumentError, InvalidFileError
 from bbcu.data.degradations import add_test_noise, jpeg_compress, rgb_to_y
-from bbcu.data.imresize import bicubic_downsample, modcrop
 from bbcu.data.published import PUBLISHED_DATASETS
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image
+from bbcu.imaging.imresize import bicubic_downsample, modcrop
 
 JPEG_MAX_QUALITY = 100
 BUNDLED_TEST_SETS: dict[str, str] = {

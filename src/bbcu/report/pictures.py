@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from bbcu.core.atomic import atomic_write_bytes
 from bbcu.core.errors import InvalidArgumentError
-from bbcu.data.imresize import modcrop
 from bbcu.data.testsets import as_grey, as_rgb
+from bbcu.imaging.imresize import modcrop
 from bbcu.metrics.quality import evaluate_pair
 
 Box = tuple[int, int, int, int]

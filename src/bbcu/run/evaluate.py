@@ -25,7 +25,8 @@ from bbcu.core.constants import SETTING_NAMES
 from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.published import ROW_LABELS, published_score
 from bbcu.data.testsets import load_test_set
-from bbcu.formats.image_io import to_uint8, write_image
+from bbcu.formats.image_io import write_image
+from bbcu.imaging.pixels import to_uint8
 from bbcu.metrics.quality import evaluate_pair
 from bbcu.run.tiling import restore_array
 

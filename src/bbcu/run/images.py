@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bbcu.data.imresize import imresize
-from bbcu.formats.image_io import to_uint8
+from bbcu.imaging.imresize import imresize
+from bbcu.imaging.pixels import to_uint8
 from bbcu.run.resolve import ResolvedModel, resolve_model
 from bbcu.run.tiling import restore_array
 

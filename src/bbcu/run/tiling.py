@@ -19,7 +19,7 @@ from torch import nn
 
 from bbcu.archs.registry import create_model
 from bbcu.core.errors import InvalidArgumentError
-from bbcu.formats.image_io import image_to_tensor, tensor_to_image
+from bbcu.imaging.pixels import image_to_tensor, tensor_to_image
 
 DEFAULT_PIXEL_BUDGET = 1 << 20
 """Output pixels run in one piece before tiling starts on its own (a 64-channel float feature map of

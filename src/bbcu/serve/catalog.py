@@ -15,7 +15,7 @@ from torch import nn
 from bbcu.archs import create_model, model_entry
 from bbcu.metrics.complexity import CostReport, count_cost
 from bbcu.run import zoo
-from bbcu.run.images import ResolvedModel, resolve_model
+from bbcu.run.resolve import ResolvedModel, resolve_model
 from bbcu.serve.limits import RequestError
 
 BICUBIC = "bicubic"

@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bbcu.core.constants import TASKS
 from bbcu.data.degradations import add_test_noise, jpeg_compress
-from bbcu.data.imresize import bicubic_downsample, modcrop
-from bbcu.formats.image_io import ImageReadError, read_image, to_uint8
+from bbcu.formats.image_io import ImageReadError, read_image
+from bbcu.imaging.imresize import bicubic_downsample, modcrop
+from bbcu.imaging.pixels import to_uint8
 from bbcu.metrics.quality import evaluate_pair
-from bbcu.run.images import ENGINES, TASKS, restore_pixels
+from bbcu.run.images import restore_pixels
+from bbcu.run.resolve import ENGINES
 from bbcu.serve.catalog import Catalog, ModelChoice
 from bbcu.serve.limits import RequestError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import DataNotFoundError
 from bbcu.data.datasets import DenoiseTrainSet, HRSource, JPEGTrainSet, PairedPatchDataset, SRTrainSet
 from bbcu.train.schema import HRFolder, TrainConfig
 
@@ -17,7 +17,7 @@ def build_train_set(config: TrainConfig, data_root: Path) -> PairedPatchDataset:
     """The task's patch dataset over ``data.train``, seeded by ``train.seed``.
 
     Raises:
-        UserError: A folder or names file missing under the data root.
+        DataNotFoundError: A training folder (or its names file) missing under the data root.
     """
     data, seed = config.data, config.train.seed
     sources = [_source(folder, data_root) for folder in data.train]
@@ -33,7 +33,7 @@ def build_train_set(config: TrainConfig, data_root: Path) -> PairedPatchDataset:
 def _source(folder: HRFolder, data_root: Path) -> HRSource:
     path = data_root / folder.dir
     if not path.is_dir():
-        raise UserError(
+        raise DataNotFoundError(
             f"data.train: no folder {folder.dir!r} under the data root {data_root}; any folder of HR images "
             "works, e.g. --set 'data.train=[{dir: T91}]'"
         )

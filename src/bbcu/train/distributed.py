@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,15 @@ class DistContext:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``auto`` (cuda when available) as a device; cuda without a GPU is a user error."""
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available) as a device.
+
+    Raises:
+        InvalidArgumentError: ``cuda`` on a machine without a CUDA device.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("runtime.device is cuda but no CUDA device is available; use --device cpu")
+        raise InvalidArgumentError("runtime.device is cuda but no CUDA device is available; use --device cpu")
     return torch.device(name)
 
 
@@ -93,12 +97,3 @@ def gather_objects(obj: Any, context: DistContext) -> list[Any]:
     gathered: list[Any] = [None] * context.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def broadcast_object(obj: Any, context: DistContext) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not context.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

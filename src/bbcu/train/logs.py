@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bbcu.core.atomic import atomic_path, atomic_write_bytes
-from bbcu.core.errors import UserError
+from bbcu.core.errors import MissingExtraError
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +112,12 @@ def _open_tensorboard(folder: Path, wanted: bool | str, start_iteration: int) ->
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
+    except ImportError as err:
         if wanted is True:
-            raise UserError(
+            raise MissingExtraError(
                 "output.tensorboard is true but the tensorboard package is not installed "
                 "(pip install tensorboard, or --set output.tensorboard=false)"
-            ) from None
+            ) from err
         logger.warning("tensorboard is not installed; logging to CSV and PNG only")
         return None
     return SummaryWriter(str(folder), purge_step=start_iteration + 1 if start_iteration else None)

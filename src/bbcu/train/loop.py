@@ -10,6 +10,7 @@ validation means a resumed run restores exactly the state an uninterrupted one w
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -27,11 +28,12 @@ from tqdm import tqdm
 
 from bbcu.archs.registry import create_model
 from bbcu.binary.units import set_training_progress
-from bbcu.core.errors import UserError
+from bbcu.core.atomic import atomic_write_bytes
+from bbcu.core.errors import ConfigError, InvalidArgumentError, InvalidFileError
 from bbcu.formats import weights
 from bbcu.train import faults
-from bbcu.train.checkpoint import atomic_write_bytes, list_checkpoints, save_checkpoint
-from bbcu.train.config import config_to_dict
+from bbcu.train.checkpoint import list_checkpoints, save_checkpoint
+from bbcu.train.config import config_to_dict, init_weights_path
 from bbcu.train.data import build_train_set
 from bbcu.train.distributed import (
     DistContext,
@@ -47,7 +49,8 @@ from bbcu.train.sampler import BatchOrder
 from bbcu.train.schema import TrainConfig
 from bbcu.train.validation import validate
 
-CHECKPOINT_FORMAT = "bbcu-train-checkpoint/1"
+logger = logging.getLogger(__name__)
+
 WEIGHTS_DIR = "weights"
 BEST_WEIGHTS = "best.safetensors"
 LAST_WEIGHTS = "last.safetensors"
@@ -87,7 +90,12 @@ class TrainState:
 
 
 def train(
-    config: TrainConfig, run_dir: Path, data_root: Path, resume: dict[str, Any] | None = None
+    config: TrainConfig,
+    run_dir: Path,
+    data_root: Path,
+    resume: dict[str, Any] | None = None,
+    *,
+    progress: bool = False,
 ) -> TrainState:
     """Run (or continue) a training recipe to ``train.iterations``.
 
@@ -96,16 +104,22 @@ def train(
         run_dir: Where checkpoints, weights and logs go.
         data_root: Root that ``data.train`` folders and validation sets are relative to.
         resume: A loaded checkpoint to continue from, or None to start afresh.
+        progress: Draw a progress bar on stderr (rank 0), as ``bbcu train`` does; library callers
+            get a silent run and read ``log.csv``.
 
     Returns:
         The final training state.
 
     Raises:
-        UserError: On a non-finite loss (the last good checkpoint is kept) or bad data settings.
+        InvalidArgumentError: On a non-finite loss (the last good checkpoint is kept), a batch larger
+            than the training set, a device that is absent or a resume with another process count.
+        InvalidFileError: A ``model.init`` file that does not fit the model.
+        DataNotFoundError: A training folder missing under ``data_root``.
+        ConfigError: A resume whose recipe wants an EMA the checkpoint does not have.
     """
     context = init_distributed(config.runtime.device)
     try:
-        return _Trainer(config, run_dir, data_root, context, resume).run()
+        return _Trainer(config, run_dir, data_root, context, resume).run(progress)
     finally:
         close_distributed(context)
 
@@ -130,9 +144,9 @@ class _Trainer:
         if resume is not None:
             restore_state(self.state, resume, context, config)
         elif config.model.init is not None:
-            kept = initialise_from(self.state.model, Path(config.model.init))
+            kept = initialise_from(self.state.model, init_weights_path(config.model.init))
             if context.is_main:
-                print(f"bbcu train: started from {config.model.init}; fresh: {', '.join(kept) or 'nothing'}")
+                logger.info("started from %s; fresh: %s", config.model.init, ", ".join(kept) or "nothing")
         self.train_model = _prepare_for_training(self.state.model, config, context)
         self.dataset = build_train_set(config, data_root)
         self.order = BatchOrder(
@@ -151,12 +165,12 @@ class _Trainer:
         else:
             _seed_everything(config.train.seed + context.rank)
 
-    def run(self) -> TrainState:
+    def run(self, show_progress: bool) -> TrainState:
         """Iterate to the configured length, then validate, checkpoint and plot one last time."""
         total = self.config.train.iterations
         progress = tqdm(
             total=total, initial=self.state.iteration, unit="it", dynamic_ncols=True,
-            disable=not self.context.is_main, desc=self.config.model.name,
+            disable=not (show_progress and self.context.is_main), desc=self.config.model.name,
         )  # fmt: skip
         try:
             if self.state.iteration == 0 and self.config.val.every:
@@ -199,7 +213,7 @@ class _Trainer:
         loss.backward()
         mean_loss = float(mean_over_ranks(loss.detach(), self.context))
         if not np.isfinite(mean_loss):
-            raise UserError(self._diverged_message(mean_loss))
+            raise InvalidArgumentError(self._diverged_message(mean_loss))
         if config.train.grad_clip is not None:
             nn.utils.clip_grad_norm_(state.model.parameters(), config.train.grad_clip)
         state.optimizer.step()
@@ -303,13 +317,13 @@ def initialise_from(model: nn.Module, path: Path) -> list[str]:
         The names of the model's tensors left at their fresh initialisation (e.g. a new upsampler).
 
     Raises:
-        UserError: If the file cannot be loaded, or nothing in it fits the model.
+        InvalidFileError: If the file cannot be loaded, or nothing in it fits the model.
     """
     source = weights.load(path).state_dict()
     target = model.state_dict()
     matching = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
     if not matching:
-        raise UserError(
+        raise InvalidFileError(
             f"model.init: nothing in {path} fits {model.model_name} (no tensor of the same name and shape)"
         )
     with torch.no_grad():
@@ -329,9 +343,11 @@ def model_kwargs(config: TrainConfig) -> dict[str, Any]:
 def checkpoint_state(
     state: TrainState, config: TrainConfig, rng_states: list[dict[str, Any]], world_size: int
 ) -> dict[str, Any]:
-    """The checkpoint mapping: tensors and plain Python values only (``weights_only`` loadable)."""
+    """The checkpoint mapping: tensors and plain Python values only (``weights_only`` loadable).
+
+    ``save_checkpoint`` stamps the format number on it; ``restore_state`` reads it back.
+    """
     return {
-        "format": CHECKPOINT_FORMAT,
         "iteration": state.iteration,
         "sampler": {"epoch": state.epoch, "step": state.step, "world_size": world_size},
         "model": state.model.state_dict(),
@@ -356,7 +372,7 @@ def restore_state(
     state.model.load_state_dict(checkpoint["model"])
     if state.ema is not None:
         if checkpoint["ema"] is None:
-            raise UserError("train.ema_decay is set but the checkpoint was trained without EMA")
+            raise ConfigError("train.ema_decay is set but the checkpoint was trained without EMA")
         state.ema.model.load_state_dict(checkpoint["ema"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -365,7 +381,7 @@ def restore_state(
     state.epoch, state.step = checkpoint["sampler"]["epoch"], checkpoint["sampler"]["step"]
     state.best_score, state.best_iteration = checkpoint["best"]["score"], checkpoint["best"]["iteration"]
     if checkpoint["sampler"]["world_size"] != context.world_size:
-        raise UserError(
+        raise InvalidArgumentError(
             f"the checkpoint was written by {checkpoint['sampler']['world_size']} processes; resume with "
             f"the same number (this run has {context.world_size}) so the batches stay the same"
         )

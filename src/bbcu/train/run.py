@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import ConfigError, InvalidArgumentError, InvalidFileError
 from bbcu.train.checkpoint import load_latest_checkpoint
 from bbcu.train.config import apply_overrides, build_config, config_to_dict, load_config
 from bbcu.train.schema import TrainConfig
@@ -40,11 +40,16 @@ def plan_run(config_path: str | None, resume_dir: str | None, overrides: list[st
     """Resolve the command line into a ``RunPlan``.
 
     Raises:
-        UserError: Neither or both of CONFIG and ``--resume``, a run directory without a usable
-            checkpoint, or a recipe that differs from the checkpointed run it would continue.
+        InvalidArgumentError: Neither or both of CONFIG and ``--resume``.
+        InvalidFileError: ``--resume`` of a run directory without a usable checkpoint, or one whose
+            newest checkpoint is of another format.
+        ConfigError: A recipe that does not validate, or that differs from the checkpointed run it
+            would continue.
     """
     if (config_path is None) == (resume_dir is None):
-        raise UserError("give either a CONFIG file to start (or auto-resume) a run, or --resume RUN_DIR")
+        raise InvalidArgumentError(
+            "give either a CONFIG file to start (or auto-resume) a run, or --resume RUN_DIR"
+        )
     if resume_dir is not None:
         return _explicit_resume(Path(resume_dir), overrides)
     config = load_config(config_path, overrides)
@@ -58,8 +63,8 @@ def plan_run(config_path: str | None, resume_dir: str | None, overrides: list[st
 def _explicit_resume(run_dir: Path, overrides: list[str]) -> RunPlan:
     checkpoint = load_latest_checkpoint(run_dir)
     if checkpoint is None:
-        raise UserError(f"no usable checkpoint in {run_dir / 'checkpoints'}; nothing to resume")
-    config = build_config(apply_overrides(checkpoint["config"], overrides))
+        raise InvalidFileError(f"no usable checkpoint in {run_dir / 'checkpoints'}; nothing to resume")
+    config = build_config(apply_overrides(checkpoint["config"], overrides), source=f"recipe of {run_dir}")
     return RunPlan(config, run_dir, checkpoint)
 
 
@@ -67,7 +72,7 @@ def _check_same_recipe(config: TrainConfig, checkpoint: dict[str, Any], run_dir:
     """Refuse to continue a run with a different recipe; name the first key that differs."""
     difference = first_difference(checkpoint["config"], config_to_dict(config))
     if difference is not None:
-        raise UserError(
+        raise ConfigError(
             f"{run_dir} holds a run whose recipe differs at {difference!r}; to change it deliberately use "
             f"--resume {run_dir} --set {difference}=..., or choose another output.dir"
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 
 _EPOCH_STRIDE = 1_000_003  # a prime: (seed, epoch) pairs map to distinct generator seeds
 
@@ -40,7 +40,7 @@ class BatchOrder:
 
     def __post_init__(self) -> None:
         if self.steps_per_epoch == 0:
-            raise UserError(
+            raise InvalidArgumentError(
                 f"the training set has {self.num_items} samples but one step needs "
                 f"{self.batch_size * self.world_size}; add images or lower train.batch_size"
             )
