@@ -3,7 +3,8 @@
 The binary side is a whole BBCU V4 unit as the engine runs it: ``binary_conv3x3`` on packed signs with
 the fused epilogue (alpha, RPReLU, residual add, and the next layer's sign packing). The float side is
 the conv alone: ``torch.nn.functional.conv2d`` on a channels_last float32 tensor (oneDNN), which
-DESIGN.md section 5 names as the fair full-precision reference. Both use the same number of threads.
+docs/method.md ("What makes 1-bit fast") names as the fair full-precision reference.
+Both use the same number of threads.
 
 Two measurements, both in interleaved rounds (float, then every binary variant, then again) so that a
 burst of load from elsewhere slows both sides alike, with the ratio taken per round:

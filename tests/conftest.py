@@ -10,6 +10,9 @@ import torch
 from bbcu.engine import kernels
 from bbcu.engine.runtime import set_num_threads
 
+ISA_REQUIREMENTS = {"portable": "nothing", "avx2": "AVX2", "avx512": "AVX-512 VPOPCNTDQ"}
+"""Every kernel path the extension knows, with what the CPU needs to run it."""
+
 
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
@@ -23,3 +26,18 @@ def one_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(torch_threads)
     kernels.set_num_threads(kernel_threads)
+
+
+@pytest.fixture(params=list(ISA_REQUIREMENTS))
+def isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each kernel path in turn, forced for the test and back to ``"auto"`` after it.
+
+    A path this CPU cannot run is skipped with a reason that says so, rather than left out of the
+    parametrisation, so a run on an AVX2-only machine reports the AVX-512 cases it did not check.
+    """
+    name = request.param
+    if name not in kernels.available_isas():
+        pytest.skip(f"CPU lacks {ISA_REQUIREMENTS[name]}")
+    kernels.set_isa(name)
+    yield name
+    kernels.set_isa("auto")

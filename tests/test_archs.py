@@ -1,7 +1,7 @@
 """Every registered network builds, runs forward and backward, and trains; the structures hit the
 published cost figures.
 
-Costs follow DESIGN.md: OPs at a 320x180 input = full-precision MACs + binary MACs / 64, Params =
+Costs follow docs/protocols.md: OPs at a 320x180 input = full-precision MACs + binary MACs / 64, Params =
 full-precision weights + binary weights / 32. The paper counts conv WEIGHTS only: that reproduces every
 published parameter figure exactly (e.g. SRResNet x4 1514.9 K -> "1515"), while counting biases gives
 1517.6 K and, for binary DnCNN-3, 23.1 K instead of the published 22 K.
@@ -122,7 +122,7 @@ def count_cost(model: nn.Module, divisor: int = 10) -> tuple[float, float]:
     return ops, (weights["fp"] + weights["binary"] / 32) / 1e3
 
 
-PUBLISHED_COSTS = [  # (name, scale, GOPs, K params) from DESIGN.md section 4
+PUBLISHED_COSTS = [  # (name, scale, GOPs, K params) from docs/published.md
     ("srresnet", 2, 85.43, 1367),
     ("srresnet", 4, 146.14, 1515),
     ("srresnet-lite", 2, 3.08, 49),

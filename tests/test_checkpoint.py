@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 import torch
 
 from bbcu.core.atomic import atomic_write_bytes, remove_leftovers
+from bbcu.core.errors import InvalidFileError
 from bbcu.train.checkpoint import (
+    CHECKPOINT_FORMAT,
     checkpoint_path,
     list_checkpoints,
     load_latest_checkpoint,
@@ -34,8 +37,9 @@ def test_round_trip_loads_with_weights_only_and_returns_the_newest(tmp_path: Pat
     assert state is not None and state["iteration"] == 20
     assert torch.equal(state["weights"], torch.full((64, 64), 20.0))
     assert state["note"] == [1, "two", None]
-    # The file itself is loadable by the strictest loader.
-    assert torch.load(checkpoint_path(tmp_path, 20), weights_only=True)["iteration"] == 20
+    # The file itself is loadable by the strictest loader, and says which format it is.
+    raw = torch.load(checkpoint_path(tmp_path, 20), weights_only=True)
+    assert raw["iteration"] == 20 and raw["format"] == state["format"] == "bbcu-train-checkpoint/1"
 
 
 def test_only_the_newest_keep_files_remain(tmp_path: Path) -> None:
@@ -45,15 +49,31 @@ def test_only_the_newest_keep_files_remain(tmp_path: Path) -> None:
 
 
 def test_truncated_newest_checkpoint_is_never_resumed_from(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     for iteration in (1, 2):
         save_checkpoint(tmp_path, iteration, _state(iteration))
     newest = checkpoint_path(tmp_path, 2)
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    state = load_latest_checkpoint(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="bbcu.train.checkpoint"):
+        state = load_latest_checkpoint(tmp_path)
     assert state is not None and state["iteration"] == 1
-    assert "skipping damaged checkpoint iter_00000002.ckpt" in capsys.readouterr().err
+    assert "skipping damaged checkpoint iter_00000002.ckpt" in caplog.text
+
+
+def test_newest_checkpoint_of_another_format_is_refused_not_passed_over(tmp_path: Path) -> None:
+    # Passing over it would resume from older training, or start afresh and prune the newer files.
+    save_checkpoint(tmp_path, 1, _state(1))
+    foreign = {"format": "bbcu-train-checkpoint/2", "iteration": 2, "weights": torch.zeros(1)}
+    torch.save(foreign, checkpoint_path(tmp_path, 2))
+    with pytest.raises(InvalidFileError) as err:
+        load_latest_checkpoint(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{checkpoint_path(tmp_path, 2)}: checkpoint format 'bbcu-train-checkpoint/2'")
+    assert repr(CHECKPOINT_FORMAT) in message and "\n" not in message
+    torch.save(_state(2), checkpoint_path(tmp_path, 2))  # no format at all: refused the same way
+    with pytest.raises(InvalidFileError, match="checkpoint format None"):
+        load_latest_checkpoint(tmp_path)
 
 
 def test_leftover_tmp_file_is_ignored(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Official checkpoint conversion, checked against an independent re-implementation of the official nets.
 
-The reference below is written from the official checkpoint layout (DESIGN.md section 1 and the official
+The reference below is written from the official checkpoint layout (docs/method.md and the official
 ``quant_convs_bbcu.py`` / ``bbcul_arch.py`` / ``bbcum_arch.py`` / ``network_dncnn_bin.py`` structure): its
 module names ARE the official keys, it binarizes with ``torch.sign`` like the official code, and it
 shares no code with ``bbcu``. A randomly initialised reference is saved in the BasicSR or KAIR wrapping,

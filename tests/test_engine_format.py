@@ -264,8 +264,7 @@ def test_the_format_reads_and_writes_without_torch_or_the_kernels(exported: dict
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     report = json.loads(result.stdout)
-    assert "torch" not in report["heavy"] and "bbcu.engine._bitops" not in report["heavy"]
-    assert report["heavy"] == []
+    assert report["heavy"] == []  # neither torch nor bbcu.engine, whose _bitops are the compiled kernels
     assert report["ops"] == [op["op"] for op in load_packed(source).graph]
     (metadata, tensors), (metadata_copy, tensors_copy) = read_file(source), read_file(copy)
     assert metadata_copy == metadata

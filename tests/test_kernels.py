@@ -1,10 +1,11 @@
-"""The compiled XNOR-popcount kernels against independent references, on every ISA this CPU runs.
+"""The compiled XNOR-popcount kernels against independent references, on every ISA.
 
 The integer dot products are checked against a numpy +-1 convolution (einsum over zero-padded taps) and
 a closed form, the fused float epilogue against PyTorch's float64 conv2d and a float32 numpy evaluation
 in the same order, the bit packing against ``numpy.packbits``; the paths against each other bit for
-bit. The AVX-512 source is also checked where AVX-512 is missing, through plain-C stand-ins for its
-intrinsics (last test).
+bit. Tests taking the ``isa`` fixture run once per path and are reported as skipped, with the reason,
+for a path this CPU lacks. The SIMD sources (AVX2 and AVX-512) are also checked where their instructions
+are missing, through plain-C stand-ins for their intrinsics (last tests).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,9 @@ import pytest
 import torch
 
 from bbcu.engine import kernels
+from conftest import ISA_REQUIREMENTS
 
 ISAS = kernels.available_isas()
-ALL_ISA_NAMES = ("portable", "avx2", "avx512")
 
 # (H, W, C, O): 1x1 images, widths that are not a multiple of 8, C around word boundaries, O that is
 # not a multiple of the SIMD blocks, and C = 260 (45 words per output: the byte counters must flush).
@@ -117,24 +118,20 @@ def test_channel_words() -> None:
     assert [kernels.channel_words(c) for c in (1, 63, 64, 65, 128, 130)] == [1, 1, 1, 2, 2, 3]
 
 
-@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(("height", "width", "c", "o"), SHAPES)
 def test_raw_dot_products_equal_numpy(isa: str, height: int, width: int, c: int, o: int) -> None:
     rng = np.random.default_rng(height * 1000 + width * 100 + c + o)
     layer = random_layer(rng, height, width, c, o)
-    kernels.set_isa(isa)
     xp = kernels.pack_activations(layer["x"], layer["shift"])
     dot = kernels.binary_conv3x3_raw(xp, kernels.pack_weights(layer["w"]), c)
     assert dot.dtype == np.int32 and dot.shape == (height, width, o)
     np.testing.assert_array_equal(dot, numpy_binary_conv(layer["x"], layer["shift"], layer["w"]))
 
 
-@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("c", [64, 260, 2000])
 def test_all_bits_differing_gives_the_closed_form(isa: str, c: int) -> None:
     """x = +1 and w = -1 everywhere: every bit counts (the worst case for the byte counters), and
     dot = -C * (number of in-image taps), i.e. -9C inside, -6C on edges, -4C in corners."""
-    kernels.set_isa(isa)
     xp = kernels.pack_activations(np.ones((4, 5, c), np.float32), np.zeros(c, np.float32))
     wp = kernels.pack_weights(-np.ones((3, c, 3, 3), np.float32))
     valid = np.outer(in_image_offsets(4), in_image_offsets(5))
@@ -142,12 +139,10 @@ def test_all_bits_differing_gives_the_closed_form(isa: str, c: int) -> None:
     np.testing.assert_array_equal(kernels.binary_conv3x3_raw(xp, wp, c), expected)
 
 
-@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(("height", "width", "c", "o"), [(1, 1, 3, 5), (6, 13, 65, 5), (5, 9, 64, 64)])
 def test_fused_epilogue_equals_torch_float64(isa: str, height: int, width: int, c: int, o: int) -> None:
     rng = np.random.default_rng(7)
     layer = random_layer(rng, height, width, c, o)
-    kernels.set_isa(isa)
     y, next_bits = run_fused(layer)
 
     as64 = {k: torch.from_numpy(v.astype(np.float64)) for k, v in layer.items()}
@@ -167,12 +162,10 @@ def test_fused_epilogue_equals_torch_float64(isa: str, height: int, width: int, 
     np.testing.assert_array_equal(unpacked[decided], (ref.numpy() + layer["next_shift"] >= 0)[decided])
 
 
-@pytest.mark.parametrize("isa", ISAS)
 def test_fused_epilogue_is_exactly_float32_in_documented_order(isa: str) -> None:
     """Same float32 operations in the same order (no FMA) as numpy: equal bit for bit, next bits too."""
     rng = np.random.default_rng(11)
     layer = random_layer(rng, 6, 7, 70, 67)
-    kernels.set_isa(isa)
     y, next_bits = run_fused(layer)
     dot = numpy_binary_conv(layer["x"], layer["shift"], layer["w"]).astype(np.float32)
     t = layer["scale"] * dot + layer["bias"] + layer["gamma"]
@@ -181,12 +174,10 @@ def test_fused_epilogue_is_exactly_float32_in_documented_order(isa: str) -> None
     np.testing.assert_array_equal(next_bits, numpy_pack(ref + layer["next_shift"] >= 0))
 
 
-@pytest.mark.parametrize("isa", ISAS)
 def test_epilogue_options_are_independent(isa: str) -> None:
     """Scale alone, and scale + bias (a DnCNN-3 conv), without RPReLU, residual or next packing."""
     rng = np.random.default_rng(3)
     layer = random_layer(rng, 4, 5, 64, 9)
-    kernels.set_isa(isa)
     dot = numpy_binary_conv(layer["x"], layer["shift"], layer["w"]).astype(np.float32)
     y, next_bits = run_fused(layer, bias=None, rprelu=None, residual=None, next_shift=None)
     assert next_bits is None
@@ -195,11 +186,9 @@ def test_epilogue_options_are_independent(isa: str) -> None:
     np.testing.assert_array_equal(y, layer["scale"] * dot + layer["bias"])
 
 
-@pytest.mark.parametrize("isa", ISAS)
 def test_out_may_be_the_residual(isa: str) -> None:
     rng = np.random.default_rng(5)
     layer = random_layer(rng, 5, 6, 64, 64)
-    kernels.set_isa(isa)
     expected, _ = run_fused(layer)
     in_place = layer["residual"].copy()
     y, _ = run_fused(layer, residual=in_place, out=in_place)
@@ -207,14 +196,12 @@ def test_out_may_be_the_residual(isa: str) -> None:
     np.testing.assert_array_equal(in_place, expected)
 
 
-@pytest.mark.parametrize("isa", ISAS)
 def test_packing_follows_the_sign_convention(isa: str) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4, 130)).astype(np.float32)
     shift = rng.standard_normal(130).astype(np.float32)
     x[0, 0, :10] = -shift[:10]  # exactly 0 after the shift: sign(0) = +1
     x[0, 1, :10] = np.nextafter(-shift[:10], np.float32(-np.inf))  # just below 0
-    kernels.set_isa(isa)
     packed = kernels.pack_activations(x, shift)
     assert packed.dtype == np.uint64 and packed.shape == (3, 4, 3)
     np.testing.assert_array_equal(packed, numpy_pack(x + shift >= 0))
@@ -233,25 +220,22 @@ def test_weight_packing_follows_the_sign_convention() -> None:
     assert np.all(packed[..., 1] >> np.uint64(1) == 0)
 
 
-def test_isas_agree_bit_for_bit() -> None:
-    rng = np.random.default_rng(9)
-    layer = random_layer(rng, 17, 23, 130, 70)
-    results = {}
-    for isa in ISAS:
-        kernels.set_isa(isa)
+def test_isas_agree_bit_for_bit(isa: str) -> None:
+    layer = random_layer(np.random.default_rng(9), 17, 23, 130, 70)
+
+    def outputs() -> tuple[np.ndarray, ...]:
         xp = kernels.pack_activations(layer["x"], layer["shift"])
-        raw = kernels.binary_conv3x3_raw(xp, kernels.pack_weights(layer["w"]), 130)
-        results[isa] = (xp, raw, *run_fused(layer))
-    for isa in ISAS:
-        for got, want in zip(results[isa], results["portable"], strict=True):
-            np.testing.assert_array_equal(got, want)
+        return xp, kernels.binary_conv3x3_raw(xp, kernels.pack_weights(layer["w"]), 130), *run_fused(layer)
+
+    got = outputs()
+    kernels.set_isa("portable")
+    for got_array, want in zip(got, outputs(), strict=True):
+        np.testing.assert_array_equal(got_array, want)
 
 
-@pytest.mark.parametrize("isa", ISAS)
 def test_threads_equal_single_thread(isa: str) -> None:
     rng = np.random.default_rng(4)
     layer = random_layer(rng, 37, 41, 64, 64)  # enough work that the rows are split
-    kernels.set_isa(isa)
     kernels.set_num_threads(1)
     single = run_fused(layer)
     kernels.set_num_threads(3)
@@ -262,7 +246,7 @@ def test_threads_equal_single_thread(isa: str) -> None:
 
 def test_set_isa_accepts_exactly_the_available_paths() -> None:
     assert "portable" in ISAS
-    for name in ALL_ISA_NAMES:
+    for name in ISA_REQUIREMENTS:
         if name in ISAS:
             kernels.set_isa(name)
             assert kernels.get_isa() == name
@@ -348,68 +332,153 @@ def test_bad_inputs_raise_clear_value_errors(case: str, call: object, message: s
 
 CSRC = Path(kernels.__file__).parent / "csrc"
 
-# Plain-C stand-ins for the AVX-512 intrinsics conv_avx512.c uses, so that its logic (indexing, masks,
-# blocking, epilogue) is checked on CPUs without AVX-512 too.
-AVX512_STANDINS = r"""
+# Plain-C stand-ins for the intrinsics conv_avx2.c and conv_avx512.c use, so that their logic (indexing,
+# masks, blocking, byte-counter flushes, epilogue) is checked on CPUs without those instructions too.
+# Each one does what Intel's guide says the instruction does, comparisons included: a predicate is
+# honoured, never assumed, so a GE/GT slip in a source shows.
+STANDINS = r"""
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+typedef union { uint64_t q[4]; int32_t d[8]; uint8_t b[32]; } __m256i;
+typedef union { uint64_t q[2]; uint8_t b[16]; } __m128i;
+typedef struct { float v[8]; } __m256;
 typedef struct { uint64_t v[8]; } __m512i;
 typedef struct { float v[16]; } __m512;
-typedef struct { int32_t v[8]; } __m256i;
 typedef uint16_t __mmask16;
-#define _CMP_GE_OQ 13
-#define LANES8(body) for (int i = 0; i < 8; i++) body
-static inline __m512i _mm512_setzero_si512(void) { __m512i r = {{0}}; return r; }
-static inline __m512i _mm512_set1_epi64(long long x) { __m512i r; LANES8(r.v[i] = (uint64_t)x;) return r; }
-static inline __m512i _mm512_loadu_si512(const void *p) { __m512i r; memcpy(&r, p, 64); return r; }
-static inline __m512i _mm512_add_epi64(__m512i a, __m512i b) { LANES8(a.v[i] += b.v[i];) return a; }
-static inline __m512i _mm512_xor_si512(__m512i a, __m512i b) { LANES8(a.v[i] ^= b.v[i];) return a; }
-static inline __m512i _mm512_popcnt_epi64(__m512i a) {
-    LANES8(a.v[i] = __builtin_popcountll(a.v[i]);) return a; }
-static inline __m256i _mm512_cvtepi64_epi32(__m512i a) {
-    __m256i r; LANES8(r.v[i] = (int32_t)a.v[i];) return r; }
+#define EACH(n, ...) for (int i = 0; i < (n); i++) { __VA_ARGS__ }
+
+/* Comparison predicates (Intel's values). Bit 4 only selects which NaNs signal; the low 4 bits decide. */
+#define _CMP_EQ_OQ 0x00
+#define _CMP_LT_OS 0x01
+#define _CMP_LE_OS 0x02
+#define _CMP_NEQ_UQ 0x04
+#define _CMP_GE_OS 0x0d
+#define _CMP_GT_OS 0x0e
+#define _CMP_LT_OQ 0x11
+#define _CMP_LE_OQ 0x12
+#define _CMP_GE_OQ 0x1d
+#define _CMP_GT_OQ 0x1e
+static inline int standin_compare(float a, float b, int predicate) {
+    const int unordered = a != a || b != b;
+    switch (predicate & 15) {
+    case 0: return a == b;
+    case 1: return a < b;
+    case 2: return a <= b;
+    case 3: return unordered;
+    case 4: return !(a == b);
+    case 5: return !(a < b);
+    case 6: return !(a <= b);
+    case 7: return !unordered;
+    case 8: return a == b || unordered;
+    case 9: return !(a >= b);
+    case 10: return !(a > b);
+    case 11: return 0;
+    case 12: return a != b && !unordered;
+    case 13: return a >= b;
+    case 14: return a > b;
+    default: return 1;
+    }
+}
+
+/* AVX2 */
+static inline __m256i standin_bytes(const int8_t *e) { __m256i r; memcpy(r.b, e, 32); return r; }
+static inline __m256i standin_ints(const int32_t *e) { __m256i r; memcpy(r.d, e, 32); return r; }
+#define _mm256_setr_epi8(...) standin_bytes((const int8_t[32]){__VA_ARGS__})
+#define _mm256_setr_epi32(...) standin_ints((const int32_t[8]){__VA_ARGS__})
+static inline __m256i _mm256_setzero_si256(void) { __m256i r = {{0}}; return r; }
+static inline __m256i _mm256_set1_epi64x(long long x) { __m256i r; EACH(4, r.q[i] = (uint64_t)x;) return r; }
+static inline __m256i _mm256_loadu_si256(const __m256i *p) { __m256i r; memcpy(&r, p, 32); return r; }
 static inline void _mm256_storeu_si256(__m256i *p, __m256i a) { memcpy(p, &a, 32); }
+static inline void _mm_storeu_si128(__m128i *p, __m128i a) { memcpy(p, &a, 16); }
+static inline __m128i _mm256_castsi256_si128(__m256i a) { __m128i r; memcpy(&r, &a, 16); return r; }
+static inline __m256i _mm256_xor_si256(__m256i a, __m256i b) { EACH(4, a.q[i] ^= b.q[i];) return a; }
+static inline __m256i _mm256_add_epi8(__m256i a, __m256i b) { EACH(32, a.b[i] += b.b[i];) return a; }
+static inline __m256i _mm256_add_epi64(__m256i a, __m256i b) { EACH(4, a.q[i] += b.q[i];) return a; }
+/* vpshufb: byte i of each 128-bit half takes byte (index & 15) of the same half, or 0 if bit 7 is set. */
+static inline __m256i _mm256_shuffle_epi8(__m256i table, __m256i index) {
+    __m256i r; EACH(32, r.b[i] = index.b[i] & 0x80 ? 0 : table.b[(i & 16) | (index.b[i] & 15)];) return r; }
+/* vpsadbw: each 64-bit lane holds the sum of |a - b| over its 8 bytes. */
+static inline __m256i _mm256_sad_epu8(__m256i a, __m256i b) {
+    __m256i r = {{0}}; EACH(32, r.q[i / 8] += (uint64_t)abs(a.b[i] - b.b[i]);) return r; }
+static inline __m256i _mm256_permutevar8x32_epi32(__m256i a, __m256i index) {
+    __m256i r; EACH(8, r.d[i] = a.d[index.d[i] & 7];) return r; }
+static inline __m256 _mm256_setzero_ps(void) { __m256 r = {{0}}; return r; }
+static inline __m256 _mm256_loadu_ps(const float *p) { __m256 r; memcpy(&r, p, 32); return r; }
+static inline __m256 _mm256_add_ps(__m256 a, __m256 b) { EACH(8, a.v[i] += b.v[i];) return a; }
+/* vcmpps: all bits of a lane set where the predicate holds, none where it does not. */
+static inline __m256 _mm256_cmp_ps(__m256 a, __m256 b, int predicate) {
+    __m256 r; EACH(8, const uint32_t m = standin_compare(a.v[i], b.v[i], predicate) ? ~0u : 0u;
+                      memcpy(&r.v[i], &m, 4);) return r; }
+static inline int _mm256_movemask_ps(__m256 a) {
+    int m = 0; EACH(8, uint32_t u; memcpy(&u, &a.v[i], 4); m |= (int)(u >> 31) << i;) return m; }
+
+/* AVX-512 */
+static inline __m512i _mm512_setzero_si512(void) { __m512i r = {{0}}; return r; }
+static inline __m512i _mm512_set1_epi64(long long x) { __m512i r; EACH(8, r.v[i] = (uint64_t)x;) return r; }
+static inline __m512i _mm512_loadu_si512(const void *p) { __m512i r; memcpy(&r, p, 64); return r; }
+static inline __m512i _mm512_add_epi64(__m512i a, __m512i b) { EACH(8, a.v[i] += b.v[i];) return a; }
+static inline __m512i _mm512_xor_si512(__m512i a, __m512i b) { EACH(8, a.v[i] ^= b.v[i];) return a; }
+static inline __m512i _mm512_popcnt_epi64(__m512i a) {
+    EACH(8, a.v[i] = __builtin_popcountll(a.v[i]);) return a; }
+static inline __m256i _mm512_cvtepi64_epi32(__m512i a) {
+    __m256i r; EACH(8, r.d[i] = (int32_t)a.v[i];) return r; }
 static inline __m512 _mm512_setzero_ps(void) { __m512 r = {{0}}; return r; }
-static inline __m512 _mm512_add_ps(__m512 a, __m512 b) {
-    for (int i = 0; i < 16; i++) a.v[i] += b.v[i]; return a; }
+static inline __m512 _mm512_add_ps(__m512 a, __m512 b) { EACH(16, a.v[i] += b.v[i];) return a; }
 static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const float *p) {
-    __m512 r; for (int i = 0; i < 16; i++) r.v[i] = (k >> i) & 1 ? p[i] : 0.0f; return r; }
-static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int op) {
-    __mmask16 m = 0; (void)op;
-    for (int i = 0; i < 16; i++) m |= (__mmask16)((a.v[i] >= b.v[i]) << i); return m; }
+    __m512 r; EACH(16, r.v[i] = (k >> i) & 1 ? p[i] : 0.0f;) return r; }
+static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int predicate) {
+    __mmask16 m = 0; EACH(16, m |= (__mmask16)(standin_compare(a.v[i], b.v[i], predicate) << i);) return m; }
 """
 
-# Runs the AVX-512 and portable row kernels on random layers and counts differing outputs.
-AVX512_CHECK = r"""
+# Runs one SIMD path's row kernel and sign packing (built against the stand-ins) and the portable ones on
+# random layers, the worst case for the byte counters (every bit differs) among them, and counts the
+# layers whose outputs differ ("conv"); then packs values at and beside 0 (v + shift = +0, -0, and the
+# floats just below and above 0) at every length up to 150 and counts the lengths whose bits are not
+# "v + shift >= 0" ("ties"). The path is chosen with -DSTANDIN_ISA=<name> and its weight layout (isa.c:
+# lanes, weight planes, activation planes) with -DSTANDIN_LANES/PLANES/ACTIVATION_PLANES.
+STANDIN_CHECK = r"""
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "bitops.h"
+#define CONCAT(a, b) a##b
+#define PATH(prefix, isa) CONCAT(prefix, isa)
 static uint64_t state = 88172645463325252ull;
 static uint64_t next(void) { state ^= state << 13; state ^= state >> 7; state ^= state << 17; return state; }
 static float uniform(void) { return (float)((double)(next() >> 11) / 9007199254740992.0 * 2 - 1); }
-static void run(int lanes, ConvRowsFn rows, ConvArgs a) {
+/* A weight word as stored in plane p: whole, or (two planes) its low or high nibbles. */
+static uint64_t plane_word(uint64_t w, int planes, int p) {
+    return planes == 1 ? w : (p ? w >> 4 : w) & 0x0f0f0f0f0f0f0f0full;
+}
+static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, ConvArgs a) {
     const int words = 9 * a.channel_words;
     a.o_lanes = (a.out_channels + lanes - 1) / lanes * lanes;
-    uint64_t *wl = calloc((size_t)words * a.o_lanes, 8);
+    uint64_t *wl = calloc((size_t)words * (planes ? planes : 1) * a.o_lanes, 8);
     for (int o = 0; o < a.out_channels; o++)
-        for (int t = 0; t < words; t++) wl[(size_t)t * a.o_lanes + o] = a.w[(size_t)o * words + t];
+        for (int t = 0; t < words; t++)
+            for (int p = 0; p < planes; p++) {
+                const uint64_t word = a.w[(size_t)o * words + t];
+                wl[((size_t)t * planes + p) * a.o_lanes + o] = plane_word(word, planes, p);
+            }
     a.wl = wl;
-    RowScratch s = {malloc(4 * (size_t)a.o_lanes), malloc(4 * a.out_channels), NULL};
+    const size_t plane_words = (size_t)3 * a.width * a.channel_words * activation_planes;
+    RowScratch s = {malloc(4 * (size_t)a.o_lanes), malloc(4 * a.out_channels), malloc(8 * plane_words + 8)};
     rows(&a, 0, a.height, &s);
-    free(s.count); free(s.values); free(wl);
+    free(s.count); free(s.values); free(s.x_planes); free(wl);
 }
-int main(void) {
+static int conv_mismatches(void) {
     int mismatches = 0;
     for (int trial = 0; trial < 200; trial++) {
         const int h = 1 + next() % 7, w = 1 + next() % 9, c = 1 + next() % 300, o = 1 + next() % 150;
-        const int cw = (c + 63) / 64, ow = (o + 63) / 64;
+        const int cw = (c + 63) / 64, ow = (o + 63) / 64, worst = trial % 10 == 0;
         const size_t n = (size_t)h * w * o;
         uint64_t *x = calloc((size_t)h * w * cw, 8), *wt = calloc((size_t)o * 9 * cw, 8);
         for (int i = 0; i < h * w; i++)
-            for (int k = 0; k < c; k++) x[i * cw + k / 64] |= (next() & 1) << (k % 64);
+            for (int k = 0; k < c; k++) x[i * cw + k / 64] |= (worst | (next() & 1)) << (k % 64);
         for (int i = 0; i < o * 9; i++)
-            for (int k = 0; k < c; k++) wt[i * cw + k / 64] |= (next() & 1) << (k % 64);
+            for (int k = 0; k < c; k++) wt[i * cw + k / 64] |= (!worst & next() & 1) << (k % 64);
         float *p[7];
         for (int k = 0; k < 7; k++) {
             p[k] = malloc(4 * n);
@@ -422,46 +491,101 @@ int main(void) {
         float *y[2] = {malloc(4 * n), malloc(4 * n)};
         uint64_t *bits[2] = {malloc(8 * (size_t)h * w * ow), malloc(8 * (size_t)h * w * ow)};
         for (int path = 0; path < 2; path++) {
-            ConvRowsFn rows = path ? bbcu_conv_rows_avx512 : bbcu_conv_rows_portable;
+            ConvRowsFn rows = path ? PATH(bbcu_conv_rows_, STANDIN_ISA) : bbcu_conv_rows_portable;
+            const int lanes = path ? STANDIN_LANES : 1, planes = path ? STANDIN_PLANES : 0;
+            const int activation_planes = path ? STANDIN_ACTIVATION_PLANES : 0;
             ConvArgs r = a, f = a;
             r.raw = raw[path];
-            run(path ? 8 : 1, rows, r);
+            run(lanes, planes, activation_planes, rows, r);
             f.scale = p[0]; f.bias = trial & 1 ? p[1] : NULL; f.residual = trial & 4 ? p[6] : NULL;
             if (trial & 2) { f.gamma = p[2]; f.beta = p[3]; f.zeta = p[4]; }
             f.next_shift = p[5]; f.y = y[path]; f.next_bits = bits[path];
-            run(path ? 8 : 1, rows, f);
+            run(lanes, planes, activation_planes, rows, f);
         }
         uint64_t packed[2][5];
         bbcu_pack_signs_portable(p[6], p[5], o, packed[0]);
-        bbcu_pack_signs_avx512(p[6], p[5], o, packed[1]);
-        mismatches += memcmp(raw[0], raw[1], 4 * n) != 0;
-        mismatches += memcmp(y[0], y[1], 4 * n) != 0;
-        mismatches += memcmp(bits[0], bits[1], 8 * (size_t)h * w * ow) != 0;
-        mismatches += memcmp(packed[0], packed[1], 8 * (size_t)ow) != 0;
+        PATH(bbcu_pack_signs_, STANDIN_ISA)(p[6], p[5], o, packed[1]);
+        mismatches += memcmp(raw[0], raw[1], 4 * n) != 0 || memcmp(y[0], y[1], 4 * n) != 0
+                      || memcmp(bits[0], bits[1], 8 * (size_t)h * w * ow) != 0
+                      || memcmp(packed[0], packed[1], 8 * (size_t)ow) != 0;
+        for (int k = 0; k < 7; k++) free(p[k]);
+        for (int k = 0; k < 2; k++) { free(raw[k]); free(y[k]); free(bits[k]); }
+        free(x); free(wt);
     }
-    printf("mismatches %d\n", mismatches);
+    return mismatches;
+}
+static int tie_mismatches(void) {
+    enum { N = 150 };
+    float v[N], shift[N];
+    int mismatches = 0;
+    for (int i = 0; i < N; i++) {
+        shift[i] = i % 4 == 1 ? -0.0f : 100 * uniform();
+        const float zero = -shift[i]; /* zero + shift[i] == +0 exactly */
+        v[i] = i % 4 == 0 ? zero : i % 4 == 1 ? -0.0f : nextafterf(zero, i % 4 == 2 ? -INFINITY : INFINITY);
+    }
+    for (int n = 1; n <= N; n++) {
+        uint64_t want[3] = {0}, got[3] = {0};
+        for (int i = 0; i < n; i++) want[i / 64] |= (uint64_t)(v[i] + shift[i] >= 0.0f) << (i % 64);
+        PATH(bbcu_pack_signs_, STANDIN_ISA)(v, shift, n, got);
+        mismatches += memcmp(want, got, sizeof want) != 0;
+    }
+    return mismatches;
+}
+int main(void) {
+    printf("conv %d ties %d\n", conv_mismatches(), tie_mismatches());
     return 0;
 }
 """
 
+# What isa.c declares for each SIMD path: output channels per register, weight planes, activation planes.
+STANDIN_LAYOUTS = {"avx2": (4, 2, 2), "avx512": (8, 1, 0)}
 
-def test_avx512_logic_with_standin_intrinsics(tmp_path: Path) -> None:
-    """The AVX-512 path cannot run on AVX2-only CPUs; compile its source against plain-C stand-ins
-    for the intrinsics it uses and check it against the portable path, bit for bit (raw, fused, packing).
-    The ``asm`` register barrier (no effect on results) and the target pragmas are left out, so the
-    compiler cannot emit AVX-512 instructions of its own."""
-    (tmp_path / "immintrin.h").write_text(AVX512_STANDINS)
-    source = (CSRC / "conv_avx512.c").read_text()
-    (tmp_path / "conv_avx512.c").write_text(
-        re.sub(r".*(__asm__|#pragma GCC target|#pragma clang attribute).*\n", "", source)
+
+def run_standin_check(simd: str, folder: Path, edit: Callable[[str], str] = lambda source: source) -> str:
+    """Compile ``conv_<simd>.c`` (after ``edit``) against the stand-ins with STANDIN_CHECK; its output.
+
+    The ``asm`` register barriers (no effect on results) and the target pragmas are left out, so the
+    compiler cannot emit SIMD instructions of its own; ``BBCU_X86`` is forced so this runs off x86 too.
+    """
+    (folder / "immintrin.h").write_text(STANDINS)
+    source = re.sub(
+        r".*(__asm__|#pragma GCC target|#pragma clang attribute).*\n",
+        "",
+        (CSRC / f"conv_{simd}.c").read_text(),
     )
-    (tmp_path / "check.c").write_text(AVX512_CHECK)
+    (folder / "conv_simd.c").write_text(edit(source))
+    (folder / "check.c").write_text(STANDIN_CHECK)
+    lanes, planes, activation_planes = STANDIN_LAYOUTS[simd]
     compiler = (sysconfig.get_config_var("CC") or "cc").split()
     build = [
-        *compiler, "-O1", "-std=c11", "-ffp-contract=off", f"-I{tmp_path}", f"-I{CSRC}", "-o",
-        str(tmp_path / "check"), str(tmp_path / "check.c"), str(tmp_path / "conv_avx512.c"),
-        str(CSRC / "conv_portable.c"),
+        *compiler, "-O1", "-std=c11", "-ffp-contract=off", "-DBBCU_X86=1", f"-DSTANDIN_ISA={simd}",
+        f"-DSTANDIN_LANES={lanes}", f"-DSTANDIN_PLANES={planes}",
+        f"-DSTANDIN_ACTIVATION_PLANES={activation_planes}",
+        f"-I{folder}", f"-I{CSRC}", "-o", str(folder / "check"), str(folder / "check.c"),
+        str(folder / "conv_simd.c"), str(CSRC / "conv_portable.c"), "-lm",
     ]  # fmt: skip
-    subprocess.run(build, check=True, capture_output=True)
-    result = subprocess.run([str(tmp_path / "check")], check=True, capture_output=True, text=True)
-    assert result.stdout.strip() == "mismatches 0"
+    compiled = subprocess.run(build, capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+    return subprocess.run([str(folder / "check")], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.parametrize("simd", list(STANDIN_LAYOUTS))
+def test_simd_source_with_standin_intrinsics_equals_portable(simd: str, tmp_path: Path) -> None:
+    """Where the CPU cannot run a SIMD path, its source still runs: compiled against plain-C stand-ins
+    for its intrinsics, it must equal the portable path bit for bit (raw, fused, packing) on 200 random
+    layers, and pack exact zeros as +1. This covers indexing, blocking, masks, flushes and the epilogue,
+    not the real instructions or their speed."""
+    assert run_standin_check(simd, tmp_path) == "conv 0 ties 0"
+
+
+@pytest.mark.parametrize("simd", list(STANDIN_LAYOUTS))
+def test_standin_check_catches_a_ge_to_gt_slip(simd: str, tmp_path: Path) -> None:
+    """The stand-ins honour the comparison predicate, so a source packing ``v + s > 0`` instead of
+    ``>= 0`` (sign(0) = -1) fails the check above."""
+
+    def slip(source: str) -> str:
+        assert "_CMP_GE_OQ" in source, "the sign comparison this test mutates is gone"
+        return source.replace("_CMP_GE_OQ", "_CMP_GT_OQ")
+
+    ties = int(run_standin_check(simd, tmp_path, slip).split()[-1])
+    assert ties > 0

@@ -117,7 +117,7 @@ def test_info_lists_the_whitelist_with_costs_and_engines(server: Server) -> None
     }
     assert by_name["bicubic", 4]["engines"] == ["torch"]
     assert by_name["random-bbcu-m-x4", 4]["engines"] == ["torch", "packed"]
-    # Published cost (DESIGN.md section 4): BBCU-M x4 3.95 G OPs / 51 K params, binary DnCNN 0.80 G / 24 K.
+    # Published cost (docs/published.md): BBCU-M x4 3.95 G OPs / 51 K params, binary DnCNN 0.80 G / 24 K.
     assert by_name["random-bbcu-m-x4", 4]["ops_g_320x180"] == pytest.approx(3.95, abs=0.01)
     assert by_name["random-bbcu-m-x4", 4]["params_k"] == pytest.approx(51, abs=0.5)
     assert by_name["random-dncnn-bbcu", 1]["ops_g_320x180"] == pytest.approx(0.80, abs=0.01)

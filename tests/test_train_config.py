@@ -1,17 +1,25 @@
-"""Recipes: every published row has a config with the published hyper-parameters (DESIGN.md section 2),
+"""Recipes: every published row has a config with the published hyper-parameters (docs/method.md),
 and every mistake in a recipe or an override is a one-line error naming the key."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from bbcu.archs.registry import list_models
 from bbcu.cli.main import main
 from bbcu.core.constants import TASKS
-from bbcu.core.errors import ConfigError, DataNotFoundError, InvalidArgumentError
+from bbcu.core.errors import (
+    ConfigError,
+    DataNotFoundError,
+    InvalidArgumentError,
+    InvalidFileError,
+    ModelNotFoundError,
+)
 from bbcu.data.root import data_root
 from bbcu.run.zoo import shipped_path
 from bbcu.train.checkpoint import save_checkpoint
@@ -25,7 +33,7 @@ PUBLISHED = [p for p in RECIPES if p.suffixes == [".yml"]]  # configs/<task>/<mo
 CPU_SIZED = [p for p in RECIPES if p.suffixes == [".cpu", ".yml"]]  # ... .cpu.yml beside it
 GPU_SIZED = [p for p in RECIPES if p.suffixes == [".gpu", ".yml"]]
 
-# DESIGN.md section 2 (and the official BBCU-SR yml / KAIR json options).
+# docs/method.md, training recipes (and the official BBCU-SR yml / KAIR json options).
 PUBLISHED_SETTINGS = {
     "sr": {
         "data.patch": 32,
@@ -96,10 +104,10 @@ def test_every_registered_model_has_its_published_configs(task: str) -> None:
 @pytest.mark.parametrize("path", CPU_SIZED + GPU_SIZED, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_sized_configs_are_labelled_and_use_shipped_data(path: Path) -> None:
     config = load_config(path)
-    published = path.with_name(path.name.split(".")[0] + ".yml")
-    assert config.task == path.parent.name and published.is_file()
-    if path.name != "bbcu-l_x3.cpu.yml":  # the paper has no x3 row: that one builds on bbcu-l_x4.yml
-        assert f"inherit: {published.name}" in path.read_text()
+    base = path.parent / yaml.safe_load(path.read_text())["inherit"]
+    assert config.task == path.parent.name and base.suffixes == [".yml"] and base.is_file()
+    twin = path.with_name(path.name.split(".")[0] + ".yml")
+    assert base == twin or not twin.is_file()  # a variant builds on its own published row where there is one
     label = f"{path.suffixes[0][1:].upper()}-sized, not the published recipe"
     assert label in path.read_text().splitlines()[0]
     assert label in config.description
@@ -142,32 +150,101 @@ def test_overrides_are_typed_by_the_schema() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.batchsize=3", "unknown key 'train.batchsize'"),
-        ("nonsense=1", "unknown key 'nonsense'"),
-        ("train.batch_size=eight", "train.batch_size: expected an integer"),
-        ("train.batch_size=true", "train.batch_size: expected an integer"),
-        ("optim.betas=[0.9]", "optim.betas: expected a list of 2 values"),
-        ("train.ema_decay=yes", "train.ema_decay: expected a number or null"),
+        ("train.batchsize=3", "train.batchsize: unknown key (known here: iterations, batch_size, seed,"),
+        ("nonsense=1", "nonsense: unknown key (known here: task, model, data,"),
+        ("data.train=[{dir: T91, nam: x}]", "data.train[0].nam: unknown key (known here: dir, names)"),
+        ("train.batch_size=eight", "train.batch_size: Input should be a valid integer (got 'eight')"),
+        ("train.batch_size=true", "train.batch_size: Input should be a valid integer (got True)"),
+        ("train.batch_size=8.0", "train.batch_size: Input should be a valid integer (got 8.0)"),
+        ("optim.lr=abc", "optim.lr: Input should be a valid number (got 'abc')"),
+        ("optim.betas=[0.9]", "optim.betas[1]: Field required"),
+        ("optim.betas=[0.9, '0.99']", "optim.betas[1]: Input should be a valid number (got '0.99')"),
+        ("train.ema_decay=yes", "train.ema_decay: Input should be a valid number (got True)"),
+        ("train.ema_decay=1.0", "train.ema_decay: Input should be less than 1 (got 1.0)"),
         ("model.name=nope", "model.name: unknown model 'nope'"),
-        ("model.name=dncnn", "model 'dncnn' is a 'denoise' model but task is 'sr'"),
-        ("task=deblur", "task: expected one of 'sr', 'denoise', 'jpeg'"),
-        ("train.iterations=0", "train.iterations must be positive"),
-        ("val.sets=[]", "val.sets is empty"),
-        ("train.batch_size", "expected KEY=VALUE"),
+        ("model.name=dncnn", "bbcu-l_x4.yml: model 'dncnn' is a 'denoise' model but task is 'sr'"),
+        ("task=deblur", "task: Input should be 'sr', 'denoise' or 'jpeg' (got 'deblur')"),
+        ("train.iterations=0", "train.iterations: Input should be greater than 0 (got 0)"),
+        ("val.sets=[]", "val: sets is empty"),
+        ("data.train=[]", "data.train: List should have at least 1 item"),
+    ],
+)
+def test_bad_overrides_are_one_line_config_errors_naming_file_and_key(override: str, message: str) -> None:
+    path = CONFIGS / "sr" / "bbcu-l_x4.yml"
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batch_size", "--set 'train.batch_size': expected KEY=VALUE"),
         ("optim.lr=[1", "--set optim.lr line 1: not valid YAML"),
     ],
 )
-def test_bad_overrides_are_one_line_user_errors(override: str, message: str) -> None:
-    with pytest.raises(UserError) as err:
+def test_malformed_overrides_are_refused_before_validation(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(CONFIGS / "sr" / "bbcu-l_x4.yml", [override])
-    assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_missing_required_key_is_named(tmp_path: Path) -> None:
+def test_run_needs_exactly_one_of_config_and_resume(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="give either a CONFIG"):
+        plan_run(None, None, [])
+    with pytest.raises(InvalidFileError, match="no usable checkpoint"):
+        plan_run(None, str(tmp_path), [])
+
+
+def test_missing_required_key_is_named_with_its_file(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yml"
     recipe.write_text("task: sr\nmodel: {name: bbcu-l}\ndata: {train: [{dir: T91}]}\n")
-    with pytest.raises(UserError, match=r"missing required key 'data\.patch'"):
+    with pytest.raises(ConfigError, match=rf"^{recipe}: data\.patch: Field required"):
         load_config(recipe)
+
+
+def test_a_wrong_type_in_a_file_names_the_file_and_key(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(f"inherit: {CONFIGS / 'sr' / 'bbcu-l_x4.yml'}\noptim: {{lr: fast}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe)
+    assert str(err.value) == f"{recipe}: optim.lr: Input should be a valid number (got 'fast')"
+
+
+def test_model_init_names_a_shipped_model_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(CONFIGS / "sr" / "bbcu-l_x3.cpu.yml")
+    assert config.model.init == "bbcu-l-x2"  # a name stays a name in the stored recipe
+    path = init_weights_path(config.model.init)
+    assert path == shipped_path("bbcu-l-x2") and path.is_file() and path.is_absolute()
+
+
+def test_model_init_path_is_relative_to_the_file_that_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "recipes" / "base").mkdir(parents=True)
+    (tmp_path / "recipes" / "base" / "x3.yml").write_text(
+        f"inherit: {CONFIGS / 'sr' / 'bbcu-l_x4.yml'}\nmodel: {{scale: 3, init: weights/x2.safetensors}}\n"
+    )
+    (tmp_path / "recipes" / "child.yml").write_text("inherit: base/x3.yml\ntrain: {iterations: 10}\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    expected = tmp_path / "recipes" / "base" / "weights" / "x2.safetensors"
+    config = load_config(Path("..") / "recipes" / "child.yml")
+    assert init_weights_path(config.model.init) == expected
+    assert config.model.init == str(expected)  # stored absolute: the run dir's recipe means the same file
+    absolute = tmp_path / "w.safetensors"
+    overridden = load_config(tmp_path / "recipes" / "child.yml", [f"model.init={absolute}"])
+    assert init_weights_path(overridden.model.init) == absolute
+    on_command_line = load_config(tmp_path / "recipes" / "child.yml", ["model.init=w.safetensors"])
+    assert init_weights_path(on_command_line.model.init) == Path("w.safetensors")  # the shell's cwd
+
+
+def test_model_init_with_an_unknown_shipped_name_says_what_is_shipped() -> None:
+    with pytest.raises(ModelNotFoundError, match=r"no shipped model 'bbcu-l-x9'.*bbcu-l-x2"):
+        init_weights_path("bbcu-l-x9")
 
 
 def test_inherit_merges_mappings_and_replaces_lists(tmp_path: Path) -> None:
@@ -179,7 +256,7 @@ def test_inherit_merges_mappings_and_replaces_lists(tmp_path: Path) -> None:
 def test_inheritance_cycle_is_reported(tmp_path: Path) -> None:
     (tmp_path / "a.yml").write_text("inherit: b.yml\n")
     (tmp_path / "b.yml").write_text("inherit: a.yml\n")
-    with pytest.raises(UserError, match="inherits from itself"):
+    with pytest.raises(ConfigError, match="inherits from itself"):
         read_recipe(tmp_path / "a.yml")
 
 
@@ -187,11 +264,14 @@ def test_cli_reports_a_bad_key_on_one_line_with_status_2(capsys: pytest.CaptureF
     status = main(["train", str(CONFIGS / "sr" / "bbcu-l_x4.yml"), "--set", "train.batchsiz=3"])
     err = capsys.readouterr().err
     assert status == 2
-    assert err.count("\n") == 1 and err.startswith("bbcu train: error: unknown key 'train.batchsiz'")
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"bbcu train: error: {CONFIGS / 'sr' / 'bbcu-l_x4.yml'}: train.batchsiz: unknown key"
+    )
 
 
 def test_missing_div2k_folder_says_how_to_point_elsewhere() -> None:
-    with pytest.raises(UserError, match=r"no folder 'DIV2K/HR'.*--set 'data.train=\[\{dir: T91\}\]'"):
+    with pytest.raises(DataNotFoundError, match=r"no folder 'DIV2K/HR'.*--set 'data.train=\[\{dir: T91\}\]'"):
         build_train_set(load_config(CONFIGS / "sr" / "bbcu-l_x4.yml"), data_root())
 
 
@@ -202,7 +282,7 @@ def test_auto_resume_refuses_a_changed_recipe(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "run", 5, {"iteration": 5, "config": stored, "w": torch.zeros(1)})
     plan = plan_run(str(recipe), None, [])
     assert plan.checkpoint is not None and plan.checkpoint["iteration"] == 5
-    with pytest.raises(UserError, match=r"differs at 'train\.batch_size'"):
+    with pytest.raises(ConfigError, match=r"differs at 'train\.batch_size'"):
         plan_run(str(recipe), None, ["train.batch_size=4"])
     resumed = plan_run(None, str(tmp_path / "run"), ["train.iterations=400000"])  # deliberate change
     assert resumed.config.train.iterations == 400_000

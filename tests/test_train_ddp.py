@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.root import data_root
 from bbcu.train.checkpoint import load_latest_checkpoint
 from bbcu.train.config import build_config
@@ -39,6 +39,8 @@ def _recipe(run_dir: Path, batch_size: int) -> dict:
     }
 
 
+@pytest.mark.ddp
+@pytest.mark.slow
 def test_two_process_step_equals_one_process_with_combined_batch(tmp_path: Path) -> None:
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
@@ -94,6 +96,6 @@ def test_batch_order_is_a_fresh_permutation_each_epoch_and_resumes_mid_epoch() -
     assert _flat(BatchOrder(12, 3, seed=0).epoch_batches(0)) == epochs[0]  # same seed, same order
 
 
-def test_too_few_samples_for_one_global_batch_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="one step needs 8"):
+def test_too_few_samples_for_one_global_batch_is_an_invalid_argument() -> None:
+    with pytest.raises(InvalidArgumentError, match="one step needs 8"):
         BatchOrder(num_items=7, batch_size=4, seed=0, rank=0, world_size=2)

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from torch import nn
 
 from bbcu.archs import create_model
 from bbcu.cli.main import main
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidFileError
 from bbcu.data.root import data_root
 from bbcu.formats import weights
 from bbcu.run.evaluate import evaluate_set
 from bbcu.train.checkpoint import list_checkpoints, load_latest_checkpoint
-from bbcu.train.config import build_config
+from bbcu.train.config import build_config, init_weights_path, load_config
 from bbcu.train.logs import read_log
 from bbcu.train.loop import build_state, initialise_from, train
 from bbcu.train.run import plan_run
@@ -34,7 +36,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _config(run_dir: Path, **sections: dict) -> TrainConfig:
+def _recipe(run_dir: Path, **sections: dict) -> dict:
     """A tiny grey DnCNN-3-BBCU (8 channels, 4 layers) trained on 6 Train400 images for 4 steps."""
     recipe = {
         "task": "jpeg",
@@ -48,13 +50,18 @@ def _config(run_dir: Path, **sections: dict) -> TrainConfig:
     }
     for name, values in sections.items():
         recipe[name] = {**recipe.get(name, {}), **values}
-    return build_config(recipe)
+    return recipe
+
+
+def _config(run_dir: Path, **sections: dict) -> TrainConfig:
+    return build_config(_recipe(run_dir, **sections))
 
 
 def _max_change(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> float:
     return max((after[k] - before[k]).abs().max().item() for k in before if before[k].is_floating_point())
 
 
+@pytest.mark.slow
 def test_validation_scores_are_bbcu_eval_scores_of_the_best_weights(root: Path, tmp_path: Path) -> None:
     config = _config(tmp_path, val={"every": 2, "sets": ["Val"], "quality": 30})
     state = train(config, tmp_path, root)
@@ -116,22 +123,30 @@ def test_init_copies_every_tensor_that_fits_and_keeps_the_rest_fresh(tmp_path: P
         assert torch.equal(tensor, fresh[key] if key in kept else expected[key]), key
 
 
-def test_init_from_a_file_that_does_not_fit_is_a_user_error(tmp_path: Path) -> None:
+def test_init_from_a_file_that_does_not_fit_is_an_invalid_file_error(tmp_path: Path) -> None:
     weights.save(create_model("dncnn-lite"), tmp_path / "other.safetensors")
-    with pytest.raises(UserError, match=r"nothing in .* fits bbcu-l"):
+    with pytest.raises(InvalidFileError, match=r"nothing in .* fits bbcu-l"):
         initialise_from(create_model("bbcu-l", scale=3), tmp_path / "other.safetensors")
 
 
-def test_a_run_with_init_starts_from_the_file(root: Path, tmp_path: Path) -> None:
+def test_init_from_the_shipped_x2_model_fits_all_but_the_x3_upsampler() -> None:
+    kept = initialise_from(create_model("bbcu-l", scale=3), init_weights_path("bbcu-l-x2"))
+    assert kept == ["upsampler.0.conv.bias", "upsampler.0.conv.weight"]
+
+
+def test_a_run_with_init_starts_from_the_file_next_to_its_recipe(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = build_state(_config(tmp_path), torch.device("cpu")).model
     with torch.no_grad():
         for parameter in source.parameters():
             parameter.add_(0.5)
-    weights.save(source, tmp_path / "start.safetensors")
-    config = _config(
-        tmp_path / "run", model={"init": str(tmp_path / "start.safetensors")}, optim={"lr": 1e-12}
-    )
-    train(config, tmp_path / "run", root)
+    (tmp_path / "recipe").mkdir()
+    weights.save(source, tmp_path / "recipe" / "start.safetensors")
+    recipe = _recipe(tmp_path / "run", model={"init": "start.safetensors"}, optim={"lr": 1e-12})
+    (tmp_path / "recipe" / "r.yml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder: the path is read relative to the recipe
+    train(load_config("recipe/r.yml"), tmp_path / "run", root)
     trained = weights.load(tmp_path / "run" / "weights" / "last.safetensors").state_dict()
     for key, tensor in source.state_dict().items():  # a negligible learning rate: still the start
         torch.testing.assert_close(trained[key], tensor, rtol=0, atol=1e-9)
@@ -157,10 +172,30 @@ def test_channels_last_does_not_change_what_is_learned(root: Path, tmp_path: Pat
         torch.testing.assert_close(fast[key], value, rtol=0, atol=1e-5)
 
 
-def test_bf16_autocast_trains_with_finite_loss(root: Path, tmp_path: Path) -> None:
-    train(_config(tmp_path, runtime={"bf16": True}), tmp_path, root)
-    losses = [value for _, value in read_log(tmp_path / "log.csv")["train/loss"]]
-    assert len(losses) == 4 and all(0 < v < 1 for v in losses)
+def _conv_output_dtypes(config: TrainConfig, run_dir: Path, root: Path) -> set[torch.dtype]:
+    """Train ``config`` and return the dtypes of every convolution output of its forward passes."""
+    dtypes: set[torch.dtype] = set()
+
+    def record(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):  # binary convolutions included
+            dtypes.add(output.dtype)
+
+    handle = nn.modules.module.register_module_forward_hook(record)
+    try:
+        train(config, run_dir, root)
+    finally:
+        handle.remove()
+    return dtypes
+
+
+def test_bf16_autocast_runs_the_training_convolutions_in_bfloat16(root: Path, tmp_path: Path) -> None:
+    # Validation is off, so every forward pass seen is a training step's.
+    plain = _conv_output_dtypes(_config(tmp_path / "fp32", train={"iterations": 2}), tmp_path / "fp32", root)
+    bf16_config = _config(tmp_path / "bf16", train={"iterations": 2}, runtime={"bf16": True})
+    assert plain == {torch.float32}
+    assert _conv_output_dtypes(bf16_config, tmp_path / "bf16", root) == {torch.bfloat16}
+    losses = [value for _, value in read_log(tmp_path / "bf16" / "log.csv")["train/loss"]]
+    assert len(losses) == 2 and all(0 < v < 1 for v in losses)
 
 
 def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(

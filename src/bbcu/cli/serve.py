@@ -8,13 +8,15 @@ CPU for whoever can reach it, so exposing it to a network is a choice the user m
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError, MissingExtraError
 from bbcu.serve import LOOPBACK
 from bbcu.serve.limits import MEGABYTE, Limits
 
 LOOPBACK_NAMES = (LOOPBACK, "localhost", "::1")
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,20 +51,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the options, bind the socket, and serve until interrupted."""
+    """Check the options, bind the socket, and serve until interrupted.
+
+    Raises:
+        MissingExtraError: Where the ``serve`` extra (FastAPI, uvicorn) is not installed.
+        InvalidArgumentError: For an option out of range or an address that cannot be listened on.
+    """
     try:  # imported here: only this verb needs FastAPI and uvicorn
         from bbcu.serve.app import create_app
         from bbcu.serve.server import make_server, open_socket, url_of
     except ModuleNotFoundError as err:
-        raise UserError(f"bbcu serve needs {err.name}: pip install fastapi uvicorn") from None
+        if (err.name or "bbcu").partition(".")[0] == "bbcu":
+            raise  # a broken bbcu, not a missing extra
+        raise MissingExtraError(f"{err.name} is not installed: pip install 'bbcu[serve]'") from err
 
     limits = limits_from(args)
     sock = open_socket(args.host, args.port)
     if args.host not in LOOPBACK_NAMES:
-        print(
-            f"bbcu serve: warning: listening on {args.host}: anyone who can reach it can run models here",
-            file=sys.stderr,
-        )
+        logger.warning("warning: listening on %s: anyone who can reach it can run models here", args.host)
     print(f"bbcu serve: open {url_of(sock)} in a browser (Ctrl+C stops)", file=sys.stderr)
     make_server(create_app(limits)).run(sockets=[sock])
     return 0
@@ -72,7 +78,7 @@ def limits_from(args: argparse.Namespace) -> Limits:
     """The limits the options ask for, each checked with the option's own name in the message.
 
     Raises:
-        UserError: For a port outside 0..65535 or a limit that is not positive (a queue may be 0).
+        InvalidArgumentError: For a port outside 0..65535 or a limit that is not positive (a queue may be 0).
     """
     problems = [
         f"--port must lie within 0..65535, got {args.port}" if not 0 <= args.port <= 65535 else "",
@@ -81,5 +87,5 @@ def limits_from(args: argparse.Namespace) -> Limits:
         f"--queue must be 0 or more, got {args.queue}" if args.queue < 0 else "",
     ]
     if any(problems):
-        raise UserError("; ".join(p for p in problems if p))
+        raise InvalidArgumentError("; ".join(p for p in problems if p))
     return Limits(max(1, round(args.max_upload_mb * MEGABYTE)), args.max_pixels, args.queue)

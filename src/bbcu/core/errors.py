@@ -37,6 +37,10 @@ class OutputError(BbcuError, OSError):
     """An output that cannot be written (missing folder, no permission, full disk)."""
 
 
+class TrainingDivergedError(BbcuError, ArithmeticError):
+    """A training run whose loss went non-finite; the last good checkpoint is kept for a resume."""
+
+
 class MissingExtraError(BbcuError, ImportError):
     """A feature whose optional dependencies are not installed (``pip install 'bbcu[serve]'``...)."""
 

@@ -1,4 +1,4 @@
-"""Paired training datasets: HR images cut into patches and degraded on the fly (DESIGN.md section 2).
+"""Paired training datasets: HR images cut into patches and degraded on the fly (docs/method.md).
 
 The training sets of the recipes here are small (T91, CBSD432, Train400), so HR images are decoded
 once and kept in memory as uint8; each sample is a random patch, randomly flipped and rotated, with its

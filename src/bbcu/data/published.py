@@ -1,10 +1,10 @@
-"""The published numbers of Xia et al. (ICLR 2023) as data (DESIGN.md section 4).
+"""The published numbers of Xia et al. (ICLR 2023) as data (docs/published.md).
 
 Evaluation prints them beside our own scores, the plots draw them and the cost-accounting tests check
 our OPs/Params against them, so they live in one typed place instead of being re-typed per consumer.
 Rows are keyed by registry names (``bbcu-l``, ``dncnn-bbcu``, ...); ``ROW_LABELS`` gives the paper's
 row titles. Every number is typed exactly as the paper lists it; ``tests/test_eval.py`` re-parses
-DESIGN.md and checks each one, so a typo cannot hide here.
+docs/published.md and checks each one, so a typo cannot hide here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmark test sets by name, degraded exactly as the published protocols require (DESIGN.md section 3).
+"""Benchmark test sets by name, degraded exactly as the published protocols require (docs/protocols.md).
 
 A set is a folder under the data root: ``<root>/<name>/HR/*`` (the SR layout, e.g. Set5, B100,
 Urban100) or a flat folder of images (CBSD68, Classic5, ...). Any folder in either layout works, so

@@ -165,7 +165,9 @@ class _GraphBuilder:
         """A BBCU V4 unit or BBCU-U upsampler: sign bits, alpha, shift and RPReLU per channel."""
         conv = unit.conv
         if conv.weight_binarizer != "scaled" or conv.kernel_size != (3, 3):
-            raise InvalidArgumentError(f"cannot export {name}: only 3x3 convs with alpha*sign(W) weights pack")
+            raise InvalidArgumentError(
+                f"cannot export {name}: only 3x3 convs with alpha*sign(W) weights pack"
+            )
         has_bias = conv.bias is not None
         op: dict[str, Any] = {"op": "bbcu_unit", "name": name, "channels": conv.in_channels, "bias": has_bias}
         if isinstance(unit, BBCUUpsample):

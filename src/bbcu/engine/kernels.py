@@ -1,6 +1,6 @@
 """The packed 1-bit engine's compiled kernels: sign packing and the fused XNOR-popcount 3x3 conv.
 
-Layout (DESIGN.md section 5; the ``.bbcu`` file's own, so ``channel_words`` is the format's, re-exported):
+Layout (docs/method.md; the ``.bbcu`` file's own, so ``channel_words`` is the format's, re-exported):
 channels last, signs packed 64 channels per ``uint64`` word, bit 1 = +1, where a value ``v`` with shift
 ``s`` packs as ``v + s >= 0`` (so ``sign(0) = +1``, as in the simulated network). Bits past the real
 channel count are 0 in activations and weights alike, so they never count. A 3x3 binary conv over ``C``

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,7 +263,9 @@ def _check_graph(path: Path, network: PackedNetwork) -> None:
         _check_op(where, op)
         consumed = op.get("in_channels", op.get("channels", channels))
         if consumed != channels or (op["op"] == "pixel_shuffle" and channels % op["scale"] ** 2):
-            raise InvalidFileError(f"{where} ({op['op']}): expects {consumed} channels but receives {channels}")
+            raise InvalidFileError(
+                f"{where} ({op['op']}): expects {consumed} channels but receives {channels}"
+            )
         if op["op"] in SKIP_OPS:
             _check_skip_use(where, op, channels, upscaled, network.in_channels)
         channels, upscaled = op_output_channels(op, channels), upscaled * op_upscaling(op)
@@ -273,10 +276,7 @@ def _check_graph(path: Path, network: PackedNetwork) -> None:
     if upscaled != network.scale:
         raise InvalidFileError(f"{path}: graph upscales by {upscaled}, metadata scale says {network.scale}")
     _check_k_ops(path, [op["op"] for op in network.graph])
-    names = [op["name"] for op in network.graph if "name" in op]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise InvalidFileError(f"{path}: graph op names repeated: {_few(repeated)}")
+    _check_names(path, network.graph)
 
 
 def _check_op(where: str, op: object) -> None:
@@ -314,6 +314,14 @@ def _check_k_ops(path: Path, kinds: list[str]) -> None:
         raise InvalidFileError(f"{path}: graph must begin with its only input_scale")
     if kinds[-1:] != ["output_scale"] or kinds.count("output_scale") != 1:
         raise InvalidFileError(f"{path}: graph must end with its only output_scale")
+
+
+def _check_names(path: Path, graph: list[dict[str, Any]]) -> None:
+    """Each named op owns its tensors alone: two ops of one name would share them."""
+    counts = Counter(op["name"] for op in graph if "name" in op)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        raise InvalidFileError(f"{path}: graph op names repeated: {_few(repeated)}")
 
 
 def _check_tensors(path: Path, network: PackedNetwork) -> None:

@@ -1,4 +1,4 @@
-"""Cost of a network in the paper's units: OPs and Params for one LQ image (DESIGN.md section 3 "Cost").
+"""Cost of a network in the paper's units: OPs and Params for one LQ image (docs/protocols.md, "Cost").
 
 The published tables count convolutions only. A full-precision convolution costs its multiply-accumulates
 (MACs) and its weights plus bias; a binary convolution costs MACs / 64 (one 64-bit XNOR-popcount word does

@@ -1,4 +1,4 @@
-"""PSNR, SSIM and PSNR-B with the exact conventions of the published tables (DESIGN.md section 3).
+"""PSNR, SSIM and PSNR-B with the exact conventions of the published tables (docs/protocols.md).
 
 Scores from different codebases are only comparable when every convention matches: uint8 inputs,
 float64 arithmetic, MATLAB's Y channel (unrounded), the crop, SSIM's Gaussian window and its 'valid'

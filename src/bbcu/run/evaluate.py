@@ -2,7 +2,7 @@
 
 One path for every model - learned, bicubic or identity - so a difference between two rows of a table
 is a difference between models, never between scoring code. Outputs are rounded to uint8 before
-scoring (DESIGN.md section 3); a set's score is the mean of its per-image scores.
+scoring (docs/protocols.md); a set's score is the mean of its per-image scores.
 """
 
 from __future__ import annotations

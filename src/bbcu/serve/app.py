@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import BbcuError
 from bbcu.serve import pipeline
 from bbcu.serve.catalog import Catalog
 from bbcu.serve.jobs import JobQueue
@@ -57,7 +57,7 @@ def create_app(limits: Limits | None = None, catalog: Catalog | None = None) -> 
     app = FastAPI(title="bbcu serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jobs = jobs
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_exception_handler(UserError, _rejected)
+    app.add_exception_handler(BbcuError, _rejected)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _failed)
 
@@ -123,7 +123,8 @@ async def read_body(request: Request, limits: Limits) -> bytes:
 
 
 async def _rejected(_: Request, error: Exception) -> JSONResponse:
-    status = error.status if isinstance(error, RequestError) else 422
+    """A refusal the client can act on: the error's own status, 422 for one that names none."""
+    status = getattr(error, "status", 422)
     headers = {"Retry-After": "2"} if status == 503 else None
     return JSONResponse({"error": str(error)}, status_code=status, headers=headers)
 

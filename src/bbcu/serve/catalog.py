@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from bbcu.archs import create_model, model_entry
+from bbcu.core.constants import SR_SCALES
 from bbcu.metrics.complexity import CostReport, count_cost
 from bbcu.run import zoo
 from bbcu.run.resolve import ResolvedModel, resolve_model
 from bbcu.serve.limits import RequestError
 
 BICUBIC = "bicubic"
-SR_SCALES = (2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ModelChoice:
     reference: nn.Module = field(repr=False, compare=False)
 
     def cost(self, width: int, height: int) -> CostReport:
-        """OPs and Params of one pass over a ``width x height`` input (paper units, DESIGN.md section 3)."""
+        """OPs and Params of one pass over a ``width x height`` input (paper units, docs/protocols.md)."""
         return count_cost(self.reference, (width, height))
 
     def describe(self) -> dict[str, object]:

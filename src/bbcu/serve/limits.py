@@ -1,7 +1,7 @@
 """What an upload may be, checked before any pixel is decoded, and the HTTP status of each refusal.
 
 The pixel count is read from the image header alone, so a small file that would decode into a huge
-image (a "decompression bomb") is refused before it costs memory. Every refusal is a ``UserError``
+image (a "decompression bomb") is refused before it costs memory. Every refusal is a ``BbcuError``
 carrying the status the API answers with and a one-line message the page shows as it is.
 """
 
@@ -12,14 +12,17 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import BbcuError, InvalidArgumentError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 MEGABYTE = 1 << 20
 
 
-class RequestError(UserError):
-    """A request the server refuses; ``status`` is the HTTP status of the answer."""
+class RequestError(InvalidArgumentError):
+    """A request the server refuses: a bad option, or a file that is not an image.
+
+    ``status`` is the HTTP status of the answer; each kind of refusal has its own.
+    """
 
     status = 422
 
@@ -30,8 +33,8 @@ class TooLargeError(RequestError):
     status = 413
 
 
-class BusyError(RequestError):
-    """Every slot of the job queue is taken: the client should try again shortly."""
+class BusyError(BbcuError):
+    """Every slot of the job queue is taken: the request itself is fine, and may be sent again shortly."""
 
     status = 503
 
@@ -53,7 +56,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1 or self.max_pixels < 1 or self.queue < 0:
-            raise UserError(
+            raise InvalidArgumentError(
                 "limits must be positive (queue may be 0), got "
                 f"{self.max_upload_bytes} bytes, {self.max_pixels} pixels, queue {self.queue}"
             )

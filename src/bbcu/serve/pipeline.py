@@ -118,7 +118,7 @@ def decode_upload(data: bytes, filename: str) -> np.ndarray:
             return read_image(path, keep_alpha=True)
         except ImageReadError as err:
             reason = str(err).removeprefix(f"cannot read image {path}: ")
-            raise RequestError(f"{filename} is not a readable image: {reason}") from None
+            raise RequestError(f"{filename} is not a readable image: {reason}") from err
 
 
 def degrade(clean: np.ndarray, order: Order) -> np.ndarray:

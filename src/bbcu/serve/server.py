@@ -1,8 +1,8 @@
 """Serving the app with uvicorn, in the foreground (``bbcu serve``) or in a thread (tests, screenshots).
 
 The listening socket is opened here rather than by uvicorn so that a port in use is a one-line
-``UserError`` before anything starts, and so that port 0 (any free port) tells the caller which port
-it got.
+``InvalidArgumentError`` before anything starts, and so that port 0 (any free port) tells the caller
+which port it got.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import uvicorn
 from fastapi import FastAPI
 
-from bbcu.core.errors import UserError
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.serve import LOOPBACK
 
 STARTUP_TIMEOUT_S = 30.0
@@ -26,16 +26,18 @@ def open_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
     """A listening TCP socket on ``host:port`` (IPv4 or IPv6).
 
     Raises:
-        UserError: If the address cannot be bound (port in use, unknown host, no permission).
+        InvalidArgumentError: If the address cannot be bound (port in use, unknown host, no permission).
     """
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        with ExitStack() as on_failure:  # closes the socket unless it ends up listening
+            sock = on_failure.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+            on_failure.pop_all()
     except OSError as err:
-        raise UserError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
-    sock.listen(128)
+        raise InvalidArgumentError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
     return sock
 
 

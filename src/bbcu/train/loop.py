@@ -29,7 +29,7 @@ from tqdm import tqdm
 from bbcu.archs.registry import create_model
 from bbcu.binary.units import set_training_progress
 from bbcu.core.atomic import atomic_write_bytes
-from bbcu.core.errors import ConfigError, InvalidArgumentError, InvalidFileError
+from bbcu.core.errors import ConfigError, InvalidArgumentError, InvalidFileError, TrainingDivergedError
 from bbcu.formats import weights
 from bbcu.train import faults
 from bbcu.train.checkpoint import list_checkpoints, save_checkpoint
@@ -111,8 +111,9 @@ def train(
         The final training state.
 
     Raises:
-        InvalidArgumentError: On a non-finite loss (the last good checkpoint is kept), a batch larger
-            than the training set, a device that is absent or a resume with another process count.
+        TrainingDivergedError: On a non-finite loss (the last good checkpoint is kept).
+        InvalidArgumentError: A batch larger than the training set, a device that is absent or a resume
+            with another process count.
         InvalidFileError: A ``model.init`` file that does not fit the model.
         DataNotFoundError: A training folder missing under ``data_root``.
         ConfigError: A resume whose recipe wants an EMA the checkpoint does not have.
@@ -213,7 +214,7 @@ class _Trainer:
         loss.backward()
         mean_loss = float(mean_over_ranks(loss.detach(), self.context))
         if not np.isfinite(mean_loss):
-            raise InvalidArgumentError(self._diverged_message(mean_loss))
+            raise TrainingDivergedError(self._diverged_message(mean_loss))
         if config.train.grad_clip is not None:
             nn.utils.clip_grad_norm_(state.model.parameters(), config.train.grad_clip)
         state.optimizer.step()
@@ -345,7 +346,7 @@ def checkpoint_state(
 ) -> dict[str, Any]:
     """The checkpoint mapping: tensors and plain Python values only (``weights_only`` loadable).
 
-    ``save_checkpoint`` stamps the format number on it; ``restore_state`` reads it back.
+    ``save_checkpoint`` adds the format number, which ``load_latest_checkpoint`` checks.
     """
     return {
         "iteration": state.iteration,
