@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 import bbcu
+from bbcu.report.bench import moved_off_init
 
 
 def randomized(name: str, **kwargs: object) -> torch.nn.Module:
@@ -14,8 +15,4 @@ def randomized(name: str, **kwargs: object) -> torch.nn.Module:
     packed unit could still give the right output; random offsets make every term count.
     """
     torch.manual_seed(0)
-    model = bbcu.create_model(name, **kwargs).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.1)
-    return model
+    return moved_off_init(bbcu.create_model(name, **kwargs)).eval()

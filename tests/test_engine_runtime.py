@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bbcu.binary.conv import BinaryConv2d
+from bbcu.cli.main import main
 from bbcu.engine import PackedModel, export_model, load
 from bbcu.engine.runtime import pack_model
 from bbcu.metrics.complexity import count_cost
@@ -107,21 +108,20 @@ def test_bench_layer_times_the_conv_it_claims_and_checks_its_output() -> None:
     modules of that shape)."""
     height, width = LAYER_SIZE
     (row,) = bench_layer(repeats=1)
-    assert row.max_abs_diff == 0.0  # same float32 operations in the same order as the kernel
+    assert row.mean_abs_diff == 0.0  # same float32 operations in the same order as the kernel
     binary = count_cost(BinaryConv2d(64, 64), (width, height))
     full = count_cost(torch.nn.Conv2d(64, 64, 3, padding=1, bias=False), (width, height))
     assert (binary.fp_macs, binary.binary_macs) == (0, height * width * 64 * 64 * 9)
-    assert row.engine_ops_g == pytest.approx(binary.ops_g) and row.reference_ops_g == pytest.approx(
-        full.ops_g
-    )
+    assert row.engine_ops_g == pytest.approx(binary.ops_g)
+    assert row.reference_ops_g == pytest.approx(full.ops_g)
     assert row.input == f"64x{height}x{width}" and row.target == 15.0
 
 
 def test_bench_network_rows_share_the_engine_run_and_check_it_against_the_simulation() -> None:
     """Binary DnCNN (depth 4, 16 channels) on 12x10: its OPs by hand are 3->16 and 16->3 float convs
-    plus two 16->16 binary ones at 1/64, DnCNN's are all four in float; the engine's output is within
-    the runtime tests' tolerance of the simulated model's, and the other network's row claims no
-    such check."""
+    plus two 16->16 binary ones at 1/64, DnCNN's are all four in float; the engine's output is on
+    average within a tenth of the runtime tests' tolerance of the simulated model's, and the other
+    network's row claims no such check."""
     height, width, c = 12, 10, 16
     versus_float, versus_simulation = bench_network(
         "dncnn-bbcu", "dncnn", (height, width), repeats=1, target=5.0, depth=4, channels=c
@@ -131,7 +131,7 @@ def test_bench_network_rows_share_the_engine_run_and_check_it_against_the_simula
     assert versus_float.engine_ops_g == pytest.approx((fp_macs + binary_macs / 64) / 1e9)
     assert versus_float.reference_ops_g == pytest.approx((fp_macs + binary_macs) / 1e9)
     assert versus_simulation.reference_ops_g == pytest.approx(versus_float.engine_ops_g)
-    assert versus_simulation.max_abs_diff <= TOLERANCE and versus_float.max_abs_diff is None
+    assert versus_simulation.mean_abs_diff <= TOLERANCE / 10 and versus_float.mean_abs_diff is None
     assert versus_float.engine is versus_simulation.engine and versus_float.input == f"3x{height}x{width}"
     assert (versus_float.target, versus_simulation.target) == (5.0, None)
     assert versus_float.reference == "dncnn (PyTorch float)"
@@ -139,8 +139,6 @@ def test_bench_network_rows_share_the_engine_run_and_check_it_against_the_simula
 
 
 def test_bench_table_shows_every_row_and_its_target(capsys: pytest.CaptureFixture[str]) -> None:
-    from bbcu.cli.main import main
-
     rows = bench_network("dncnn-bbcu", "dncnn", (6, 5), repeats=1, target=1e9, depth=3, channels=8)
     result = {"machine": "m", "threads": 1, "isa": "avx2", "repeats": 1, "torch": "t", "load_average": [0, 0]}
     table = format_table({**result, "comparisons": [row.as_dict() for row in rows]}).splitlines()
@@ -150,6 +148,6 @@ def test_bench_table_shows_every_row_and_its_target(capsys: pytest.CaptureFixtur
         assert cells[5] == f"{row.speedup:.2f}x"
         assert cells[7] == ("1e+09x (missed)" if row.target else "-")
         assert cells[8] == f"{row.engine_ops_g:.3g} / {row.reference_ops_g:.3g}"
-        assert cells[9] == ("-" if row.max_abs_diff is None else f"{row.max_abs_diff:.1e}")
+        assert cells[9] == ("-" if row.mean_abs_diff is None else f"{row.mean_abs_diff:.1e}")
     assert main(["bench", "--repeats", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1

@@ -6,6 +6,7 @@ import argparse
 import base64
 import io
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -24,7 +25,8 @@ from PIL import Image
 
 from bbcu.archs import create_model
 from bbcu.cli import serve as serve_command
-from bbcu.core.errors import UserError
+from bbcu.cli.main import main
+from bbcu.core.errors import InvalidArgumentError, MissingExtraError
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image
 from bbcu.formats.weights import save
@@ -261,7 +263,7 @@ def parse_serve(*argv: str) -> argparse.Namespace:
     ],
 )
 def test_serve_options_are_checked_by_name(argv: tuple[str, ...], message: str) -> None:
-    with pytest.raises(UserError) as raised:
+    with pytest.raises(InvalidArgumentError) as raised:
         serve_command.run(parse_serve(*argv))
     assert str(raised.value).startswith(message)
 
@@ -272,7 +274,22 @@ def test_serve_refuses_a_port_in_use_in_one_line() -> None:
     args = parse_serve("--port", str(port))
     try:
         assert args.host == "127.0.0.1"  # loopback unless asked otherwise
-        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(InvalidArgumentError, match=f"cannot listen on 127.0.0.1:{port}"):
             args.func(args)
     finally:
         taken.close()
+
+
+@pytest.mark.parametrize("extra", ["fastapi", "uvicorn"])
+def test_serve_without_its_extra_says_what_to_install(
+    extra: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, extra, None)  # what an installation without bbcu[serve] imports
+    for module in ("bbcu.serve.app", "bbcu.serve.server"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    message = f"{extra} is not installed: pip install 'bbcu[serve]'"
+    with pytest.raises(MissingExtraError) as raised:
+        serve_command.run(parse_serve("--port", "0"))
+    assert str(raised.value) == message
+    assert main(["serve", "--port", "0"]) == 2
+    assert capsys.readouterr().err == f"bbcu serve: error: {message}\n"  # one line, no traceback

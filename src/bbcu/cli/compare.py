@@ -15,6 +15,7 @@ from pathlib import Path
 from bbcu.core.constants import SR_SCALES, TASKS
 from bbcu.core.errors import InvalidArgumentError
 from bbcu.formats.image_io import read_image, write_image
+from bbcu.formats.packed import SUPPORTED_ARCHITECTURES
 from bbcu.report.pictures import Box, comparison_panels, compose_grid, match_layout
 from bbcu.run.images import restore_pixels
 from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
@@ -93,8 +94,6 @@ def resolve_models(args: argparse.Namespace) -> list[ResolvedModel]:
 def _on_engine(model: ResolvedModel, engine: str) -> ResolvedModel:
     """``--engine packed`` moves every network the packed engine runs onto it; the others (bicubic,
     full-precision nets) stay on torch, so one grid can still compare them all."""
-    from bbcu.formats.packed import SUPPORTED_ARCHITECTURES  # loads the compiled kernels: only when used
-
     if engine != "packed" or getattr(model.network, "model_name", None) not in SUPPORTED_ARCHITECTURES:
         return model
     return replace(model, network=resolve_model(model.network, engine="packed").network, engine="packed")

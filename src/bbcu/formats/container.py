@@ -1,5 +1,5 @@
-"""Reading the safetensors files bbcu writes: weights files (``bbcu.weights``) and packed models
-(``bbcu.engine.format``).
+"""Reading the safetensors files bbcu writes: weights files (``bbcu.formats.weights``) and packed models
+(``bbcu.formats.packed``).
 
 Both are safetensors containers whose string metadata names a bbcu format and its version, so opening
 one and refusing a foreign or future file is the same job; doing it here gives both the same one-line
