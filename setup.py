@@ -1,7 +1,9 @@
 """Build hook: compiles the packed 1-bit engine's XNOR-popcount kernels (``bbcu.engine._bitops``).
 
-The kernels are built for baseline x86-64 (no ``-march=native``, so the wheel runs on any CPU); each SIMD
-path is compiled for its own instruction set inside its source file and picked at run time.
+The kernels are built for the baseline of the machine's architecture (no ``-march=native``, so the wheel
+runs on any CPU of it); each SIMD path is compiled for its own instruction set inside its source file and
+picked at run time. Every source is listed on every architecture: the x86 files compile to nothing on
+aarch64 and the NEON file to nothing on x86. The same sources build ``libbbcu`` (runtime/Makefile).
 """
 
 from pathlib import Path
@@ -10,13 +12,11 @@ import numpy
 from setuptools import Extension, setup
 
 CSRC = Path("src/bbcu/engine/csrc")
+KERNELS = ("isa.c", "threads.c", "conv_portable.c", "conv_avx2.c", "conv_avx512.c", "conv_neon.c")
 
 bitops = Extension(
     "bbcu.engine._bitops",
-    sources=[
-        str(CSRC / name)
-        for name in ("module.c", "isa.c", "threads.c", "conv_portable.c", "conv_avx2.c", "conv_avx512.c")
-    ],
+    sources=[str(CSRC / name) for name in ("module.c", *KERNELS)],
     depends=[str(CSRC / name) for name in ("bitops.h", "epilogue.h")],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

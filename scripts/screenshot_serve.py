@@ -1,6 +1,7 @@
 """Take the README screenshot of ``bbcu serve``: a real x4 restoration, in headless Chromium.
 
 Usage: ``.venv/bin/python scripts/screenshot_serve.py [--model NAME] [--output docs/img/serve.png]``
+(needs the ``test`` extra: Selenium drives the headless Chromium of ``tests/browser.py``).
 
 Set5's butterfly is degraded on the page (MATLAB bicubic x4 down) and restored with the shipped
 default x4 model when there is one, else with bicubic, so the picture shows what the page really
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from bbcu.data.root import data_root
 from bbcu.run import zoo
 from bbcu.serve.app import create_app
 from bbcu.serve.server import running_in_thread
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the browser the tests drive
 from browser import headless_chromium
 
 EXAMPLE = Path("Set5") / "HR" / "butterfly.png"

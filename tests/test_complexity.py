@@ -58,6 +58,7 @@ def test_every_published_table_row_is_covered() -> None:
     assert len([r for r in rows if r[1] == 1]) == 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "scale"), published_rows())
 def test_cost_matches_the_paper(name: str, scale: int) -> None:
     task = model_entry(name).task
@@ -78,6 +79,7 @@ def zoo_rows() -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_zoo_doc_lists_the_model_with_its_measured_cost(name: str) -> None:
     scales = SR_SCALES if model_entry(name).task == "sr" else (1,)

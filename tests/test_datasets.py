@@ -120,6 +120,7 @@ def _pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer))
 
 
+@pytest.mark.slow
 def test_jpeg_samples_follow_the_published_recipe(tmp_path: Path) -> None:
     # One 72x72 noise image: the 72x72 crop is the whole image, so each sample can be re-derived.
     image = np.random.default_rng(0).integers(0, 256, (72, 72), dtype=np.uint8)

@@ -34,6 +34,7 @@ def _eval(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str
     return status, out, err
 
 
+@pytest.mark.slow
 def test_bicubic_set5_matches_the_known_scores(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     args = ["--task", "sr", "--model", "bicubic", "--datasets", "Set5", "--scale", "2,4", "--json"]
     status, out, _ = _eval(capsys, *args, "--csv", str(tmp_path / "s.csv"))
@@ -52,6 +53,7 @@ def test_bicubic_set5_matches_the_known_scores(capsys: pytest.CaptureFixture[str
         assert np.mean(scores) == pytest.approx(row["psnr"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_packed_engine_scores_like_the_simulated_model(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

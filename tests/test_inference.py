@@ -12,7 +12,7 @@ import torch
 
 import bbcu.archs.bicubic  # noqa: F401  (registers "bicubic" until bbcu.archs imports it)
 from bbcu import create_model
-from bbcu.core.errors import InvalidArgumentError
+from bbcu.core.errors import InvalidArgumentError, NonFiniteError
 from bbcu.data.root import data_root
 from bbcu.formats.image_io import read_image
 from bbcu.imaging.imresize import imresize
@@ -127,3 +127,20 @@ def test_bad_inputs_are_user_errors() -> None:
         restore_array(model, np.zeros((8, 8), np.uint8), tile=0)
     with pytest.raises(InvalidArgumentError, match="negative"):
         restore_array(model, np.zeros((8, 8), np.uint8), tile=4, tile_overlap=-1)
+
+
+class _Broken(torch.nn.Module):
+    """Outputs NaN where the input is bright: damaged weights, as a running network shows them."""
+
+    in_channels = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x > 0.5, torch.nan, x)
+
+
+def test_a_non_finite_output_is_an_error_not_a_black_picture() -> None:
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[30:, 30:] = 255  # only the last tile goes wrong
+    with pytest.raises(NonFiniteError, match="_Broken produced NaN"):
+        restore_array(_Broken(), image, tile=16)
+    assert restore_array(_Broken(), image[:20, :20], tile=16).max() == 0

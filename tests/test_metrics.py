@@ -147,6 +147,7 @@ def _torch_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
     return to_uint8(tensor_to_image(upscaled))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("set_name", "scale", "psnr", "ssim"),
     [("Set5", 2, 33.97, 0.9330), ("Set14", 2, 30.55, 0.8750), ("Set14", 4, 26.21, 0.7087)],
@@ -175,6 +176,7 @@ def test_unrestored_jpeg_on_classic5_at_quality_10() -> None:
     assert np.mean([s["psnrb"] for s in scores]) == pytest.approx(25.21, abs=0.01)
 
 
+@pytest.mark.slow
 def test_unrestored_jpeg_on_live1_y_at_quality_10() -> None:
     """LIVE1's rounded MATLAB Y at q10: 27.77 dB / 0.773 / PSNR-B 25.33, the JPEG row of QGAC/FBCNN tables."""
     scores = []

@@ -35,6 +35,7 @@ from bbcu.formats.image_io import read_image
 from bbcu.imaging.imresize import modcrop
 from bbcu.metrics.quality import calculate_psnr
 from bbcu.run.images import restore
+from test_cli import listed_verbs
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md")
@@ -44,6 +45,7 @@ MARGIN_DB = 1.5
 """How far above bicubic the shipped x4 default must restore: the floor it is shipped under."""
 SERVER_START_S = 120
 STATIC = PACKAGE_DIR / "serve" / "static"
+DROPPED_VARIABLES = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,15 @@ class Installed:
 
 
 def clean_environment() -> dict[str, str]:
-    """This process's environment (pip's settings included) without anything that points into the checkout."""
+    """This process's environment (pip's settings included) without anything that points into the checkout.
+
+    Bytecode may be written: the install skips compiling PyTorch's thousands of files, and the first
+    command compiles just the modules bbcu imports, once, for the commands after it.
+    """
     return {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("BBCU_") and name not in ("PYTHONPATH", "VIRTUAL_ENV")
+        if not name.startswith("BBCU_") and name not in DROPPED_VARIABLES
     }
 
 
@@ -87,27 +93,30 @@ def copy_sources(target: Path) -> Path:
     return target
 
 
-def pip(*argv: str) -> None:
-    """This environment's pip (the one ``make venv`` upgraded), so the new environment needs none."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--quiet", *argv], check=True, env=clean_environment(), timeout=900
+def python_module(*argv: str) -> None:
+    """``python -m ARGV`` with this environment's build, venv and pip (``make venv`` set them up)."""
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], env=clean_environment(), capture_output=True, text=True, timeout=900
     )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The wheel built from these sources, installed with ``[serve]`` under ``constraints.txt``.
 
-    ``--no-compile`` skips writing bytecode for PyTorch's thousands of files: it halves the install.
+    The new environment gets no pip of its own (this one's installs into it), and ``--no-compile`` leaves
+    PyTorch's thousands of files uncompiled until something imports them: both only save time.
     """
     sources = copy_sources(tmp_path_factory.mktemp("sources"))
     dist = tmp_path_factory.mktemp("dist")
-    pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(dist), str(sources))
+    python_module("build", "--wheel", "--no-isolation", "--outdir", str(dist), str(sources))
     (wheel,) = dist.glob("bbcu-*.whl")
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python_module("venv", "--without-pip", str(venv))
     target = ("--python", str(venv / "bin" / "python"))
-    pip(*target, "install", "--no-compile", "-c", str(REPO / "constraints.txt"), f"{wheel}[serve]")
+    constraints = ("-c", str(REPO / "constraints.txt"))
+    python_module("pip", *target, "install", "--quiet", "--no-compile", *constraints, f"{wheel}[serve]")
     return Installed(wheel, venv, tmp_path_factory.mktemp("elsewhere"))
 
 
@@ -141,14 +150,15 @@ def test_installed_bbcu_runs_from_its_own_files(installed: Installed) -> None:
 
 
 @pytest.mark.slow
+def test_the_serve_extra_brings_no_test_or_upload_parser_dependency(installed: Installed) -> None:
+    """The page posts raw bytes, so FastAPI needs no python-multipart; Selenium only drives the tests."""
+    probe = "import importlib.util as u, sys; print(*[m for m in sys.argv[1:] if u.find_spec(m)])"
+    assert installed.run("python", "-c", probe, "selenium", "multipart", "scipy").stdout.strip() == ""
+
+
+@pytest.mark.slow
 def test_installed_help_lists_every_verb(installed: Installed) -> None:
     assert listed_verbs(installed.run("bbcu", "--help").stdout) == list(VERBS)
-
-
-def listed_verbs(help_text: str) -> list[str]:
-    """The verbs ``bbcu --help`` lists: the indented names under its ``VERB`` heading."""
-    block = help_text.split("\n  VERB\n", 1)[1].split("\n\n", 1)[0]
-    return re.findall(r"^ {4}(\S+)", block, flags=re.MULTILINE)
 
 
 @pytest.mark.slow

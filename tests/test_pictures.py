@@ -142,6 +142,7 @@ def test_published_points_of_set5_x4() -> None:
     assert points["SRResNet"] == (146.14, 32.16)
 
 
+@pytest.mark.slow
 def test_plot_command_places_our_model_at_its_counted_cost(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -161,3 +161,17 @@ def test_command_errors_are_one_line_and_touch_nothing(
     assert code == 2
     assert stderr.count("\n") == 1 and message in stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub"], ids=["is-a-file", "under-a-file"])
+def test_an_output_folder_that_cannot_be_is_refused_before_any_work(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], below: str
+) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where the folder should go\n")
+    code, out, err = run_cli(capsys, str(inputs), "-o", str(blocker / below), "--model", "bicubic")
+    assert code == 2 and out == ""
+    assert (
+        err
+        == f"bbcu restore: error: cannot use {blocker / below} as the output folder: {blocker} is a file\n"
+    )

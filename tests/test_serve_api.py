@@ -106,6 +106,7 @@ def server(scratch: Path, models: Path) -> Server:
     return serving
 
 
+@pytest.mark.slow
 def test_info_lists_the_whitelist_with_costs_and_engines(server: Server) -> None:
     with server() as (url, _), urllib.request.urlopen(f"{url}/api/info") as response:
         info = json.load(response)
@@ -126,6 +127,7 @@ def test_info_lists_the_whitelist_with_costs_and_engines(server: Server) -> None
     assert info["limits"] == {"max_upload_bytes": 20 << 20, "max_pixels": 1_000_000, "queue": 4}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torch", "packed"])
 def test_restore_answers_what_the_python_api_gives(server: Server, models: Path, engine: str) -> None:
     with server() as (url, _):
@@ -156,6 +158,7 @@ def test_degrading_for_sr_reproduces_the_official_lr_file_and_scores_it(
     assert answer["psnr"] == {"output": pytest.approx(expected, abs=1e-3), "input": None}
 
 
+@pytest.mark.slow
 def test_degrading_with_noise_gives_the_psnr_sigma_implies(server: Server) -> None:
     with server() as (url, _):
         status, answer, _ = post(

@@ -23,6 +23,8 @@ from bbcu.serve.app import create_app
 from bbcu.serve.server import running_in_thread
 from browser import headless_chromium
 
+pytestmark = pytest.mark.browser
+
 MODEL = "random-bbcu-m-x4"
 LR_X4 = data_root() / "Set5" / "LR_bicubic" / "X4" / "butterflyx4.png"
 WAIT_S = 60

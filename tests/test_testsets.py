@@ -28,6 +28,7 @@ def _readme_counts() -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BUNDLED_TEST_SETS))
 def test_image_count_matches_data_readme(name: str) -> None:
     task = BUNDLED_TEST_SETS[name]
@@ -36,6 +37,7 @@ def test_image_count_matches_data_readme(name: str) -> None:
     assert len({p.name for p in pairs}) == len(pairs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "scale"), [(n, s) for n in ("Set5", "Set14") for s in (2, 3, 4)] + [("B100", 3)]
 )
@@ -75,6 +77,7 @@ def test_denoise_noise_is_numpy_seed_0_per_image_unclipped() -> None:
     assert min(p.lq.min() for p in pairs) < 0 and max(p.lq.max() for p in pairs) > 1
 
 
+@pytest.mark.slow
 def test_jpeg_gt_is_rounded_matlab_y_and_lq_is_pillow_jpeg() -> None:
     pair = load_test_set("LIVE1", "jpeg", quality=20)[0]
     rgb = np.asarray(Image.open(data_root() / "LIVE1" / f"{pair.name}.png").convert("RGB")) / 255.0

@@ -179,10 +179,37 @@ def wrong_shape(tmp_path: Path) -> Path:
     return path
 
 
+def huge_arguments(tmp_path: Path) -> Path:
+    """A small file whose header asks for a network of about 360 GB (issue 12)."""
+    path = our_file(tmp_path, "bbcu-m")
+    rewrite(path, safetensors.torch.load_file(path), model_kwargs='{"channels": 100000, "scale": 4}')
+    return path
+
+
+def nan_weight(tmp_path: Path) -> Path:
+    path = our_file(tmp_path)
+    tensors = safetensors.torch.load_file(path)
+    tensors["model.0.weight"][0, 0, 0, 0] = float("nan")
+    rewrite(path, tensors)
+    return path
+
+
+def infinite_bias(tmp_path: Path) -> Path:
+    path = our_file(tmp_path, "dncnn3-lite")
+    tensors = safetensors.torch.load_file(path)
+    key = next(k for k in tensors if k.endswith("bias"))
+    tensors[key][0] = float("-inf")
+    rewrite(path, tensors)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make_file", "message"),
     [
         (lambda tmp: tmp / "absent.safetensors", "not found"),
+        (huge_arguments, "does not fit bbcu-m"),
+        (nan_weight, "NaN or infinite values in 1 tensor(s): model.0.weight"),
+        (infinite_bias, "NaN or infinite values in 1 tensor(s)"),
         (truncated, "not a readable safetensors file"),
         (foreign, "not a bbcu weights file"),
         (random_bytes, "not a readable safetensors file"),
@@ -196,6 +223,9 @@ def wrong_shape(tmp_path: Path) -> Path:
     ],
     ids=[
         "missing-file",
+        "huge-arguments",
+        "nan-weight",
+        "infinite-bias",
         "truncated",
         "foreign",
         "random-bytes",

@@ -54,5 +54,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{model.model_name} {model.model_kwargs} -> {output}")
     print(f"  weights file: {size_in:>10,} bytes")
     label = "packed file: " if args.format == "packed" else "compact file:"
-    print(f"  {label} {size_out:>10,} bytes ({size_in / size_out:.1f}x smaller)")
+    print(f"  {label} {size_out:>10,} bytes ({size_ratio(size_in, size_out)})")
     return 0
+
+
+def size_ratio(before: int, after: int) -> str:
+    """``"4.2x smaller"``, or ``"1.3x larger"`` when the new file is the bigger one."""
+    if after <= before:
+        return f"{before / max(after, 1):.1f}x smaller"
+    return f"{after / max(before, 1):.1f}x larger"

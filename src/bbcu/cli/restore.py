@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bbcu.core.constants import SR_SCALES, TASKS
-from bbcu.core.errors import BbcuError, InvalidArgumentError
+from bbcu.core.errors import BbcuError, InvalidArgumentError, OutputError
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image, write_image
 from bbcu.run.images import restore_pixels
 from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(
         args.model, task=args.task, scale=args.scale, weights=args.weights, engine=args.engine
     )
+    check_output_folder(args.output.absolute())
     sources, problems = expand_inputs(args.inputs)
     jobs, clashes = plan_outputs(sources, args.output, args.suffix, args.ext)
     for problem in problems + clashes:
@@ -88,6 +90,20 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     print(f"restored {restored}, failed {failed}, in {elapsed:.1f} s (outputs in {args.output})")
     return 1 if failed else 0
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder that can never be one before any image is computed (it is created, if
+    missing, by the first write).
+
+    Raises:
+        OutputError: If ``folder`` or the nearest existing folder above it is a file, or is not writable.
+    """
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"cannot use {folder} as the output folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot use {folder} as the output folder: {existing} is not writable")
 
 
 def restore_file(model: ResolvedModel, source: Path, target: Path, args: argparse.Namespace) -> None:

@@ -37,8 +37,9 @@ class OutputError(BbcuError, OSError):
     """An output that cannot be written (missing folder, no permission, full disk)."""
 
 
-class TrainingDivergedError(BbcuError, ArithmeticError):
-    """A training run whose loss went non-finite; the last good checkpoint is kept for a resume."""
+class NonFiniteError(BbcuError, ArithmeticError):
+    """NaN or infinity where a number must be finite: a training loss that diverged (the last good
+    checkpoint is kept for a resume), or a network whose output is not a picture."""
 
 
 class MissingExtraError(BbcuError, ImportError):

@@ -16,10 +16,14 @@ activation or a latent weight is exactly zero.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -78,15 +82,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
     if not path.is_file():
         raise InvalidFileError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: one line only
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = _unpickler_complaint(str(err))
-        if "global" in detail.lower():
+        foreign = _foreign_globals(path)
+        if foreign:
             raise InvalidFileError(
-                f"refusing {path}: it names Python objects beyond tensors, and unpickling it could run "
-                f"code ({detail})"
+                f"refusing {path}: unpickling it would import {', '.join(foreign[:3])}, which could run "
+                "code; a checkpoint holds only tensors and plain containers"
             ) from err
-        raise InvalidFileError(f"{path} is not a PyTorch checkpoint ({detail})") from err
+        raise InvalidFileError(
+            f"{path} is not a PyTorch checkpoint ({_unpickler_complaint(str(err))})"
+        ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise InvalidFileError(
             f"{path} is not a readable PyTorch checkpoint: {str(err).splitlines()[0]}"
@@ -94,6 +102,48 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, object]:
     if not isinstance(checkpoint, dict):
         raise InvalidFileError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
     return checkpoint
+
+
+_SAFE_MODULES = ("torch", "collections", "_codecs")
+"""Modules whose names a real checkpoint's pickle mentions (tensor rebuilders, OrderedDict, bytes)."""
+_GLOBAL_OPCODES = ("GLOBAL", "STACK_GLOBAL", "INST")
+_STRING_OPCODES = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING")
+
+
+def _foreign_globals(path: Path) -> list[str]:
+    """``module.name`` of each non-checkpoint object the file's pickles would import, read without
+    unpickling (``pickletools`` only parses opcodes); empty when the file is no pickle at all.
+
+    This only words the refusal: ``torch.load(weights_only=True)`` already refused to run anything.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
+    except (zipfile.BadZipFile, OSError):
+        pickles = [path.read_bytes()]
+    named: list[str] = []
+    for data in pickles:
+        named += [g for g in _pickled_globals(data) if g.split(".")[0] not in _SAFE_MODULES]
+    return list(dict.fromkeys(named))
+
+
+def _pickled_globals(data: bytes) -> list[str]:
+    """Every global named by the pickles at the start of ``data`` (legacy files hold several)."""
+    names: list[str] = []
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        strings: list[str] = []
+        try:
+            for opcode, argument, _ in pickletools.genops(stream):
+                if opcode.name in _STRING_OPCODES:
+                    strings.append(str(argument))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(".".join(strings[-2:]))
+                elif opcode.name in _GLOBAL_OPCODES and isinstance(argument, str):
+                    names.append(argument.replace(" ", "."))
+        except (ValueError, EOFError, pickle.UnpicklingError):
+            break  # not (or no longer) a pickle: raw storage bytes, or no pickle at all
+    return names
 
 
 def _unpickler_complaint(message: str) -> str:

@@ -339,6 +339,8 @@ def _check_tensors(path: Path, network: PackedNetwork) -> None:
             raise InvalidFileError(
                 f"{path}: tensor {name} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}"
             )
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise InvalidFileError(f"{path}: tensor {name} holds NaN or infinite values")
     for op in (op for op in network.graph if op["op"] in BINARY_OPS):
         if unpack_bits(network.tensors[f"{op['name']}.weight_bits"])[..., op["channels"] :].any():
             raise InvalidFileError(

@@ -114,19 +114,25 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
         The model in eval mode.
 
     Raises:
-        InvalidFileError: For a missing, corrupt or foreign file, an unknown model, or tensors that do
-            not fit.
+        InvalidFileError: For a missing, corrupt or foreign file, an unknown model, arguments or
+            tensors that do not fit each other, or tensors holding NaN or infinity.
     """
     metadata = read_metadata(path)
     try:
         name, kwargs = metadata["model"], json.loads(metadata["model_kwargs"])
     except (KeyError, ValueError) as err:
         raise InvalidFileError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from err
-    model = build_recorded_model(name, kwargs, source=str(path))
+    # The header's arguments are checked against the stored tensors on a skeleton that allocates
+    # nothing, so a file asking for an enormous network is refused before any memory is spent on it.
+    with torch.device("meta"):
+        skeleton = build_recorded_model(name, kwargs, source=str(path))
     _, state = read_container(Path(path), framework="pt")
     if metadata.get(BINARY_WEIGHTS_KEY) == BITS:
-        state = _bits_to_binary(model, state, source=str(path))
-    load_state_dict_strictly(model, state, source=str(path))
+        state = _bits_to_binary(skeleton, state, source=str(path))
+    check_state_fits(skeleton, state, source=str(path))
+    _refuse_non_finite(state, source=str(path))
+    model = build_recorded_model(name, kwargs, source=str(path))
+    model.load_state_dict(state, strict=True)
     try:
         return model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as err:  # a CPU-only torch asserts on "cuda"
@@ -192,10 +198,22 @@ def load_state_dict_strictly(
     source: str,
     labels: Mapping[str, str] | None = None,
 ) -> None:
-    """Load ``state`` into ``model``, naming the first few offending keys when they do not match exactly.
+    """Load ``state`` into ``model`` after ``check_state_fits`` (same arguments)."""
+    check_state_fits(model, state, source=source, labels=labels)
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_fits(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse ``state`` unless its keys and shapes are exactly ``model``'s, naming the first few culprits.
 
     Args:
-        model: The model to fill.
+        model: The model to fill (a skeleton on the ``meta`` device does: only shapes are read).
         state: Tensors keyed by the model's parameter names.
         source: Where ``state`` came from, for the message.
         labels: How to show a key of ``state`` to the user (a converter shows the original key).
@@ -221,7 +239,13 @@ def load_state_dict_strictly(
     if problems:
         name = getattr(model, "model_name", "the model")
         raise InvalidFileError(f"{source} does not fit {name}: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=True)
+
+
+def _refuse_non_finite(state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """A NaN or infinite weight turns every output black; it is a damaged file, not a model."""
+    damaged = sorted(k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if damaged:
+        raise InvalidFileError(f"{source}: NaN or infinite values in {_listed('tensor(s)', damaged)}")
 
 
 def _listed(what: str, keys: list[str]) -> str:

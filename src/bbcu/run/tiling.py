@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bbcu.archs.registry import create_model
-from bbcu.core.errors import InvalidArgumentError
+from bbcu.core.errors import InvalidArgumentError, NonFiniteError
 from bbcu.imaging.pixels import image_to_tensor, tensor_to_image
 
 DEFAULT_PIXEL_BUDGET = 1 << 20
@@ -78,6 +78,7 @@ def restore_array(
         float32 array, HxW or HxWx3 (scaled by the model's ``scale``), not clamped.
 
     Raises:
+        NonFiniteError: If the network's output holds NaN or infinity (it is no picture).
         InvalidArgumentError: If the image has a channel count other than 1 or 3, ``tile`` is not positive or
             ``tile_overlap`` is negative.
     """
@@ -135,6 +136,9 @@ def _run_tiled(model: nn.Module, x: torch.Tensor, tile: int, margin: int, scale:
         piece = model(
             x[..., padded[0] : padded[1], padded[2] : padded[3]].contiguous(memory_format=torch.channels_last)
         )
+        if not torch.isfinite(piece).all():  # tile by tile: no full-size temporary
+            name = getattr(model, "model_name", type(model).__name__)
+            raise NonFiniteError(f"{name} produced NaN or infinite values: its weights are damaged")
         if output is None:
             output = piece.new_empty(x.shape[0], piece.shape[1], height * scale, width * scale)
         top, left = (core[0] - padded[0]) * scale, (core[2] - padded[2]) * scale

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from bbcu.archs.registry import create_model
 from bbcu.binary.units import set_training_progress
 from bbcu.core.atomic import atomic_write_bytes
-from bbcu.core.errors import ConfigError, InvalidArgumentError, InvalidFileError, TrainingDivergedError
+from bbcu.core.errors import ConfigError, InvalidArgumentError, InvalidFileError, NonFiniteError
 from bbcu.formats import weights
 from bbcu.train import faults
 from bbcu.train.checkpoint import list_checkpoints, save_checkpoint
@@ -111,7 +111,7 @@ def train(
         The final training state.
 
     Raises:
-        TrainingDivergedError: On a non-finite loss (the last good checkpoint is kept).
+        NonFiniteError: On a non-finite loss (the last good checkpoint is kept).
         InvalidArgumentError: A batch larger than the training set, a device that is absent or a resume
             with another process count.
         InvalidFileError: A ``model.init`` file that does not fit the model.
@@ -214,7 +214,7 @@ class _Trainer:
         loss.backward()
         mean_loss = float(mean_over_ranks(loss.detach(), self.context))
         if not np.isfinite(mean_loss):
-            raise TrainingDivergedError(self._diverged_message(mean_loss))
+            raise NonFiniteError(self._diverged_message(mean_loss))
         if config.train.grad_clip is not None:
             nn.utils.clip_grad_norm_(state.model.parameters(), config.train.grad_clip)
         state.optimizer.step()

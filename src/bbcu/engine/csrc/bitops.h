@@ -22,6 +22,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #define BBCU_X86 1
 #endif
+#if defined(__aarch64__)
+#define BBCU_ARM64 1
+#endif
 
 typedef struct ConvArgs {
     const uint64_t *x;
@@ -71,6 +74,9 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
 void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t *out);
 #endif
+#ifdef BBCU_ARM64
+void bbcu_conv_rows_neon(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+#endif
 
 /* isa.c: the paths this CPU can run, and the one in use. */
 int bbcu_isa_count(void);
@@ -78,9 +84,16 @@ const IsaKernels *bbcu_isa_at(int index); /* index < bbcu_isa_count(), slowest f
 int bbcu_isa_supported(const IsaKernels *isa);
 const IsaKernels *bbcu_isa_find(const char *name); /* NULL when the name is unknown */
 const IsaKernels *bbcu_isa_best(void);
+/* Output channels rounded up to isa's lane count (ConvArgs.o_lanes). */
+int bbcu_o_lanes(const IsaKernels *isa, int out_channels);
+/* The lane weights wl of w (O, 3, 3, Cw) for isa, malloc'ed (the caller frees them); NULL when isa reads
+ * ConvArgs.w instead (planes == 0) or memory ran out, told apart by isa->planes. */
+uint64_t *bbcu_lane_weights(const IsaKernels *isa, const uint64_t *w, int out_channels, int channel_words);
 
 /* threads.c: runs isa->conv_rows over the output rows split into contiguous bands, one thread per band.
  * Returns 0, or -1 when memory ran out (nothing is computed then). */
 int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads);
+/* The threads worth starting for the conv `a`: 1 below a work size where starting them costs more. */
+int bbcu_threads_for(const ConvArgs *a, int num_threads);
 
 #endif

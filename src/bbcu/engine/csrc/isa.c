@@ -1,8 +1,16 @@
 /*
  * Runtime dispatch: the wheel is built for baseline x86-64 (no -march=native), and each SIMD path is
- * chosen only when the CPU it runs on reports the instructions that path was compiled for.
+ * chosen only when the CPU it runs on reports the instructions that path was compiled for. On aarch64
+ * the NEON path is chosen when the kernel reports Advanced SIMD (every AArch64 Linux CPU does; the
+ * check keeps the portable path for an exotic one that would not).
  */
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #include "bitops.h"
 
@@ -12,6 +20,7 @@ static uint64_t whole_word(uint64_t w, int plane)
     return w;
 }
 
+#ifdef BBCU_X86
 /* AVX2 counts bits by nibble lookups; (x ^ w) & 0x0f.. == (x & 0x0f..) ^ (w & 0x0f..), so the weights
  * arrive already split into low and high nibbles (and the kernel splits each input row once). */
 static uint64_t nibble_word(uint64_t w, int plane)
@@ -19,12 +28,16 @@ static uint64_t nibble_word(uint64_t w, int plane)
     const uint64_t low_nibbles = UINT64_C(0x0f0f0f0f0f0f0f0f);
     return plane == 0 ? w & low_nibbles : (w >> 4) & low_nibbles;
 }
+#endif
 
 static const IsaKernels ISAS[] = {
     {"portable", 1, 0, NULL, 0, bbcu_conv_rows_portable, bbcu_pack_signs_portable},
 #ifdef BBCU_X86
     {"avx2", 4, 2, nibble_word, 2, bbcu_conv_rows_avx2, bbcu_pack_signs_avx2},
     {"avx512", 8, 1, whole_word, 0, bbcu_conv_rows_avx512, bbcu_pack_signs_avx512},
+#endif
+#ifdef BBCU_ARM64
+    {"neon", 2, 1, whole_word, 0, bbcu_conv_rows_neon, bbcu_pack_signs_portable},
 #endif
 };
 
@@ -40,6 +53,13 @@ int bbcu_isa_supported(const IsaKernels *isa)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     if (strcmp(isa->name, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+#if defined(BBCU_ARM64) && defined(__linux__)
+    if (strcmp(isa->name, "neon") == 0)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0;
+#elif defined(BBCU_ARM64)
+    if (strcmp(isa->name, "neon") == 0)
+        return 1; /* Advanced SIMD is part of the AArch64 base architecture */
 #endif
     return strcmp(isa->name, "portable") == 0;
 }
@@ -59,4 +79,24 @@ const IsaKernels *bbcu_isa_best(void)
         if (bbcu_isa_supported(&ISAS[i]))
             best = &ISAS[i];
     return best;
+}
+
+int bbcu_o_lanes(const IsaKernels *isa, int out_channels)
+{
+    return (out_channels + isa->lanes - 1) / isa->lanes * isa->lanes;
+}
+
+uint64_t *bbcu_lane_weights(const IsaKernels *isa, const uint64_t *w, int out_channels, int channel_words)
+{
+    if (isa->planes == 0)
+        return NULL;
+    const int words = 9 * channel_words, o_lanes = bbcu_o_lanes(isa, out_channels);
+    uint64_t *wl = calloc((size_t)words * isa->planes * o_lanes, sizeof(uint64_t));
+    if (!wl)
+        return NULL;
+    for (int o = 0; o < out_channels; o++)
+        for (int tk = 0; tk < words; tk++)
+            for (int p = 0; p < isa->planes; p++)
+                wl[((size_t)tk * isa->planes + p) * o_lanes + o] = isa->plane_word(w[(size_t)o * words + tk], p);
+    return wl;
 }

@@ -15,8 +15,6 @@
 
 #include "bitops.h"
 
-/* Below this many word operations a conv is not worth starting threads for. */
-#define MIN_WORK_FOR_THREADS (1L << 18)
 /* Keeps 9 * channels, the largest |dot|, far inside int32. */
 #define MAX_CHANNELS (1 << 26)
 
@@ -214,33 +212,18 @@ static int parse_geometry(PyObject *xp_obj, PyObject *wp_obj, int channels, cons
     return 0;
 }
 
-/* Weights laid out (9 * Cw, P, o_lanes) for kernels that hold output channels in SIMD lanes. */
-static uint64_t *lane_weights(const ConvArgs *a, const IsaKernels *isa)
-{
-    const int words = 9 * a->channel_words;
-    uint64_t *wl = calloc((size_t)words * isa->planes * a->o_lanes, sizeof(uint64_t));
-    if (!wl)
-        return NULL;
-    for (int o = 0; o < a->out_channels; o++)
-        for (int tk = 0; tk < words; tk++)
-            for (int p = 0; p < isa->planes; p++)
-                wl[((size_t)tk * isa->planes + p) * a->o_lanes + o] = isa->plane_word(a->w[(size_t)o * words + tk], p);
-    return wl;
-}
-
 /* Runs the conv described by `a` on the current ISA and thread count, GIL released. */
 static int run_conv(ConvArgs *a)
 {
     const IsaKernels *isa = current_isa;
-    a->o_lanes = (a->out_channels + isa->lanes - 1) / isa->lanes * isa->lanes;
-    uint64_t *wl = NULL;
-    if (isa->planes > 0 && !(wl = lane_weights(a, isa))) {
+    a->o_lanes = bbcu_o_lanes(isa, a->out_channels);
+    uint64_t *wl = bbcu_lane_weights(isa, a->w, a->out_channels, a->channel_words);
+    if (isa->planes > 0 && !wl) {
         PyErr_NoMemory();
         return -1;
     }
     a->wl = wl;
-    const double work = (double)a->height * a->width * a->out_channels * 9 * a->channel_words;
-    const int threads = work < (double)MIN_WORK_FOR_THREADS ? 1 : num_threads;
+    const int threads = bbcu_threads_for(a, num_threads);
     int status;
     Py_BEGIN_ALLOW_THREADS;
     status = bbcu_run_rows(a, isa, threads);
@@ -381,7 +364,8 @@ static PyObject *set_isa(PyObject *self, PyObject *args)
     }
     const IsaKernels *isa = bbcu_isa_find(name);
     if (!isa) {
-        PyErr_Format(PyExc_ValueError, "set_isa: unknown ISA '%s' (choose portable, avx2, avx512 or auto)", name);
+        PyErr_Format(PyExc_ValueError, "set_isa: unknown ISA '%s' (choose portable, avx2, avx512, neon or auto)",
+                     name);
         return NULL;
     }
     if (!bbcu_isa_supported(isa)) {
@@ -416,7 +400,7 @@ static PyMethodDef METHODS[] = {
     {"binary_conv3x3", binary_conv3x3, METH_VARARGS,
      "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out) -> (y, bits)"},
     {"available_isas", available_isas, METH_NOARGS, "available_isas() -> list of ISA names this CPU runs"},
-    {"set_isa", set_isa, METH_VARARGS, "set_isa(name): force 'portable', 'avx2', 'avx512' or 'auto'"},
+    {"set_isa", set_isa, METH_VARARGS, "set_isa(name): force 'portable', 'avx2', 'avx512', 'neon' or 'auto'"},
     {"get_isa", get_isa, METH_NOARGS, "get_isa() -> name of the ISA in use"},
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n)"},
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads() -> int"},

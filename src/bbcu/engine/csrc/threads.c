@@ -8,6 +8,9 @@
 
 #include "bitops.h"
 
+/* Below this many word operations a conv is not worth starting threads for. */
+#define MIN_WORK_FOR_THREADS (1L << 18)
+
 typedef struct RowBand {
     const ConvArgs *args;
     ConvRowsFn conv_rows;
@@ -64,4 +67,10 @@ int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads)
     }
     free_bands(bands, count);
     return 0;
+}
+
+int bbcu_threads_for(const ConvArgs *a, int num_threads)
+{
+    const double work = (double)a->height * a->width * a->out_channels * 9 * a->channel_words;
+    return work < (double)MIN_WORK_FOR_THREADS ? 1 : num_threads;
 }

@@ -1,0 +1,280 @@
+/*
+ * Running a loaded network: the graph top to bottom on one tile, and the tiling around it.
+ *
+ * This mirrors bbcu.engine.runtime (the Python engine): features are float32 (H, W, C), a bbcu_unit is
+ * one call of the shared kernels (src/bbcu/engine/csrc) with its whole epilogue fused and, when the
+ * next op is binary too, that op's input signs packed in the same pass; a bbcu_upsample is s^2 calls,
+ * one per sub-pixel, each with the unshuffled input as its residual (the nearest-neighbour skip).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bitops.h"
+#include "internal.h"
+
+#define DEFAULT_TILE_BUDGET_MIB 128
+#define MIN_AUTO_TILE 16
+
+/* The features of one tile between operations. */
+typedef struct Flow {
+    float *x, *skip;
+    uint64_t *packed; /* signs of x + shift of the next op, when the previous epilogue made them */
+    int height, width, channels;
+} Flow;
+
+typedef struct Runner {
+    const bbcu_model *model;
+    const IsaKernels *isa;
+    int threads;
+} Runner;
+
+static float *new_floats(size_t count) { return malloc((count ? count : 1) * sizeof(float)); }
+
+static uint64_t *pack(const Runner *r, const Flow *f, const float *shift)
+{
+    const int cw = (f->channels + 63) / 64;
+    const size_t pixels = (size_t)f->height * f->width;
+    uint64_t *bits = malloc(pixels * cw * sizeof(uint64_t));
+    for (size_t p = 0; bits && p < pixels; p++)
+        r->isa->pack_signs(f->x + p * f->channels, shift, f->channels, bits + p * cw);
+    return bits;
+}
+
+/* One binary conv C -> C through the kernels: part `part` of op, residual = f->x, written to y; with
+ * next_shift, also the signs of y + next_shift into *next_bits (allocated here). */
+static int binary_conv(const Runner *r, const Op *op, int part, const Flow *f, const uint64_t *bits, float *y,
+                       const float *next_shift, uint64_t **next_bits)
+{
+    const int c = op->in_channels, cw = (c + 63) / 64;
+    ConvArgs a = {0};
+    a.x = bits;
+    a.w = op->bits + (size_t)part * c * 9 * cw;
+    a.height = f->height, a.width = f->width, a.channels = c, a.channel_words = cw, a.out_channels = c;
+    a.o_lanes = bbcu_o_lanes(r->isa, c);
+    a.y = y;
+    a.scale = op->alpha + (size_t)part * c;
+    a.bias = op->binary_bias ? op->binary_bias + (size_t)part * c : NULL;
+    a.gamma = op->gamma + (size_t)part * c;
+    a.beta = op->beta + (size_t)part * c;
+    a.zeta = op->zeta + (size_t)part * c;
+    a.residual = f->x;
+    uint64_t *wl = bbcu_lane_weights(r->isa, a.w, c, cw);
+    if (r->isa->planes > 0 && !wl)
+        return -1;
+    a.wl = wl;
+    if (next_shift) {
+        a.next_shift = next_shift;
+        a.next_bits = *next_bits = malloc((size_t)f->height * f->width * cw * sizeof(uint64_t));
+    }
+    const int status = (next_shift && !a.next_bits) ? -1 : bbcu_run_rows(&a, r->isa, bbcu_threads_for(&a, r->threads));
+    free(wl);
+    return status;
+}
+
+static int run_unit(const Runner *r, const Op *op, const Op *next, Flow *f)
+{
+    uint64_t *bits = f->packed ? f->packed : pack(r, f, op->shift), *next_bits = NULL;
+    f->packed = NULL;
+    if (!bits)
+        return -1;
+    const int feeds_binary = next && (next->kind == OP_BBCU_UNIT || next->kind == OP_BBCU_UPSAMPLE);
+    const int status = binary_conv(r, op, 0, f, bits, f->x, feeds_binary ? next->shift : NULL, &next_bits);
+    free(bits);
+    f->packed = next_bits;
+    return status;
+}
+
+/* Copies a (H, W, C) plane to sub-pixel (i, j) of the (sH, sW, C) grid y. */
+static void scatter(const float *plane, int height, int width, int channels, int scale, int i, int j, float *y)
+{
+    for (int h = 0; h < height; h++)
+        for (int w = 0; w < width; w++)
+            memcpy(y + ((size_t)(h * scale + i) * width * scale + (size_t)w * scale + j) * channels,
+                   plane + ((size_t)h * width + w) * channels, (size_t)channels * sizeof(float));
+}
+
+static int run_upsample(const Runner *r, const Op *op, Flow *f)
+{
+    const int s = op->scale, c = f->channels;
+    const size_t pixels = (size_t)f->height * f->width;
+    uint64_t *bits = f->packed ? f->packed : pack(r, f, op->shift);
+    f->packed = NULL;
+    float *plane = new_floats(pixels * c), *y = new_floats(pixels * c * s * s);
+    int status = bits && plane && y ? 0 : -1;
+    for (int part = 0; part < op->parts && !status; part++) {
+        status = binary_conv(r, op, part, f, bits, plane, NULL, NULL);
+        if (!status)
+            scatter(plane, f->height, f->width, c, s, part / s, part % s, y);
+    }
+    free(bits);
+    free(plane);
+    if (status) {
+        free(y);
+        return -1;
+    }
+    free(f->x);
+    f->x = y;
+    f->height *= s, f->width *= s;
+    return 0;
+}
+
+static int replace_x(Flow *f, float *y, int height, int width, int channels)
+{
+    if (!y)
+        return -1;
+    free(f->x);
+    f->x = y;
+    f->height = height, f->width = width, f->channels = channels;
+    return 0;
+}
+
+static int run_op(const Runner *r, const Op *op, const Op *next, Flow *f, const float *in)
+{
+    const size_t count = (size_t)f->height * f->width * f->channels;
+    const float k = r->model->k;
+    float *y;
+    switch (op->kind) {
+    case OP_INPUT_SCALE:
+        f->skip = new_floats(count);
+        f->x = new_floats(count);
+        if (!f->skip || !f->x)
+            return -1;
+        for (size_t i = 0; i < count; i++)
+            f->skip[i] = f->x[i] = in[i] * k;
+        return 0;
+    case OP_CONV:
+        y = new_floats((size_t)f->height * f->width * op->out_channels);
+        if (y)
+            bbcu_conv3x3_float(f->x, f->height, f->width, f->channels, op->weight, op->bias, op->out_channels, y,
+                               r->threads);
+        return replace_x(f, y, f->height, f->width, op->out_channels);
+    case OP_LEAKY_RELU:
+        for (size_t i = 0; i < count; i++)
+            f->x[i] = f->x[i] > 0.0f ? f->x[i] : f->x[i] * op->slope;
+        return 0;
+    case OP_RELU:
+        for (size_t i = 0; i < count; i++)
+            f->x[i] = f->x[i] > 0.0f ? f->x[i] : 0.0f;
+        return 0;
+    case OP_PIXEL_SHUFFLE:
+        y = new_floats(count);
+        if (y)
+            bbcu_pixel_shuffle(f->x, f->height, f->width, op->out_channels, op->scale, y);
+        return replace_x(f, y, f->height * op->scale, f->width * op->scale, op->out_channels);
+    case OP_BBCU_UNIT:
+        return run_unit(r, op, next, f);
+    case OP_BBCU_UPSAMPLE:
+        return run_upsample(r, op, f);
+    case OP_ADD_BILINEAR_SKIP:
+        bbcu_add_bilinear(f->skip, f->height / op->scale, f->width / op->scale, f->channels, op->scale, f->x);
+        return 0;
+    case OP_SUBTRACT_FROM_SKIP:
+        for (size_t i = 0; i < count; i++)
+            f->x[i] = f->skip[i] - f->x[i];
+        return 0;
+    case OP_OUTPUT_SCALE:
+        for (size_t i = 0; i < count; i++)
+            f->x[i] = f->x[i] / k;
+        return 0;
+    }
+    return -1;
+}
+
+/* The whole graph on one (height, width) input; out receives (sH, sW, out_channels). */
+static int run_tile(const Runner *r, const float *in, int height, int width, float *out)
+{
+    const bbcu_model *m = r->model;
+    Flow f = {NULL, NULL, NULL, height, width, m->in_channels};
+    int status = 0;
+    for (int i = 0; i < m->op_count && !status; i++)
+        status = run_op(r, &m->ops[i], i + 1 < m->op_count ? &m->ops[i + 1] : NULL, &f, in);
+    if (!status)
+        memcpy(out, f.x, (size_t)f.height * f.width * f.channels * sizeof(float));
+    free(f.x);
+    free(f.skip);
+    free(f.packed);
+    return status;
+}
+
+/* ------------------------------------------------------------------ tiling */
+
+static int auto_tile(const bbcu_model *m, int height, int width, int budget_mib)
+{
+    const double budget = (double)(budget_mib > 0 ? budget_mib : DEFAULT_TILE_BUDGET_MIB) * (1 << 20);
+    const double per_pixel = (double)m->floats_per_pixel * sizeof(float);
+    if ((double)height * width * per_pixel <= budget)
+        return height > width ? height : width;
+    const int side = (int)sqrt(budget / per_pixel) - 2 * m->radius;
+    return side > MIN_AUTO_TILE ? side : MIN_AUTO_TILE;
+}
+
+/* Runs tile [y0, y1) x [x0, x1) with its context of `radius` pixels and keeps its centre. */
+static int run_core(const Runner *r, const float *in, int height, int width, int y0, int y1, int x0, int x1,
+                    float *out)
+{
+    const bbcu_model *m = r->model;
+    const int radius = m->radius, s = m->scale, cin = m->in_channels, cout = m->out_channels;
+    const int ey0 = y0 - radius > 0 ? y0 - radius : 0, ey1 = y1 + radius < height ? y1 + radius : height;
+    const int ex0 = x0 - radius > 0 ? x0 - radius : 0, ex1 = x1 + radius < width ? x1 + radius : width;
+    const int th = ey1 - ey0, tw = ex1 - ex0;
+    float *tile_in = new_floats((size_t)th * tw * cin), *tile_out = new_floats((size_t)th * tw * s * s * cout);
+    int status = tile_in && tile_out ? 0 : -1;
+    for (int h = 0; h < th && !status; h++)
+        memcpy(tile_in + (size_t)h * tw * cin, in + ((size_t)(ey0 + h) * width + ex0) * cin,
+               (size_t)tw * cin * sizeof(float));
+    if (!status)
+        status = run_tile(r, tile_in, th, tw, tile_out);
+    for (int h = (y0 - ey0) * s; h < (y1 - ey0) * s && !status; h++)
+        memcpy(out + ((size_t)(ey0 * s + h) * width * s + (size_t)x0 * s) * cout,
+               tile_out + ((size_t)h * tw * s + (size_t)(x0 - ex0) * s) * cout,
+               (size_t)(x1 - x0) * s * cout * sizeof(float));
+    free(tile_in);
+    free(tile_out);
+    return status;
+}
+
+static int online_cpus(void)
+{
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus > 0 ? (int)cpus : 1;
+}
+
+const char *bbcu_best_isa(void) { return bbcu_isa_best()->name; }
+
+size_t bbcu_output_size(const bbcu_model *model, int height, int width)
+{
+    return (size_t)height * model->scale * width * model->scale * model->out_channels;
+}
+
+bbcu_status bbcu_run(const bbcu_model *model, const float *in, int height, int width, float *out,
+                     const bbcu_options *options, bbcu_error *error)
+{
+    if (!model || !in || !out)
+        return bbcu_fail(error, BBCU_ERROR_ARGUMENT, "bbcu_run: model, in and out must not be NULL");
+    if (height < 1 || width < 1 || height > BBCU_MAX_SIDE || width > BBCU_MAX_SIDE)
+        return bbcu_fail(error, BBCU_ERROR_ARGUMENT, "bbcu_run: image of %d x %d pixels (each side 1 to %d)", height,
+                         width, BBCU_MAX_SIDE);
+    const bbcu_options defaults = {0, 0, 0, NULL};
+    const bbcu_options *o = options ? options : &defaults;
+    const IsaKernels *isa = !o->isa || strcmp(o->isa, "auto") == 0 ? bbcu_isa_best() : bbcu_isa_find(o->isa);
+    if (!isa || !bbcu_isa_supported(isa))
+        return bbcu_fail(error, BBCU_ERROR_ARGUMENT, "bbcu_run: kernels '%s' unknown or not supported by this CPU",
+                         o->isa);
+    if (o->threads < 0 || o->tile < 0 || o->tile_budget_mib < 0)
+        return bbcu_fail(error, BBCU_ERROR_ARGUMENT, "bbcu_run: threads, tile and tile_budget_mib must be >= 0");
+    const Runner r = {model, isa, o->threads ? o->threads : online_cpus()};
+    const int tile = o->tile ? o->tile : auto_tile(model, height, width, o->tile_budget_mib);
+    for (int y0 = 0; y0 < height; y0 += tile)
+        for (int x0 = 0; x0 < width; x0 += tile) {
+            const int y1 = height - y0 > tile ? y0 + tile : height, x1 = width - x0 > tile ? x0 + tile : width;
+            if (run_core(&r, in, height, width, y0, y1, x0, x1, out))
+                return bbcu_fail(error, BBCU_ERROR_MEMORY, "bbcu_run: out of memory (try a smaller tile)");
+        }
+    if (error) {
+        error->status = BBCU_OK;
+        error->message[0] = '\0';
+    }
+    return BBCU_OK;
+}

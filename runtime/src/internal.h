@@ -1,0 +1,72 @@
+/*
+ * libbbcu's private declarations: the loaded network (model.c builds it, engine.c runs it) and the
+ * full-precision operations (ops.c).
+ */
+#ifndef BBCU_RUNTIME_INTERNAL_H
+#define BBCU_RUNTIME_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bbcu.h"
+
+typedef enum OpKind {
+    OP_INPUT_SCALE,
+    OP_CONV,
+    OP_LEAKY_RELU,
+    OP_RELU,
+    OP_PIXEL_SHUFFLE,
+    OP_BBCU_UNIT,
+    OP_BBCU_UPSAMPLE,
+    OP_ADD_BILINEAR_SKIP,
+    OP_SUBTRACT_FROM_SKIP,
+    OP_OUTPUT_SCALE,
+} OpKind;
+
+/* One graph operation with its tensors, laid out for the runtime. */
+typedef struct Op {
+    OpKind kind;
+    int in_channels, out_channels; /* features before and after */
+    int scale;                     /* pixel_shuffle, bbcu_upsample, add_bilinear_skip */
+    float slope;                   /* leaky_relu */
+    /* conv: weight as (3, 3, in_channels, out_channels), bias (out_channels,) or NULL. */
+    float *weight, *bias;
+    /* Binary ops, C = in_channels, one "part" per sub-pixel (1 for bbcu_unit, scale^2 for
+     * bbcu_upsample, part r holding the stored output channels c * scale^2 + r): bits
+     * (parts, C, 3, 3, Cw), and alpha, bias (NULL when absent), gamma, beta, zeta (parts, C). */
+    float *shift;
+    uint64_t *bits;
+    float *alpha, *binary_bias, *gamma, *beta, *zeta;
+    int parts;
+} Op;
+
+struct bbcu_model {
+    char architecture[16];
+    int scale, in_channels, out_channels;
+    int floats_per_pixel; /* floats per input pixel of the largest feature map (for automatic tiles) */
+    float k;
+    int radius;
+    int op_count;
+    Op *ops;
+};
+
+/* Sets error (when not NULL) and returns status. */
+bbcu_status bbcu_fail(bbcu_error *error, bbcu_status status, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------ ops.c: full-precision layers */
+
+/* Runs fn(context, begin, end) over [0, rows) cut into bands, one per thread (fewer for small jobs).
+ * Returns 0, or -1 when a thread could not be created and its band could not run either (never). */
+typedef void (*RowsFn)(void *context, int begin, int end);
+void bbcu_parallel_rows(RowsFn fn, void *context, int rows, int threads);
+
+/* y (H, W, O) = conv3x3(x (H, W, C)) with zero padding, weight (3, 3, C, O), bias (O,) or NULL. */
+void bbcu_conv3x3_float(const float *x, int height, int width, int channels, const float *weight,
+                        const float *bias, int out_channels, float *y, int threads);
+/* y (sH, sW, C) = PixelShuffle(s) of x (H, W, s^2 C), PyTorch's channel order. */
+void bbcu_pixel_shuffle(const float *x, int height, int width, int channels, int scale, float *y);
+/* x (sH, sW, C) += bilinear_up(skip (H, W, C), s), as torch's F.interpolate(align_corners=False). */
+void bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x);
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * The full-precision layers of a packed network, in plain C: 3x3 convolutions (head, tail, BBCU-L's
+ * upsampler), PixelShuffle and the bilinear skip.
+ *
+ * Every output value is computed by one thread in a fixed order, so results do not depend on the thread
+ * count or the tiling, and (built with -ffp-contract=off, as the kernels are) are identical on x86-64
+ * and aarch64.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Below this many output rows per thread, threads cost more than they save. */
+#define MIN_ROWS_PER_THREAD 4
+
+typedef struct Band {
+    RowsFn fn;
+    void *context;
+    int begin, end;
+    pthread_t thread;
+    int started;
+} Band;
+
+static void *run_band(void *arg)
+{
+    Band *band = arg;
+    band->fn(band->context, band->begin, band->end);
+    return NULL;
+}
+
+void bbcu_parallel_rows(RowsFn fn, void *context, int rows, int threads)
+{
+    int count = rows / MIN_ROWS_PER_THREAD < threads ? rows / MIN_ROWS_PER_THREAD : threads;
+    if (count < 1)
+        count = 1;
+    Band *bands = count > 1 ? calloc((size_t)count, sizeof *bands) : NULL;
+    if (!bands) { /* one thread, or no memory for more: same result, run here */
+        fn(context, 0, rows);
+        return;
+    }
+    for (int i = 0; i < count; i++)
+        bands[i] = (Band){fn, context, (int)((long)rows * i / count), (int)((long)rows * (i + 1) / count), 0, 0};
+    for (int i = 1; i < count; i++)
+        bands[i].started = pthread_create(&bands[i].thread, NULL, run_band, &bands[i]) == 0;
+    run_band(&bands[0]);
+    for (int i = 1; i < count; i++) {
+        if (bands[i].started)
+            pthread_join(bands[i].thread, NULL);
+        else
+            run_band(&bands[i]);
+    }
+    free(bands);
+}
+
+/* ------------------------------------------------------------------ 3x3 convolution */
+
+typedef struct ConvContext {
+    const float *x, *weight, *bias;
+    int height, width, channels, out_channels;
+    float *y;
+} ConvContext;
+
+/* acc[o] = fma(x[c], w[c][o], acc[o]) for each c in turn: one rounding per tap and channel, in
+ * (tap, channel) order from 0, bias added last. That is how oneDNN (PyTorch's CPU convolution) computes
+ * the networks' 1- and 3-channel head convolutions on x86-64 for images up to about 20,000 pixels
+ * (1 channel; 3 channels: at least 32,000), so their outputs, which the first binarizer thresholds,
+ * agree with the Python engine's bit for bit (docs/deploy.md says what happens beyond). Wider
+ * convolutions are summed in blocks by oneDNN and agree to float rounding.
+ * fmaf is exact on every CPU; on x86-64 a clone built for FMA3 is picked at load time, so the loop
+ * runs on vector FMA where the CPU has it, and on aarch64 it is the native fmla. */
+#if defined(__x86_64__) && defined(__GLIBC__)
+__attribute__((target_clones("fma", "default")))
+#endif
+static void add_tap(const float *restrict x, const float *restrict w, int channels, int out_channels,
+                    float *restrict acc)
+{
+    for (int c = 0; c < channels; c++) {
+        const float v = x[c];
+        const float *restrict row = w + (size_t)c * out_channels;
+        for (int o = 0; o < out_channels; o++)
+            acc[o] = fmaf(v, row[o], acc[o]);
+    }
+}
+
+static void conv_rows(void *context, int begin, int end)
+{
+    const ConvContext *a = context;
+    const int c = a->channels, o = a->out_channels;
+    for (int h = begin; h < end; h++)
+        for (int w = 0; w < a->width; w++) {
+            float *acc = a->y + ((size_t)h * a->width + w) * o;
+            memset(acc, 0, (size_t)o * sizeof *acc);
+            for (int dy = -1; dy <= 1; dy++) {
+                if (h + dy < 0 || h + dy >= a->height)
+                    continue;
+                for (int dx = -1; dx <= 1; dx++) {
+                    if (w + dx < 0 || w + dx >= a->width)
+                        continue;
+                    const float *x = a->x + ((size_t)(h + dy) * a->width + (w + dx)) * c;
+                    add_tap(x, a->weight + (size_t)((dy + 1) * 3 + dx + 1) * c * o, c, o, acc);
+                }
+            }
+            for (int i = 0; a->bias && i < o; i++)
+                acc[i] += a->bias[i];
+        }
+}
+
+void bbcu_conv3x3_float(const float *x, int height, int width, int channels, const float *weight,
+                        const float *bias, int out_channels, float *y, int threads)
+{
+    ConvContext a = {x, weight, bias, height, width, channels, out_channels, y};
+    bbcu_parallel_rows(conv_rows, &a, height, threads);
+}
+
+/* ------------------------------------------------------------------ pixel shuffle */
+
+void bbcu_pixel_shuffle(const float *x, int height, int width, int channels, int scale, float *y)
+{
+    const int in_channels = channels * scale * scale, out_width = width * scale;
+    for (int h = 0; h < height; h++)
+        for (int i = 0; i < scale; i++)
+            for (int w = 0; w < width; w++)
+                for (int j = 0; j < scale; j++) {
+                    const float *src = x + ((size_t)h * width + w) * in_channels + i * scale + j;
+                    float *dst = y + ((size_t)(h * scale + i) * out_width + (w * scale + j)) * channels;
+                    for (int c = 0; c < channels; c++)
+                        dst[c] = src[(size_t)c * scale * scale];
+                }
+}
+
+/* ------------------------------------------------------------------ bilinear skip */
+
+/* Source index and weights of output index i along an axis of n input samples, as PyTorch computes
+ * them for align_corners=False with an explicit scale factor: src = (i + 0.5) / s - 0.5, clamped at 0. */
+static void bilinear_axis(int i, int n, float inverse_scale, int *i0, int *i1, float *l0, float *l1)
+{
+    float src = inverse_scale * ((float)i + 0.5f) - 0.5f;
+    if (src < 0.0f)
+        src = 0.0f;
+    *i0 = (int)src;
+    if (*i0 > n - 1)
+        *i0 = n - 1;
+    *i1 = *i0 < n - 1 ? *i0 + 1 : *i0;
+    *l1 = src - (float)*i0;
+    if (*l1 > 1.0f)
+        *l1 = 1.0f;
+    *l0 = 1.0f - *l1;
+}
+
+void bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x)
+{
+    const float inverse_scale = (float)(1.0 / scale);
+    const int out_height = height * scale, out_width = width * scale;
+    for (int oh = 0; oh < out_height; oh++) {
+        int h0, h1, w0, w1;
+        float a0, a1, b0, b1;
+        bilinear_axis(oh, height, inverse_scale, &h0, &h1, &a0, &a1);
+        for (int ow = 0; ow < out_width; ow++) {
+            bilinear_axis(ow, width, inverse_scale, &w0, &w1, &b0, &b1);
+            const float *p00 = skip + ((size_t)h0 * width + w0) * channels;
+            const float *p01 = skip + ((size_t)h0 * width + w1) * channels;
+            const float *p10 = skip + ((size_t)h1 * width + w0) * channels;
+            const float *p11 = skip + ((size_t)h1 * width + w1) * channels;
+            float *out = x + ((size_t)oh * out_width + ow) * channels;
+            for (int c = 0; c < channels; c++)
+                out[c] += a0 * (b0 * p00[c] + b1 * p01[c]) + a1 * (b0 * p10[c] + b1 * p11[c]);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+/*
+ * bbcu-run: restore an image with a packed .bbcu model, on libbbcu alone.
+ *
+ *     bbcu-run [--threads N] [--tile N] [--isa NAME] [--float OUT.pfm] MODEL.bbcu IN OUT
+ *
+ * IN is PNG, PPM or PGM; OUT is written by its extension (.png, .ppm, .pgm, or .pfm for the unclipped
+ * float output). Grey and colour are matched to the model as bbcu's Python restore does: a grey image
+ * on a colour model is replicated to three channels and the output averaged back to one; a colour
+ * image on a grey model is restored channel by channel. Any failure prints one line and exits 1 (2 for
+ * a usage error).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bbcu.h"
+#include "image_io.h"
+
+static const char USAGE[] =
+    "usage: bbcu-run [--threads N] [--tile N] [--isa auto|portable|avx2|avx512|neon] [--float OUT.pfm] "
+    "[--info] MODEL.bbcu IN OUT\n";
+
+typedef struct Arguments {
+    bbcu_options options;
+    const char *model, *in, *out, *float_out;
+    int info;
+} Arguments;
+
+static int positive_number(const char *text, int *out)
+{
+    char *end;
+    const long v = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || v < 1 || v > 1 << 20)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_arguments(int argc, char **argv, Arguments *a)
+{
+    const char *positional[3];
+    int count = 0;
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const int has_value = i + 1 < argc;
+        if (strcmp(arg, "--info") == 0)
+            a->info = 1;
+        else if (strcmp(arg, "--threads") == 0 && has_value) {
+            if (positive_number(argv[++i], &a->options.threads))
+                return -1;
+        } else if (strcmp(arg, "--tile") == 0 && has_value) {
+            if (positive_number(argv[++i], &a->options.tile))
+                return -1;
+        } else if (strcmp(arg, "--isa") == 0 && has_value)
+            a->options.isa = argv[++i];
+        else if (strcmp(arg, "--float") == 0 && has_value)
+            a->float_out = argv[++i];
+        else if (arg[0] == '-' && arg[1] != '\0')
+            return -1;
+        else if (count < 3)
+            positional[count++] = arg;
+        else
+            return -1;
+    }
+    if (count != (a->info ? 1 : 3))
+        return -1;
+    a->model = positional[0];
+    a->in = count > 1 ? positional[1] : NULL;
+    a->out = count > 2 ? positional[2] : NULL;
+    return 0;
+}
+
+static int failure(const char *message)
+{
+    fprintf(stderr, "bbcu-run: %s\n", message);
+    return 1;
+}
+
+/* Runs the model on one (H, W, C) plane set whose C is the model's in_channels. */
+static bbcu_status run(const bbcu_model *model, const float *in, int height, int width, float **out,
+                       const bbcu_options *options, bbcu_error *error)
+{
+    *out = malloc(bbcu_output_size(model, height, width) * sizeof(float));
+    if (!*out)
+        return BBCU_ERROR_MEMORY;
+    return bbcu_run(model, in, height, width, *out, options, error);
+}
+
+/* Restores `image` into `result`, matching its channels to the model's (see the file comment). */
+static bbcu_status restore(const bbcu_model *model, const Image *image, Image *result, const bbcu_options *options,
+                           bbcu_error *error)
+{
+    const int s = bbcu_scale(model), cin = bbcu_in_channels(model), cout = bbcu_out_channels(model);
+    const size_t pixels = (size_t)image->height * image->width, out_pixels = pixels * s * s;
+    result->height = image->height * s, result->width = image->width * s, result->channels = image->channels;
+    result->data = NULL;
+    if (image->channels == cin) {
+        result->channels = cout;
+        return run(model, image->data, image->height, image->width, &result->data, options, error);
+    }
+    float *in = malloc(pixels * cin * sizeof(float)), *out = NULL;
+    result->data = malloc(out_pixels * image->channels * sizeof(float));
+    bbcu_status status = in && result->data ? BBCU_OK : BBCU_ERROR_MEMORY;
+    /* Grey on colour: one run on the replicated image. Colour on grey: one run per channel. */
+    const int runs = image->channels > cin ? image->channels : 1;
+    for (int r = 0; r < runs && !status; r++) {
+        for (size_t p = 0; p < pixels; p++)
+            for (int c = 0; c < cin; c++)
+                in[p * cin + c] = image->data[p * image->channels + (runs > 1 ? r : 0)];
+        status = run(model, in, image->height, image->width, &out, options, error);
+        for (size_t p = 0; p < out_pixels && !status; p++) {
+            float sum = 0.0f;
+            for (int c = 0; c < cout; c++)
+                sum += out[p * cout + c];
+            result->data[p * image->channels + r] = sum / (float)cout;
+        }
+        free(out);
+        out = NULL;
+    }
+    free(in);
+    if (status == BBCU_ERROR_MEMORY && error && error->status != BBCU_ERROR_MEMORY)
+        snprintf(error->message, sizeof error->message, "out of memory");
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    Arguments a;
+    if (parse_arguments(argc, argv, &a)) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    bbcu_model *model;
+    bbcu_error error = {BBCU_OK, "out of memory"};
+    if (bbcu_load(a.model, &model, &error))
+        return failure(error.message);
+    if (a.info) {
+        printf("%s x%d, %d -> %d channels, receptive radius %d, kernels %s\n", bbcu_architecture(model),
+               bbcu_scale(model), bbcu_in_channels(model), bbcu_out_channels(model), bbcu_receptive_radius(model),
+               bbcu_best_isa());
+        bbcu_free(model);
+        return 0;
+    }
+    Image image, result = {0, 0, 0, NULL};
+    char message[BBCU_MESSAGE_SIZE + 64];
+    int status = 0;
+    if (image_read(a.in, &image, message, sizeof message)) {
+        bbcu_free(model);
+        return failure(message);
+    }
+    if (restore(model, &image, &result, &a.options, &error))
+        status = failure(error.message);
+    else if ((a.float_out && image_write(a.float_out, &result, message, sizeof message))
+             || image_write(a.out, &result, message, sizeof message))
+        status = failure(message);
+    image_free(&image);
+    image_free(&result);
+    bbcu_free(model);
+    return status;
+}
