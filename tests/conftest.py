@@ -10,7 +10,12 @@ import torch
 from bbcu.engine import kernels
 from bbcu.engine.runtime import set_num_threads
 
-ISA_REQUIREMENTS = {"portable": "nothing", "avx2": "AVX2", "avx512": "AVX-512 VPOPCNTDQ"}
+ISA_REQUIREMENTS = {
+    "portable": "nothing",
+    "avx2": "AVX2",
+    "avx512": "AVX-512 VPOPCNTDQ",
+    "neon": "ARM NEON (on x86 the NEON kernels run under qemu-aarch64 in tests/test_runtime_c.py)",
+}
 """Every kernel path the extension knows, with what the CPU needs to run it."""
 
 

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from bbcu.archs.registry import list_models
@@ -279,7 +278,8 @@ def test_auto_resume_refuses_a_changed_recipe(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yml"
     recipe.write_text(f"inherit: {CONFIGS / 'sr' / 'bbcu-l_x2.yml'}\noutput: {{dir: {tmp_path / 'run'}}}\n")
     stored = config_to_dict(load_config(recipe))
-    save_checkpoint(tmp_path / "run", 5, {"iteration": 5, "config": stored, "w": torch.zeros(1)})
+    state = {"iteration": 5, "sampler": {}, "model": {}, "ema": None, "optimizer": {}, "scheduler": {}}
+    save_checkpoint(tmp_path / "run", 5, {**state, "rng": [], "best": {}, "config": stored})
     plan = plan_run(str(recipe), None, [])
     assert plan.checkpoint is not None and plan.checkpoint["iteration"] == 5
     with pytest.raises(ConfigError, match=r"differs at 'train\.batch_size'"):

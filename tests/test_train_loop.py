@@ -223,3 +223,26 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 def test_tensorboard_events_are_written_when_asked(root: Path, tmp_path: Path) -> None:
     train(_config(tmp_path, output={"tensorboard": True}), tmp_path, root)
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_damaged_run_is_refused_until_fresh_sets_it_aside(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = tmp_path / "tiny.yml"
+    recipe.write_text(
+        "task: denoise\n"
+        "model: {name: dncnn-lite, kwargs: {channels: 8, depth: 3}}\n"
+        "data: {train: [{dir: train}], patch: 16}\n"
+        "train: {iterations: 2, batch_size: 2, checkpoint_every: 1, log_every: 1}\n"
+        "optim: {lr: 1.0e-3}\n"
+        f"runtime: {{device: cpu, threads: 1}}\noutput: {{dir: {tmp_path / 'run'}, tensorboard: false}}\n"
+    )
+    assert main(["train", str(recipe), "--data-root", str(root)]) == 0
+    for path in list_checkpoints(tmp_path / "run"):
+        path.write_bytes(path.read_bytes()[:-10])  # every checkpoint damaged
+    capsys.readouterr()
+    assert main(["train", str(recipe), "--data-root", str(root)]) == 2
+    assert "is damaged (2 files)" in capsys.readouterr().err
+    assert main(["train", str(recipe), "--data-root", str(root), "--fresh"]) == 0
+    assert len(list((tmp_path / "run" / "checkpoints.set-aside-1").glob("*.ckpt"))) == 2
+    assert load_latest_checkpoint(tmp_path / "run")["iteration"] == 2

@@ -32,6 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--device", choices=("cpu", "cuda", "auto"), help="shortcut for --set runtime.device="
     )
     parser.add_argument("--data-root", help="folder the recipe's image folders are relative to")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start CONFIG's run over from iteration 0, moving its old checkpoints aside (never deleted)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.device is not None:
         overrides.append(f"runtime.device={args.device}")
-    plan = plan_run(args.config, args.resume, overrides)
+    plan = plan_run(args.config, args.resume, overrides, fresh=args.fresh)
     root = data_root(args.data_root)
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 speaks
     if plan.checkpoint is not None and is_main:

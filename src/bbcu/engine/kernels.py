@@ -124,7 +124,8 @@ def available_isas() -> list[str]:
 
 
 def set_isa(name: str) -> None:
-    """Forces a path: ``"portable"``, ``"avx2"``, ``"avx512"`` or ``"auto"`` (the fastest available).
+    """Forces a path: ``"portable"``, ``"avx2"``, ``"avx512"``, ``"neon"`` or ``"auto"`` (the fastest
+    available).
 
     Raises:
         ValueError: unknown name.

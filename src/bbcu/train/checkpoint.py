@@ -4,17 +4,23 @@ A checkpoint is one file holding everything the run needs to continue as if neve
 optimizer, scheduler, RNG states, sampler position, iteration, best score, config), made of tensors and
 plain Python values only so that it loads with ``torch.load(weights_only=True)``.
 
-Writing: serialise to memory, then ``bbcu.core.atomic`` (temporary file, fsync, rename, fsync of the
-folder). Each checkpoint has its own file (``iter_00001000.ckpt``) and older ones are pruned
-only after the new one is in place, so a kill at any instant leaves at least one complete checkpoint.
-Reading: the newest file that loads completely wins; a damaged or half-written one is passed over. Every
-file carries ``CHECKPOINT_FORMAT``; one of another format (written by another version of bbcu) is refused
-rather than passed over, since resuming from an older file of this format - or starting afresh and
-pruning the newer ones - would quietly throw the newer training away.
+Writing: serialise to memory, prefix a magic tag and the SHA-256 of the serialised state, then
+``bbcu.core.atomic`` (temporary file, fsync, rename, fsync of the folder). Each checkpoint has its own
+file (``iter_00001000.ckpt``) and older ones are pruned only after the new one is in place, so a kill
+at any instant leaves at least one complete checkpoint.
+
+Reading: the newest file whose checksum matches and whose state has every entry a resume needs wins;
+a damaged, half-written or malformed one is passed over with a warning (a flipped bit in a weight
+would otherwise resume silently from wrong weights). Every file carries ``CHECKPOINT_FORMAT``; one of
+another format (written by another version of bbcu) is refused rather than passed over, since resuming
+from an older file of this format - or starting afresh and pruning the newer ones - would quietly throw
+the newer training away. For the same reason a run folder whose checkpoints are all damaged is not
+restarted from iteration 0 unless asked (``set_aside_checkpoints``, ``bbcu train --fresh``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -30,9 +36,28 @@ from bbcu.train import faults
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_FORMAT = "bbcu-train-checkpoint/1"
-"""Stamped into every checkpoint; bump it when the layout of the state changes."""
+CHECKPOINT_FORMAT = "bbcu-train-checkpoint/2"
+"""Stamped into every checkpoint; bump it when the layout of the file or of the state changes."""
 _NAME = re.compile(r"^iter_(\d{8})\.ckpt$")
+_MAGIC = b"BBCUCKPT"
+_DIGEST_BYTES = hashlib.sha256().digest_size
+REQUIRED_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "format": str,
+    "iteration": int,
+    "sampler": dict,
+    "model": dict,
+    "ema": (dict, type(None)),
+    "optimizer": dict,
+    "scheduler": dict,
+    "rng": list,
+    "best": dict,
+    "config": dict,
+}
+"""What a resume reads from a checkpoint, and the type each entry must have."""
+
+
+class DamagedRunError(InvalidFileError):
+    """Every checkpoint of a run folder is damaged: resuming is impossible and restarting would lose it."""
 
 
 def checkpoint_path(run_dir: Path, iteration: int) -> Path:
@@ -56,7 +81,9 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: 
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
-    atomic_write_bytes(path, buffer.getbuffer(), on_progress=faults.kill_mid_write_if_armed)
+    payload = buffer.getvalue()
+    data = _MAGIC + hashlib.sha256(payload).digest() + payload
+    atomic_write_bytes(path, data, on_progress=faults.kill_mid_write_if_armed)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     remove_leftovers(path.parent)
@@ -72,28 +99,77 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The newest checkpoint of ``run_dir`` that loads completely, or None when there is none.
+    """The newest intact checkpoint of ``run_dir``, or None when the run has none at all.
 
-    A file that fails to load or holds no mapping (truncated, damaged on disk) is logged as a warning
-    and skipped, so the run resumes from the previous good one instead of failing or reading garbage.
+    A file that fails its checksum, does not load, or lacks an entry a resume needs is logged as a
+    warning and skipped, so the run resumes from the previous good one instead of failing or reading
+    garbage.
 
     Raises:
-        InvalidFileError: The newest loadable checkpoint is of another ``CHECKPOINT_FORMAT``.
+        InvalidFileError: The newest intact checkpoint is of another ``CHECKPOINT_FORMAT``.
+        DamagedRunError: There are checkpoints, and every one is damaged.
     """
-    for path in reversed(list_checkpoints(run_dir)):
+    candidates = list_checkpoints(run_dir)
+    for path in reversed(candidates):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # any failure means "not a usable checkpoint"
-            logger.warning("skipping damaged checkpoint %s (%s)", path.name, type(err).__name__)
+            state = read_checkpoint(path)
+        except InvalidFileError as err:
+            logger.warning("skipping damaged checkpoint %s", err)
             continue
-        if not isinstance(state, dict):
-            logger.warning("skipping damaged checkpoint %s (not a mapping)", path.name)
-            continue
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if state["format"] != CHECKPOINT_FORMAT:
             raise InvalidFileError(
-                f"{path}: checkpoint format {state.get('format')!r}, but this bbcu reads "
+                f"{path}: checkpoint format {state['format']!r}, but this bbcu reads "
                 f"{CHECKPOINT_FORMAT!r}; continue the run with the bbcu version that wrote it, or train "
                 "into another output.dir"
             )
         return state
+    if candidates:
+        raise DamagedRunError(
+            f"every checkpoint in {run_dir / CHECKPOINT_DIR} is damaged ({len(candidates)} files); "
+            "nothing to resume from, and starting over would bury them: pass --fresh to set them aside "
+            "and start from iteration 0"
+        )
     return None
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """One checkpoint, verified: magic tag, SHA-256 of the state, ``weights_only`` load, every entry.
+
+    Raises:
+        InvalidFileError: Naming the file and what is wrong with it.
+    """
+    data = path.read_bytes()
+    header = len(_MAGIC) + _DIGEST_BYTES
+    if len(data) < header or not data.startswith(_MAGIC):
+        raise InvalidFileError(f"{path.name}: not a bbcu checkpoint of format 2 or later (no magic tag)")
+    digest, payload = data[len(_MAGIC) : header], data[header:]
+    if hashlib.sha256(payload).digest() != digest:
+        raise InvalidFileError(f"{path.name}: checksum mismatch, the file was changed after it was written")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure means "not a usable checkpoint"
+        raise InvalidFileError(f"{path.name}: does not load ({type(err).__name__})") from err
+    wrong = [
+        key
+        for key, kind in REQUIRED_ENTRIES.items()
+        if not isinstance(state, dict) or not isinstance(state.get(key), kind)
+    ]
+    if wrong:
+        raise InvalidFileError(f"{path.name}: missing or malformed entries {', '.join(wrong)}")
+    return state
+
+
+def set_aside_checkpoints(run_dir: Path) -> Path | None:
+    """Move a run's checkpoint folder to ``checkpoints.set-aside-<n>`` (never deleted), if there is one.
+
+    Returns:
+        Where the folder went, or None when the run had none.
+    """
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return None
+    number = 1
+    while (target := run_dir / f"{CHECKPOINT_DIR}.set-aside-{number}").exists():
+        number += 1
+    folder.rename(target)
+    return target

@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bbcu.core.errors import ConfigError, InvalidArgumentError, InvalidFileError
-from bbcu.train.checkpoint import load_latest_checkpoint
+from bbcu.train.checkpoint import load_latest_checkpoint, set_aside_checkpoints
 from bbcu.train.config import apply_overrides, build_config, config_to_dict, load_config
 from bbcu.train.schema import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -36,13 +39,19 @@ class RunPlan:
     checkpoint: dict[str, Any] | None
 
 
-def plan_run(config_path: str | None, resume_dir: str | None, overrides: list[str]) -> RunPlan:
+def plan_run(
+    config_path: str | None, resume_dir: str | None, overrides: list[str], *, fresh: bool = False
+) -> RunPlan:
     """Resolve the command line into a ``RunPlan``.
+
+    ``fresh`` starts CONFIG's run from iteration 0 even when its folder holds checkpoints, after moving
+    them aside (``set_aside_checkpoints``): the way out of a run whose checkpoints are all damaged.
 
     Raises:
         InvalidArgumentError: Neither or both of CONFIG and ``--resume``.
         InvalidFileError: ``--resume`` of a run directory without a usable checkpoint, or one whose
             newest checkpoint is of another format.
+        DamagedRunError: A run directory whose checkpoints are all damaged, without ``fresh``.
         ConfigError: A recipe that does not validate, or that differs from the checkpointed run it
             would continue.
     """
@@ -51,9 +60,13 @@ def plan_run(config_path: str | None, resume_dir: str | None, overrides: list[st
             "give either a CONFIG file to start (or auto-resume) a run, or --resume RUN_DIR"
         )
     if resume_dir is not None:
+        if fresh:
+            raise InvalidArgumentError("--fresh starts a CONFIG's run over; it cannot go with --resume")
         return _explicit_resume(Path(resume_dir), overrides)
     config = load_config(config_path, overrides)
     run_dir = Path(config.output.dir) if config.output.dir else DEFAULT_RUNS_DIR / Path(config_path).stem
+    if fresh and (aside := set_aside_checkpoints(run_dir)) is not None:
+        logger.warning("moved the old checkpoints of %s to %s", run_dir, aside)
     checkpoint = load_latest_checkpoint(run_dir)
     if checkpoint is not None:
         _check_same_recipe(config, checkpoint, run_dir)
