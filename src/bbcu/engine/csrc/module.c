@@ -362,13 +362,17 @@ static PyObject *set_isa(PyObject *self, PyObject *args)
         current_isa = bbcu_isa_best();
         Py_RETURN_NONE;
     }
-    const IsaKernels *isa = bbcu_isa_find(name);
-    if (!isa) {
+    static const char *const known[] = {"portable", "avx2", "avx512", "neon"};
+    int is_known = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        is_known |= strcmp(name, known[i]) == 0;
+    if (!is_known) {
         PyErr_Format(PyExc_ValueError, "set_isa: unknown ISA '%s' (choose portable, avx2, avx512, neon or auto)",
                      name);
         return NULL;
     }
-    if (!bbcu_isa_supported(isa)) {
+    const IsaKernels *isa = bbcu_isa_find(name); /* NULL: a path of another architecture */
+    if (!isa || !bbcu_isa_supported(isa)) {
         PyErr_Format(PyExc_RuntimeError, "set_isa: this CPU (or this build) cannot run the '%s' kernels", name);
         return NULL;
     }
