@@ -57,7 +57,13 @@ def test_forward_shape_and_attributes_at_every_scale(name):
 
 
 @pytest.mark.parametrize(
-    ("name", "scale"), [("bbcu-m", 4), ("bbcu-l", 2), ("dncnn-bbcu", 1), ("srresnet-lite", 3)]
+    ("name", "scale"),
+    [
+        ("srresnet-lite", 3),
+        ("dncnn-bbcu", 1),
+        pytest.param("bbcu-m", 4, marks=pytest.mark.slow),
+        pytest.param("bbcu-l", 2, marks=pytest.mark.slow),
+    ],
 )
 def test_two_threads_compute_what_one_does(name: str, scale: int) -> None:
     """The intra-op parallel paths (the image is large enough to be split) agree with the serial ones.

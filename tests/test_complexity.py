@@ -109,6 +109,7 @@ class TinyNet(nn.Module):
         return self.tail(nn.functional.pixel_shuffle(self.up(f), 2))
 
 
+@pytest.mark.slow
 def test_tiny_model_against_hand_formula() -> None:
     w, h = 10, 7
     hd, wd = 4, 5  # stride-2 output: ceil(7/2), ceil(10/2)
@@ -131,6 +132,7 @@ def test_tiny_model_against_hand_formula() -> None:
     assert report.layers[2].params == 0
 
 
+@pytest.mark.slow
 def test_counting_leaves_the_model_untouched() -> None:
     model = TinyNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -76,13 +76,14 @@ def test_jpeg_write_is_close_and_refuses_alpha(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]
 
 
-def test_grey_alpha_is_dropped_or_expanded_to_rgba(tmp_path: Path) -> None:
+def test_grey_alpha_is_dropped_or_kept_as_grey_alpha(tmp_path: Path) -> None:
+    """Issue 12: grey + alpha used to come back as RGBA colour."""
     path = tmp_path / "la.png"
     alpha = 255 - GREY
     Image.fromarray(np.dstack([GREY, alpha]), mode="LA").save(path)
     with pytest.warns(UserWarning, match="alpha"):
         np.testing.assert_array_equal(read_image(path), GREY)
-    np.testing.assert_array_equal(read_image(path, keep_alpha=True), np.dstack([GREY, GREY, GREY, alpha]))
+    np.testing.assert_array_equal(read_image(path, keep_alpha=True), np.dstack([GREY, alpha]))
 
 
 def test_palette_images(tmp_path: Path) -> None:
@@ -210,8 +211,8 @@ def test_write_creates_folders_and_checks_the_array(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b" / "c.png").stat().st_mode == plain.stat().st_mode
     with pytest.raises(ValueError, match="uint8"):
         write_image(tmp_path / "f.png", GREY.astype(np.float32))
-    with pytest.raises(ValueError, match="shape"):
-        write_image(tmp_path / "f.png", COLOUR[:, :, :2])
+    with pytest.raises(ValueError, match="shape"):  # HxWx2 is grey + alpha, five channels are nothing
+        write_image(tmp_path / "f.png", np.dstack([COLOUR, COLOUR[:, :, :2]]))
 
 
 def test_image_extensions_cover_every_readable_format() -> None:
@@ -255,3 +256,58 @@ def test_read_refuses_when_truncated_images_are_allowed_globally(tmp_path: Path,
     monkeypatch.setattr(image_io.ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with warnings.catch_warnings(), pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
         read_image(tmp_path / "ok.png")
+
+
+@pytest.mark.parametrize("extension", [".png", ".tif"])
+def test_grey_alpha_round_trips_as_grey_alpha(tmp_path: Path, extension: str) -> None:
+    """Issue 12: ``HxWx2`` is written as grey + alpha and read back unchanged (alpha kept)."""
+    grey_alpha = np.dstack([GREY, 255 - GREY])
+    write_image(tmp_path / f"la{extension}", grey_alpha)
+    assert Image.open(tmp_path / f"la{extension}").mode == "LA"
+    np.testing.assert_array_equal(read_image(tmp_path / f"la{extension}", keep_alpha=True), grey_alpha)
+
+
+def test_grey_with_transparency_keeps_grey(tmp_path: Path) -> None:
+    """A grey PNG whose tRNS marks one value transparent reads as grey + alpha, not as RGBA."""
+    path = tmp_path / "grey-trns.png"
+    transparent = int(GREY[0, 0])
+    Image.fromarray(GREY).save(path, transparency=transparent)
+    expected_alpha = np.where(np.equal(GREY, transparent), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(path, keep_alpha=True), np.dstack([GREY, expected_alpha]))
+
+
+@pytest.mark.parametrize(
+    ("samples", "kind"),
+    [
+        (np.linspace(0, 1, 23 * 31, dtype=np.float32).reshape(23, 31), "floating-point"),
+        (np.arange(23 * 31, dtype=np.int32).reshape(23, 31) * 70000, "32-bit integer"),
+        (np.arange(23 * 31, dtype=np.int32).reshape(23, 31) - 300, "32-bit integer"),
+    ],
+    ids=["float32", "int32", "signed"],
+)
+def test_thirty_two_bit_tiffs_are_refused_not_mangled(tmp_path: Path, samples: np.ndarray, kind: str) -> None:
+    """Issue 12: a float32 TIFF on 0..1 used to read as black and an int32 one as clipped 16-bit."""
+    path = tmp_path / "wide.tif"
+    Image.fromarray(samples).save(path)
+    with pytest.raises(ImageReadError, match=f"{kind} samples have no agreed 0..255 scale") as caught:
+        read_image(path)
+    assert str(path) in str(caught.value)
+
+
+def test_sixteen_bit_tiff_is_still_read(tmp_path: Path) -> None:
+    """Refusing 32-bit samples leaves 16-bit unsigned TIFFs on the 16-bit path."""
+    samples = np.array([[0, 128, 129, 65535]], dtype=np.uint16)
+    Image.fromarray(samples).save(tmp_path / "deep.tif")
+    with pytest.warns(UserWarning, match="16-bit"):
+        np.testing.assert_array_equal(read_image(tmp_path / "deep.tif"), [[0, 0, 1, 255]])
+
+
+def test_control_characters_in_a_file_name_stay_on_one_line(tmp_path: Path) -> None:
+    """Issue 12: a name holding a newline or a terminal escape is escaped as Python writes it."""
+    path = tmp_path / "two\nlines\x1b[2J.png"
+    path.write_bytes(b"not an image")
+    with pytest.raises(ImageReadError) as caught:
+        read_image(path)
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert "two\\nlines\\x1b[2J.png" in message

@@ -62,6 +62,7 @@ def test_receptive_radius_of_a_conv_free_stand_in_comes_from_the_network_it_name
     assert receptive_radius(stand_in) == 7 + 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))
 def test_tiled_output_matches_whole_image(name: str) -> None:
     model = _model(name)

@@ -26,6 +26,7 @@ from bbcu.imaging.pixels import to_float, to_uint8
 from bbcu.run import zoo
 from bbcu.run.images import restore
 from bbcu.run.resolve import resolve_model
+from bbcu.run.tiling import restore_array
 
 SMALL_CHANNELS = 16
 """Width of the random-weight networks here: enough to exercise every layer, cheap on two cores."""
@@ -155,6 +156,7 @@ def test_unsupported_inputs_are_type_errors(lr: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------- model routes
 
 
+@pytest.mark.slow
 def test_module_weights_path_and_shipped_name_agree_with_a_forward_pass(
     lr: np.ndarray, sr_x2: torch.nn.Module, models_dir: Path
 ) -> None:
@@ -242,6 +244,7 @@ def test_scale_mismatch_is_a_user_error(sr_x2: torch.nn.Module, models_dir: Path
 # --------------------------------------------------------------------------------- tiling and engines
 
 
+@pytest.mark.slow
 def test_tiled_equals_whole_image(lr: np.ndarray, sr_x2: torch.nn.Module) -> None:
     image = to_float(lr)
     whole = restore(image, model=sr_x2)
@@ -263,3 +266,26 @@ def test_packed_engine_matches_torch(lr: np.ndarray, sr_x2: torch.nn.Module, mod
     assert zoo.packed_path("bbcu-l-x2") == models_dir / "bbcu-l-x2.bbcu"
     from_file = restore(image, weights=models_dir / "bbcu-l-x2.bbcu", engine="packed")
     np.testing.assert_allclose(from_file, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((0, 5, 3), np.uint8),
+        np.zeros((5, 0), np.uint8),
+        np.zeros((0, 0, 4), np.float32),
+        Image.new("RGB", (0, 4)),
+        torch.zeros(3, 4, 0),
+    ],
+    ids=["0xN-colour", "Nx0-grey", "0x0-rgba", "pil-0x4", "tensor-4x0"],
+)
+def test_an_empty_image_is_an_invalid_argument(image: object, sr_x2: torch.nn.Module) -> None:
+    """Issue 12: a zero-size image used to end in a bare AssertionError (or a range() ValueError)."""
+    for model in ("bicubic", sr_x2):
+        with pytest.raises(InvalidArgumentError, match="empty image"):
+            restore(image, model=model, scale=2)
+
+
+def test_restore_array_refuses_an_empty_image(sr_x2: torch.nn.Module) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"empty image \(shape \(7, 0, 3\)\)"):
+        restore_array(sr_x2, np.zeros((7, 0, 3), np.uint8), tile=4)

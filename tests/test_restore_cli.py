@@ -116,6 +116,7 @@ def test_never_overwrites_an_input(inputs: Path, capsys: pytest.CaptureFixture[s
     assert (inputs / GOOD[0]).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_weights_file_matches_the_api(
     inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -175,3 +176,36 @@ def test_an_output_folder_that_cannot_be_is_refused_before_any_work(
         err
         == f"bbcu restore: error: cannot use {blocker / below} as the output folder: {blocker} is a file\n"
     )
+
+
+def test_one_file_named_several_ways_is_restored_and_counted_once(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: a relative name, its absolute path, its folder, a pattern and a link are one file."""
+    monkeypatch.chdir(inputs)
+    (inputs / "link.png").symlink_to(inputs / "truncated.png")
+    names = ["truncated.png", "./truncated.png", str(inputs / "truncated.png"), "link.png", "trunc*.png"]
+    code, stdout, stderr = run_cli(
+        capsys, *names, str(inputs), "-o", str(tmp_path / "out"), "--model", "bicubic"
+    )
+    assert code == 1
+    reported = skipped_lines(stderr)
+    assert len(reported) == 3  # truncated (under its first name), text and empty, once each
+    assert sum("truncated.png" in line for line in reported) == 1
+    assert "restored 2, failed 3" in stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(GOOD)
+
+
+def test_file_names_with_control_characters_keep_reports_on_one_line(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12: a newline or a terminal escape in a file name is escaped, never printed raw."""
+    bad = inputs / "evil\nbbcu restore: skipped forged\x1b[2K.png"
+    bad.write_bytes(b"not an image")
+    code, stdout, stderr = run_cli(
+        capsys, str(bad), str(inputs / GOOD[0]), "-o", str(tmp_path / "out"), "--model", "bicubic"
+    )
+    assert code == 1 and "restored 1, failed 1" in stdout
+    assert "\x1b" not in stderr
+    reported = skipped_lines(stderr)
+    assert len(reported) == 1 and "evil\\nbbcu restore: skipped forged\\x1b[2K.png" in reported[0]

@@ -37,8 +37,8 @@ from bbcu.run.evaluate import evaluate_set
 README = Path(__file__).resolve().parents[1] / "README.md"
 METRICS = {"sr": ("psnr", "ssim"), "denoise": ("psnr", "ssim"), "jpeg": ("psnr", "ssim", "psnrb")}
 BICUBIC, UNRESTORED, PAPER = "bicubic", "unrestored", "paper"
-BASELINES = {BICUBIC: ("bicubic", "sr"), UNRESTORED: ("identity", "jpeg")}
-"""Who is not a shipped model: the registry model that measures it, and the task it belongs to."""
+BASELINES = {BICUBIC: "bicubic", UNRESTORED: "identity"}
+"""Who is not a shipped model, and the registry model (no weights) that measures it."""
 EVERY_CELL_VARIABLE = "BBCU_EVERY_CARD_CELL"
 MEASURED_BY_DEFAULT = {"Set5", "Set14", "CBSD68", "LIVE1", "Classic5"}
 """Test sets whose cells ``make test`` re-measures; the rest wait for ``BBCU_EVERY_CARD_CELL=1``."""
@@ -198,8 +198,7 @@ def matches(value: float, printed: str) -> bool:
 def measured(who: str, task: str, dataset: str, setting: int) -> dict[str, float]:
     """Mean scores, now: a shipped model on the packed engine, a baseline by its registry model."""
     if who in BASELINES:
-        registry_name, _ = BASELINES[who]
-        model = create_model(registry_name, **({"scale": setting} if task == "sr" else {}))
+        model = create_model(BASELINES[who], **({"scale": setting} if task == "sr" else {}))
     else:
         model = pack_model(load(zoo.shipped_info(who).path))
     return evaluate_set(model, task, dataset, setting).mean()

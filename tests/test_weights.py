@@ -42,6 +42,7 @@ def image(model: nn.Module) -> torch.Tensor:
     return torch.rand(1, model.in_channels, 12, 10, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_round_trip_restores_the_model(name: str, tmp_path: Path) -> None:
     model = build(name)

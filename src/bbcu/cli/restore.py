@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bbcu.core.constants import SR_SCALES, TASKS
-from bbcu.core.errors import BbcuError, InvalidArgumentError, OutputError
+from bbcu.core.errors import BbcuError, InvalidArgumentError, OutputError, one_line
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image, write_image
 from bbcu.run.images import restore_pixels
 from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
@@ -79,16 +79,18 @@ def run(args: argparse.Namespace) -> int:
         report(problem)
     start = time.perf_counter()
     restored = 0
-    for source, target in tqdm(jobs, desc=f"bbcu restore ({model.name})", unit="image", file=sys.stderr):
+    progress = tqdm(jobs, desc=one_line(f"bbcu restore ({model.name})"), unit="image", file=sys.stderr)
+    for source, target in progress:
         try:
             restore_file(model, source, target, args)
         except PER_IMAGE_ERRORS as err:
-            report(str(err) if str(source) in str(err) else f"{source}: {err}")
+            message = one_line(str(err))
+            report(message if one_line(str(source)) in message else f"{source}: {message}")
         else:
             restored += 1
     failed = len(problems) + len(clashes) + len(jobs) - restored
     elapsed = time.perf_counter() - start
-    print(f"restored {restored}, failed {failed}, in {elapsed:.1f} s (outputs in {args.output})")
+    print(one_line(f"restored {restored}, failed {failed}, in {elapsed:.1f} s (outputs in {args.output})"))
     return 1 if failed else 0
 
 
@@ -114,15 +116,17 @@ def restore_file(model: ResolvedModel, source: Path, target: Path, args: argpars
 
 
 def report(problem: str) -> None:
-    """One line on stderr that does not break the progress bar."""
-    tqdm.write(f"bbcu restore: skipped {problem}", file=sys.stderr)
+    """One line on stderr that does not break the progress bar, whatever the file names it quotes."""
+    tqdm.write(one_line(f"bbcu restore: skipped {problem}"), file=sys.stderr)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     """Files to restore (in the order given, each once) and a problem line for each input that found none.
 
     A file is taken as it is (reading it decides whether it is an image); a folder gives the image files
-    directly inside it; anything else is a glob pattern (``**`` recurses).
+    directly inside it; anything else is a glob pattern (``**`` recurses). A file reached twice (``a.png``
+    and its absolute path, a folder and a pattern, a symbolic or hard link) is restored and counted once,
+    under the first name it was given.
     """
     files: list[Path] = []
     problems: list[str] = []
@@ -139,7 +143,19 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
         if not found:
             problems.append(missing)
         files.extend(found)
-    return list(dict.fromkeys(files)), problems
+    unique: dict[tuple[int, int] | Path, Path] = {}
+    for path in files:
+        unique.setdefault(_identity(path), path)
+    return list(unique.values()), problems
+
+
+def _identity(path: Path) -> tuple[int, int] | Path:
+    """What makes two names one file: its device and inode, or the resolved path if it cannot be read."""
+    try:
+        status = path.stat()
+    except OSError:
+        return path.resolve()
+    return status.st_dev, status.st_ino
 
 
 def plan_outputs(sources: list[Path], folder: Path, suffix: str, ext: str) -> tuple[list[Job], list[str]]:

@@ -6,11 +6,32 @@ from the built-in type that says what kind of mistake it is (``ValueError``, ``L
 line that names the thing at fault; the command line prints exactly that line and exits with status 2
 (``bbcu.cli.main``). Library code raises them and never prints or exits; causes are chained (``from
 err``) so a traceback, when a program wants one, still shows the low-level error.
+
+Messages name user paths, and a path may hold a newline, a carriage return or a terminal escape: every
+message is rendered through ``one_line``, so no file name can break a one-line report or forge a line
+of its own.
 """
+
+import unicodedata
+
+_LINE_BREAKING = {"Cc", "Zl", "Zp"}  # control characters, line and paragraph separators
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character and line separator escaped as Python writes it (``\\n``,
+    ``\\x1b``, ``\\u2028``), so it prints as exactly one line whatever it quotes."""
+    return "".join(_escaped(char) if unicodedata.category(char) in _LINE_BREAKING else char for char in text)
+
+
+def _escaped(char: str) -> str:
+    return char.encode("unicode_escape").decode("ascii")
 
 
 class BbcuError(Exception):
     """Base class: an error a user can cause and fix, described in one line."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class InvalidArgumentError(BbcuError, ValueError):

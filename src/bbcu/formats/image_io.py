@@ -33,6 +33,9 @@ _FORMAT_BY_EXTENSION = {
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 _FORMATS_WITHOUT_ALPHA = {"JPEG", "BMP"}
+_GREY_MODES = {"1", "L", "LA", "La"}
+_WIDE_SAMPLES = {"I": "32-bit integer", "F": "floating-point"}
+"""Modes whose samples have no agreed 8-bit scale (``I`` from a PNG is 16-bit grey in older Pillow)."""
 
 
 class ImageReadError(InvalidFileError):
@@ -49,19 +52,22 @@ def read_image(path: str | os.PathLike[str], *, keep_alpha: bool = False) -> np.
       pixels, and grey test sets must stay grey), any other palette gives ``HxWx3``;
     - 16-bit samples (grey, and RGB/RGBA PNG) are scaled to 8 bits as ``round(v * 255 / 65535)``, with a
       warning, since precision is lost (other 16-bit colour files get Pillow's high byte);
-    - an alpha channel (``LA``, ``RGBA``, a palette's transparency) is dropped with a warning, or kept as
-      ``HxWx4`` RGBA when ``keep_alpha`` is set;
+    - an alpha channel (``LA``, ``RGBA``, a palette's transparency) is dropped with a warning, or kept
+      when ``keep_alpha`` is set: grey + alpha as ``HxWx2``, colour + alpha as ``HxWx4`` RGBA;
+    - 32-bit samples (integer or floating-point TIFFs) are refused: they carry no agreed mapping to
+      0..255 (a float file may mean 0..1 or 0..255, an integer one 0..65535 or the full 32-bit range),
+      and guessing would hand a network a silently wrong picture;
     - every other mode (CMYK, YCbCr, ...) is converted to RGB.
 
     Args:
         path: Image file (PNG, JPEG, BMP, TIFF or WebP).
-        keep_alpha: Return ``HxWx4`` RGBA instead of dropping alpha when the file has it.
+        keep_alpha: Keep the alpha channel the file has (``HxWx2`` or ``HxWx4``) instead of dropping it.
 
     Returns:
         A C-contiguous uint8 array.
 
     Raises:
-        ImageReadError: If the file cannot be decoded completely.
+        ImageReadError: If the file cannot be decoded completely, or holds 32-bit samples.
     """
     path = Path(path)
     image, reduced_from_16_bits = _decode(path)
@@ -70,13 +76,10 @@ def read_image(path: str | os.PathLike[str], *, keep_alpha: bool = False) -> np.
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     if has_alpha and not keep_alpha:
         warnings.warn(f"{path}: alpha channel dropped", stacklevel=2)
+    grey = image.mode in _GREY_MODES or (image.mode in {"P", "PA"} and _palette_is_grey(image))
     if has_alpha and keep_alpha:
-        return np.ascontiguousarray(image.convert("RGBA"))
-    if image.mode == "P" and _palette_is_grey(image):
-        return np.ascontiguousarray(image.convert("L"))
-    if image.mode in {"1", "L", "LA", "La"}:
-        return np.ascontiguousarray(image.convert("L"))
-    return np.ascontiguousarray(image.convert("RGB"))
+        return np.ascontiguousarray(image.convert("LA" if grey else "RGBA"))
+    return np.ascontiguousarray(image.convert("L" if grey else "RGB"))
 
 
 def _decode(path: Path) -> tuple[Image.Image, bool]:
@@ -93,6 +96,7 @@ def _decode(path: Path) -> tuple[Image.Image, bool]:
         with Image.open(path) as image:
             low_byte_rawmode = _LOW_BYTE_RAWMODES.get(_png_rawmode(image))
             image.load()
+            _refuse_wide_samples(image)
             samples = _sixteen_bit_samples(path, image, low_byte_rawmode)
             if samples is not None:
                 image = _replace_pixels(image, _sixteen_to_eight_bits(samples))
@@ -100,6 +104,15 @@ def _decode(path: Path) -> tuple[Image.Image, bool]:
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ImageReadError(f"cannot read image {path}: {reason}") from None
+
+
+def _refuse_wide_samples(image: Image.Image) -> None:
+    """Raise ValueError (reported by ``_decode``) for samples that would be mangled into 8 bits."""
+    kind = _WIDE_SAMPLES.get(image.mode)
+    if kind is not None and not (image.mode == "I" and image.format == "PNG"):
+        raise ValueError(
+            f"{kind} samples have no agreed 0..255 scale (save it with 8- or 16-bit unsigned samples)"
+        )
 
 
 def _sixteen_bit_samples(path: Path, image: Image.Image, low_byte_rawmode: str | None) -> np.ndarray | None:
@@ -159,7 +172,7 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray, *, jpeg_quality
 
     Args:
         path: Destination; its extension must be one of ``IMAGE_EXTENSIONS``. Missing folders are created.
-        array: uint8 ``HxW``, ``HxWx3`` or ``HxWx4``.
+        array: uint8 ``HxW``, ``HxWx2`` (grey + alpha), ``HxWx3`` or ``HxWx4``.
         jpeg_quality: Quality of a JPEG output (1..100).
 
     Raises:
@@ -175,7 +188,7 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray, *, jpeg_quality
             f"cannot write {path}: unknown image extension {path.suffix!r} (use one of {known})"
         )
     _check_image_array(array)
-    if array.ndim == 3 and array.shape[2] == 4 and image_format in _FORMATS_WITHOUT_ALPHA:
+    if array.ndim == 3 and array.shape[2] in (2, 4) and image_format in _FORMATS_WITHOUT_ALPHA:
         raise InvalidArgumentError(f"cannot write {path}: {image_format} has no alpha channel")
     options = {"JPEG": {"quality": jpeg_quality}, "WEBP": {"lossless": True, "exact": True}}.get(
         image_format, {}
@@ -186,8 +199,8 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray, *, jpeg_quality
 
 
 def _check_image_array(array: np.ndarray) -> None:
-    """Reject arrays that are not uint8 ``HxW``, ``HxWx3`` or ``HxWx4``."""
+    """Reject arrays that are not uint8 ``HxW``, ``HxWx2``, ``HxWx3`` or ``HxWx4``."""
     if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
         raise ValueError(f"expected a uint8 numpy array, got {getattr(array, 'dtype', type(array))}")
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
-        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {array.shape}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise ValueError(f"expected an HxW, HxWx2, HxWx3 or HxWx4 image, got shape {array.shape}")

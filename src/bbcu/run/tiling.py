@@ -79,8 +79,8 @@ def restore_array(
 
     Raises:
         NonFiniteError: If the network's output holds NaN or infinity (it is no picture).
-        InvalidArgumentError: If the image has a channel count other than 1 or 3, ``tile`` is not positive or
-            ``tile_overlap`` is negative.
+        InvalidArgumentError: If the image is empty or has a channel count other than 1 or 3, ``tile`` is
+            not positive or ``tile_overlap`` is negative.
     """
     scale = int(getattr(model, "scale", 1))
     margin = receptive_radius(model) if tile_overlap is None else tile_overlap
@@ -103,6 +103,8 @@ def _to_model_input(lq: np.ndarray, in_channels: int) -> torch.Tensor:
         lq = lq[:, :, 0]
     if lq.ndim not in (2, 3) or (lq.ndim == 3 and lq.shape[2] != 3):
         raise InvalidArgumentError(f"cannot restore an image of shape {lq.shape}: expected HxW or HxWx3")
+    if 0 in lq.shape[:2]:
+        raise InvalidArgumentError(f"cannot restore an empty image (shape {lq.shape}): it has no pixel")
     x = image_to_tensor(lq)
     if x.shape[1] == in_channels:
         return x
