@@ -67,4 +67,3 @@ class MissingExtraError(BbcuError, ImportError):
     """A feature whose optional dependencies are not installed (``pip install 'bbcu[serve]'``...)."""
 
 
-UserError = BbcuError  # transitional: every raise site moves to a specific class above
