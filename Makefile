@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint demo clean browser runtime runtime-arm runtime-deps
+.PHONY: venv test test-fast lint demo clean browser runtime runtime-arm runtime-deps fuzz
 
 venv: $(STAMP)
 
@@ -23,6 +23,16 @@ test: venv browser runtime runtime-arm
 
 test-fast: venv runtime
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not ddp"
+
+# Coverage-guided fuzzing (atheris) of the .bbcu, .safetensors and image readers, FUZZ_SECONDS each
+# (make test runs them for seconds); the corpus grows in build/fuzz/, findings land in build/fuzz/ too.
+FUZZ_SECONDS ?= 300
+fuzz: venv
+	mkdir -p build/fuzz
+	for target in packed weights image; do \
+		(cd build/fuzz && ../../$(BIN)/python ../../fuzz/fuzz_loaders.py $$target corpus-$$target \
+			-max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done
 
 lint: venv
 	$(BIN)/ruff check src tests

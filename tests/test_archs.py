@@ -18,7 +18,6 @@ from bbcu.archs import create_model, list_models, model_entry
 from bbcu.archs.dncnn import BinaryDnCNN, DnCNN
 from bbcu.archs.srresnet import BinarySRResNet, MSRResNet
 from bbcu.binary import BBCUV4, BBCUUpsample, BinaryConv2d
-from bbcu.core.constants import SR_SCALES
 from bbcu.core.errors import InvalidArgumentError
 from helpers import randomized
 
@@ -39,14 +38,10 @@ def small_input(model: nn.Module, seed: int = 0) -> torch.Tensor:
     return torch.rand(1, model.in_channels, 12, 12, generator=generator)
 
 
-def scales_of(name: str) -> tuple[int, ...]:
-    return SR_SCALES if model_entry(name).task == "sr" else (1,)
-
-
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_forward_shape_and_attributes_at_every_scale(name):
-    for scale in scales_of(name):
+    for scale in model_entry(name).scales:
         model = create_model(name, scale=scale)
         assert model.scale == scale and isinstance(model.k, float) and model.in_channels in (1, 3)
         x = small_input(model)

@@ -19,6 +19,7 @@ from bbcu.data.root import data_root
 from bbcu.formats import image_io
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from bbcu.imaging.pixels import image_to_tensor, tensor_to_image, to_float, to_uint8
+from hostile_corpus import tiff_with_a_fraction_as_strip_offset
 
 RNG = np.random.default_rng(11)
 GREY = RNG.integers(0, 256, (23, 31), dtype=np.uint8)
@@ -311,3 +312,27 @@ def test_control_characters_in_a_file_name_stay_on_one_line(tmp_path: Path) -> N
     message = str(caught.value)
     assert "\n" not in message and "\x1b" not in message
     assert "two\\nlines\\x1b[2J.png" in message
+
+
+def test_more_pixels_than_the_bomb_limit_are_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow only warns between one and two times its limit, and decodes; bbcu refuses (issue 12)."""
+    write_image(tmp_path / "a.png", GREY)  # 23 x 31 = 713 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 713 is within Pillow's warning-only band
+    decoded: list[bool] = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(True))
+    with pytest.raises(ImageReadError, match=r"31x23 is more than 500 pixels, the decompression-bomb limit"):
+        read_image(tmp_path / "a.png")
+    assert decoded == []
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), GREY)
+
+
+def test_any_decoder_exception_is_an_image_read_error(tmp_path: Path) -> None:
+    """A TIFF whose strip offset is a fraction made Pillow raise TypeError (found by fuzz/)."""
+    path = tmp_path / "fraction.tif"
+    path.write_bytes(tiff_with_a_fraction_as_strip_offset())
+    with pytest.raises(ImageReadError, match=r"fraction\.tif: ") as caught:
+        read_image(path)
+    assert isinstance(caught.value.__cause__, TypeError)

@@ -70,6 +70,9 @@ def test_downloaded_result_equals_bbcu_restore(
     wait_until(driver, lambda: driver.find_element(By.ID, "result").is_displayed())
     assert driver.find_element(By.ID, "error").is_displayed() is False
     assert "64x64 -> 256x256" in driver.find_element(By.ID, "fact-size").text
+    # The Content-Security-Policy lets the page show its blob: images (a blocked one has no pixels).
+    widths = "return Array.from(document.querySelectorAll('.viewport img'), (img) => img.naturalWidth)"
+    wait_until(driver, lambda: driver.execute_script(widths) == [64, 64, 256])
     assert driver.find_element(By.ID, "fact-ops").text.endswith("G for this 64x64 input")
     driver.find_element(By.ID, "zoom-in").click()
     transforms = {driver.execute_script("return arguments[0].style.transform", img) for img in images(driver)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bbcu.core.constants import TASKS, Task
+from bbcu.core.constants import SR_SCALES, TASKS, Task
 from bbcu.core.errors import BbcuError, InvalidArgumentError, ModelNotFoundError
 
 ModelFactory = Callable[..., nn.Module]
@@ -28,24 +28,29 @@ class ModelEntry:
         factory: Callable building the network from keyword arguments.
         task: Decides the data protocol used with it.
         binary: Whether the network contains binarized convolutions.
+        scales: The upscaling factors it builds at (1 for denoising and JPEG).
     """
 
     name: str
     factory: ModelFactory
     task: Task
     binary: bool
+    scales: tuple[int, ...]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, task: Task, binary: bool) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(
+    name: str, *, task: Task, binary: bool, scales: tuple[int, ...] | None = None
+) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering ``factory`` under ``name``.
 
     Args:
         name: Unique registry name.
         task: One of ``bbcu.core.constants.TASKS``.
         binary: Whether the model has binary convolutions.
+        scales: The factors it builds at; default ``SR_SCALES`` for SR and ``(1,)`` otherwise.
 
     Returns:
         The decorator, which returns the factory unchanged.
@@ -56,7 +61,8 @@ def register_model(name: str, *, task: Task, binary: bool) -> Callable[[ModelFac
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, factory, task, binary)
+        default = SR_SCALES if task == "sr" else (1,)
+        _REGISTRY[name] = ModelEntry(name, factory, task, binary, scales or default)
         return factory
 
     return decorator

@@ -1,4 +1,4 @@
-"""``bbcu convert``: an official BBCU checkpoint (.pth) -> a bbcu weights file (.safetensors)."""
+"""``bbcu convert``: an official BBCU or ESRGAN-family checkpoint (.pth) -> a bbcu weights file."""
 
 from __future__ import annotations
 
@@ -12,16 +12,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``bbcu convert``."""
     parser = subparsers.add_parser(
         "convert",
-        help="convert an official BBCU checkpoint to a bbcu weights file",
+        help="convert an official BBCU or ESRGAN checkpoint to a bbcu weights file",
         description=(
             "Convert an official BBCU checkpoint (BasicSR format for SR, KAIR format for denoising and "
-            "JPEG) into a bbcu weights file. The .pth is read with weights_only=True: a file that would "
-            "run code when unpickled is refused."
+            "JPEG) or an ESRGAN / Real-ESRGAN RRDBNet checkpoint (BasicSR, original-release or older "
+            "layout; scale, blocks and widths read off the tensors) into a bbcu weights file. The .pth "
+            "is read with weights_only=True: a file that would run code when unpickled is refused."
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="official .pth file")
     parser.add_argument(
-        "--model", required=True, help="registry name: bbcu-l, bbcu-m, dncnn-bbcu, dncnn3-bbcu"
+        "--model",
+        help="registry name: bbcu-l, bbcu-m, dncnn-bbcu, dncnn3-bbcu, rrdbnet (PSNR-oriented RRDB weights) "
+        "or esrgan (GAN-trained); default: rrdbnet for an ESRGAN-family file, required otherwise",
     )
     parser.add_argument("--scale", type=int, help="SR scale (default: read off the checkpoint)")
     parser.add_argument(
@@ -37,5 +40,9 @@ def run(args: argparse.Namespace) -> int:
     """Convert, write atomically, and say what was written."""
     model = convert_file(args.checkpoint, args.output, args.model, scale=args.scale, param_key=args.param_key)
     tensors = len(model.state_dict())
-    print(f"{args.checkpoint} -> {args.output}: {args.model} x{model.scale}, {tensors} tensors")
+    shape = ", ".join(f"{key} {value}" for key, value in model.model_kwargs.items() if key != "scale")
+    details = f" ({shape})" if shape else ""
+    print(
+        f"{args.checkpoint} -> {args.output}: {model.model_name} x{model.scale}{details}, {tensors} tensors"
+    )
     return 0

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from bbcu.core.constants import SR_SCALES, TASKS
 from bbcu.core.errors import BbcuError, InvalidArgumentError, OutputError, one_line
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image, write_image
-from bbcu.run.images import restore_pixels
+from bbcu.run.images import ALPHA_UPSAMPLERS, rescale_output, restore_pixels
 from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
 
 OUTPUT_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
@@ -45,9 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scale", type=int, choices=SR_SCALES, help="SR factor (default: the model's, else 4)"
     )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", help="shipped model name, or a registry model without weights (bicubic)")
-    which.add_argument("--weights", type=Path, help="weights (.safetensors) or packed (.bbcu) file")
+    parser.add_argument(
+        "--model",
+        help="shipped model name, a registry model without weights (bicubic), or with --weights the "
+        "network the weights must be (e.g. esrgan for an ESRGAN .pth)",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="weights (.safetensors), packed (.bbcu) or official checkpoint (.pth, converted on the fly)",
+    )
     parser.add_argument("--engine", choices=ENGINES, default="torch", help="packed = the 1-bit CPU engine")
     parser.add_argument(
         "--tile", type=int, help="tile size in input pixels (default: automatic for large images)"
@@ -56,6 +63,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--tile-overlap",
         type=int,
         help="context pixels around each tile (default: the receptive radius, exact)",
+    )
+    parser.add_argument(
+        "--outscale",
+        type=float,
+        help="final scale when it differs from the network's (e.g. 3.5 with an x4 model): the output is "
+        "resized with MATLAB bicubic",
+    )
+    parser.add_argument(
+        "--alpha-upsampler",
+        choices=ALPHA_UPSAMPLERS,
+        default="bicubic",
+        help="how transparency is upscaled: MATLAB bicubic (default) or the network itself",
     )
     parser.add_argument("--suffix", default="", help="appended to each output file stem, e.g. _x4")
     parser.add_argument("--ext", choices=OUTPUT_EXTENSIONS, default="png", help="output format (default png)")
@@ -69,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--tile must be positive, got {args.tile}")
     if args.tile_overlap is not None and args.tile_overlap < 0:
         raise InvalidArgumentError(f"--tile-overlap must be non-negative, got {args.tile_overlap}")
+    if args.outscale is not None and not args.outscale > 0:
+        raise InvalidArgumentError(f"--outscale must be positive, got {args.outscale}")
     model = resolve_model(
         args.model, task=args.task, scale=args.scale, weights=args.weights, engine=args.engine
     )
@@ -112,7 +133,10 @@ def restore_file(model: ResolvedModel, source: Path, target: Path, args: argpars
     """Read (alpha kept), restore and write one image; the write is atomic."""
     image = read_image(source, keep_alpha=True)
     options = {"tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device}
-    write_image(target, restore_pixels(model, image, **options))
+    restored = restore_pixels(model, image, alpha_upsampler=args.alpha_upsampler, **options)
+    if args.outscale is not None:
+        restored = rescale_output(restored, image.shape[:2], args.outscale)
+    write_image(target, restored)
 
 
 def report(problem: str) -> None:

@@ -2,7 +2,8 @@
 
 It listens on the loopback address unless told otherwise: the page runs models on this machine's
 CPU for whoever can reach it, so exposing it to a network is a choice the user makes explicitly
-(``--host 0.0.0.0``), and is then warned about.
+(``--host 0.0.0.0``), and is then warned about. Whatever it listens on, it answers only to the
+loopback names, the ``--host`` address and the ``--allow-host`` names (see ``bbcu.serve.guard``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import logging
 import sys
 
 from bbcu.core.errors import InvalidArgumentError, MissingExtraError
-from bbcu.serve import LOOPBACK
+from bbcu.serve import LOOPBACK, LOOPBACK_NAMES
 from bbcu.serve.limits import MEGABYTE, Limits
 
-LOOPBACK_NAMES = (LOOPBACK, "localhost", "::1")
 logger = logging.getLogger(__name__)
 
 
@@ -28,6 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a page to upload an image, restore it with a BBCU model and compare the result.",
     )
     parser.add_argument("--host", default=LOOPBACK, help=f"address to listen on (default {LOOPBACK})")
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name (or address) browsers may reach the page by, besides the loopback names and "
+        "--host; repeat for more (requests naming any other host are refused)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 = any)")
     parser.add_argument(
         "--max-upload-mb",
@@ -70,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK_NAMES:
         logger.warning("warning: listening on %s: anyone who can reach it can run models here", args.host)
     print(f"bbcu serve: open {url_of(sock)} in a browser (Ctrl+C stops)", file=sys.stderr)
-    make_server(create_app(limits)).run(sockets=[sock])
+    make_server(create_app(limits, allowed_hosts=[args.host, *args.allow_host])).run(sockets=[sock])
     return 0
 
 

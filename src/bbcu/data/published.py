@@ -1,4 +1,6 @@
-"""The published numbers of Xia et al. (ICLR 2023) as data (docs/published.md).
+"""The published numbers of Xia et al. (ICLR 2023) as data (docs/published.md), plus the scores of the
+reference restorers people run beside binary networks (RRDB, from ESRGAN's authors), which have no
+place in the BBCU paper's cost tables.
 
 Evaluation prints them beside our own scores, the plots draw them and the cost-accounting tests check
 our OPs/Params against them, so they live in one typed place instead of being re-typed per consumer.
@@ -34,6 +36,7 @@ ROW_LABELS: dict[str, dict[str, str]] = {
         **_BINARY_BASELINES,
         "bbcu-m": "BBCU-M",
         "bbcu-l": "BBCU-L",
+        "rrdbnet": "RRDB (ESRGAN, PSNR)",
     },
     "denoise": {
         "dncnn": "DnCNN",
@@ -87,6 +90,8 @@ _SR_SCORES: dict[int, dict[str, tuple[Score, ...]]] = {
         "reactnet": ((31.54, 0.8859), (28.19, 0.7705), (27.31, 0.7252), (25.35, 0.7603), (29.25, 0.8912)),
         "bbcu-m": ((31.54, 0.8862), (28.20, 0.7718), (27.31, 0.7263), (25.35, 0.7602), (29.22, 0.8918)),
         "bbcu-l": ((31.79, 0.8905), (28.38, 0.7762), (27.41, 0.7303), (25.62, 0.7696), (29.69, 0.8992)),
+        # Not in Xia et al.: ESRGAN's PSNR-oriented RRDB_PSNR_x4 (the GAN model has no PSNR target).
+        "rrdbnet": ((32.73, 0.9011), (28.99, 0.7917), (27.85, 0.7455), (27.03, 0.8153), (31.66, 0.9196)),
     },
 }
 
@@ -172,6 +177,8 @@ _PRINTED_COSTS: dict[tuple[str, int], dict[str, Cost]] = {
 # Binary baselines binarize the body only, so rows printed without a cost share this model's.
 _COST_SHARED_WITH = {"sr": "bbcu-l", "denoise": "dncnn-bbcu", "jpeg": "dncnn3-bbcu"}
 _NOT_A_NETWORK = frozenset({"bicubic"})
+_FROM_OTHER_PAPERS = frozenset({"rrdbnet"})
+"""Reference restorers whose scores come from their own papers: the BBCU paper prints no cost for them."""
 
 
 def _flatten_scores() -> dict[tuple[str, str, str, int], Score]:
@@ -219,7 +226,8 @@ def published_cost(model: str, task: str, scale: int = 1) -> Cost | None:
     """Published (OPs in G, Params in K) of a registry model, or None where the paper implies none.
 
     Binary baselines printed without a cost column share BBCU-L's (SR) or binary DnCNN's cost, as the
-    paper states; bicubic is not a network and has no cost.
+    paper states; bicubic is not a network and has no cost, nor have reference restorers from other
+    papers (RRDB).
 
     Args:
         model: Registry name.
@@ -228,6 +236,10 @@ def published_cost(model: str, task: str, scale: int = 1) -> Cost | None:
     """
     key = (task, int(scale) if task == "sr" else 1)
     printed = _PRINTED_COSTS.get(key)
-    if printed is None or model in _NOT_A_NETWORK or model not in ROW_LABELS.get(task, {}):
+    if (
+        printed is None
+        or model in _NOT_A_NETWORK | _FROM_OTHER_PAPERS
+        or model not in ROW_LABELS.get(task, {})
+    ):
         return None
     return printed.get(model, printed[_COST_SHARED_WITH[task]])

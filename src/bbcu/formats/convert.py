@@ -1,4 +1,5 @@
-"""Official BBCU checkpoints (Zj-BinXia/BBCU) -> bbcu models and weights files.
+"""Official BBCU checkpoints (Zj-BinXia/BBCU) -> bbcu models and weights files; the entry point for
+ESRGAN-family checkpoints too, whose layouts live in :mod:`bbcu.formats.esrgan`.
 
 The official SR code is BasicSR: its ``.pth`` is a dict whose ``params`` (or ``params_ema``) entry holds
 the state dict. The denoising / JPEG code is KAIR: the ``.pth`` is the state dict itself. Parameter
@@ -31,7 +32,9 @@ import torch
 from torch import nn
 
 from bbcu.archs.registry import create_model, model_entry
+from bbcu.archs.rrdbnet import RRDB_MODELS
 from bbcu.core.errors import InvalidArgumentError, InvalidFileError
+from bbcu.formats.esrgan import convert_rrdb_state
 from bbcu.formats.weights import load_state_dict_strictly, save
 
 BASICSR_PARAM_KEYS = ("params", "params_ema")
@@ -230,17 +233,33 @@ def convert_state_dict(
 
 
 def convert_checkpoint(
-    path: str | os.PathLike[str], model_name: str, *, scale: int | None = None, param_key: str | None = None
+    path: str | os.PathLike[str],
+    model_name: str | None = None,
+    *,
+    scale: int | None = None,
+    param_key: str | None = None,
 ) -> nn.Module:
-    """Read an official ``.pth`` safely and return the equivalent bbcu model (see ``convert_state_dict``)."""
-    state = unwrap_state_dict(read_checkpoint(path), param_key, source=str(path))
-    return convert_state_dict(state, model_name, scale=scale, source=str(path))
+    """Read an official ``.pth`` safely and return the equivalent bbcu model.
+
+    BBCU checkpoints go through ``convert_state_dict``; ESRGAN-family ones (``rrdbnet``, ``esrgan``, or no
+    name at all, since their layouts say what they are) through ``bbcu.formats.esrgan``. For those, a
+    BasicSR file holding both entries gives ``params_ema`` unless ``param_key`` says otherwise, as
+    Real-ESRGAN's inference does.
+    """
+    checkpoint = read_checkpoint(path)
+    if model_name is not None and model_name not in RRDB_MODELS:
+        state = unwrap_state_dict(checkpoint, param_key, source=str(path))
+        return convert_state_dict(state, model_name, scale=scale, source=str(path))
+    if param_key is None and "params_ema" in checkpoint:
+        param_key = "params_ema"
+    state = unwrap_state_dict(checkpoint, param_key, source=str(path))
+    return convert_rrdb_state(state, model_name, scale=scale, source=str(path))
 
 
 def convert_file(
     path: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    model_name: str,
+    model_name: str | None = None,
     *,
     scale: int | None = None,
     param_key: str | None = None,

@@ -54,6 +54,9 @@ def read_image(path: str | os.PathLike[str], *, keep_alpha: bool = False) -> np.
       warning, since precision is lost (other 16-bit colour files get Pillow's high byte);
     - an alpha channel (``LA``, ``RGBA``, a palette's transparency) is dropped with a warning, or kept
       when ``keep_alpha`` is set: grey + alpha as ``HxWx2``, colour + alpha as ``HxWx4`` RGBA;
+    - an image of more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+      89.5 million by default; a program may raise it) is refused before it is decoded, where Pillow
+      alone would only warn below twice the limit and decode it;
     - 32-bit samples (integer or floating-point TIFFs) are refused: they carry no agreed mapping to
       0..255 (a float file may mean 0..1 or 0..255, an integer one 0..65535 or the full 32-bit range),
       and guessing would hand a network a silently wrong picture;
@@ -67,7 +70,7 @@ def read_image(path: str | os.PathLike[str], *, keep_alpha: bool = False) -> np.
         A C-contiguous uint8 array.
 
     Raises:
-        ImageReadError: If the file cannot be decoded completely, or holds 32-bit samples.
+        ImageReadError: If the file cannot be decoded completely, is too large, or holds 32-bit samples.
     """
     path = Path(path)
     image, reduced_from_16_bits = _decode(path)
@@ -93,17 +96,37 @@ def _decode(path: Path) -> tuple[Image.Image, bool]:
     if not path.is_file():
         raise ImageReadError(f"cannot read image {path}: no such file")
     try:
-        with Image.open(path) as image:
-            low_byte_rawmode = _LOW_BYTE_RAWMODES.get(_png_rawmode(image))
-            image.load()
-            _refuse_wide_samples(image)
-            samples = _sixteen_bit_samples(path, image, low_byte_rawmode)
-            if samples is not None:
-                image = _replace_pixels(image, _sixteen_to_eight_bits(samples))
-            return ImageOps.exif_transpose(image), samples is not None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, not warned
+            return _decode_file(path)
+    # Pillow's plugins are documented to raise OSError, ValueError or SyntaxError, but on hostile bytes
+    # some raise TypeError, IndexError, struct.error... (fuzz/fuzz_loaders.py found a TIFF whose strip
+    # offset is a fraction): whatever decoding a file raises, the file is not a readable image.
+    except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ImageReadError(f"cannot read image {path}: {reason}") from None
+        raise ImageReadError(f"cannot read image {path}: {reason}") from err
+
+
+def _decode_file(path: Path) -> tuple[Image.Image, bool]:
+    with Image.open(path) as image:
+        _refuse_bombs(image)
+        low_byte_rawmode = _LOW_BYTE_RAWMODES.get(_png_rawmode(image))
+        image.load()
+        _refuse_wide_samples(image)
+        samples = _sixteen_bit_samples(path, image, low_byte_rawmode)
+        if samples is not None:
+            image = _replace_pixels(image, _sixteen_to_eight_bits(samples))
+        return ImageOps.exif_transpose(image), samples is not None
+
+
+def _refuse_bombs(image: Image.Image) -> None:
+    """Raise ValueError for more pixels than Pillow's limit (Pillow itself only warns up to twice it)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise ValueError(
+            f"{image.width}x{image.height} is more than {limit} pixels, the decompression-bomb limit "
+            "(PIL.Image.MAX_IMAGE_PIXELS)"
+        )
 
 
 def _refuse_wide_samples(image: Image.Image) -> None:

@@ -231,7 +231,7 @@ def _parse_header(path: Path, metadata: dict[str, str], tensors: dict[str, np.nd
             tensors=tensors,
             bbcu_version=metadata["bbcu_version"],
         )
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, RecursionError) as err:  # RecursionError: JSON nested too deep
         raise InvalidFileError(f"{path}: malformed metadata ({type(err).__name__}: {err})") from err
     if not isinstance(network.model_kwargs, dict) or not isinstance(network.graph, list):
         raise InvalidFileError(f"{path}: malformed metadata (model_kwargs or graph)")

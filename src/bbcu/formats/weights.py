@@ -120,7 +120,7 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
     metadata = read_metadata(path)
     try:
         name, kwargs = metadata["model"], json.loads(metadata["model_kwargs"])
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, RecursionError) as err:  # RecursionError: nested thousands deep
         raise InvalidFileError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from err
     # The header's arguments are checked against the stored tensors on a skeleton that allocates
     # nothing, so a file asking for an enormous network is refused before any memory is spent on it.
@@ -151,6 +151,8 @@ def build_recorded_model(name: str, kwargs: Mapping[str, object], *, source: str
         return create_model(name, **kwargs)
     except (ModelNotFoundError, InvalidArgumentError) as err:
         raise InvalidFileError(f"{source}: {err}") from err
+    except RuntimeError as err:  # torch's own refusal, e.g. a negative channel count
+        raise InvalidFileError(f"{source}: cannot build {name} with {dict(kwargs)}: {err}") from err
 
 
 def _expandable_binary_keys(model: nn.Module) -> list[str]:

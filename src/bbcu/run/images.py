@@ -25,12 +25,15 @@ import torch
 from PIL import Image
 from torch import nn
 
+from bbcu.core.errors import InvalidArgumentError
 from bbcu.imaging.imresize import imresize
 from bbcu.imaging.pixels import to_uint8
 from bbcu.run.resolve import ResolvedModel, resolve_model
 from bbcu.run.tiling import restore_array
 
 _KEPT_PIL_MODES = ("L", "LA", "RGB", "RGBA")
+ALPHA_UPSAMPLERS = ("bicubic", "network")
+"""How an SR output's alpha is made: MATLAB bicubic (the default), or the network on the alpha plane."""
 
 ImageT = TypeVar("ImageT", np.ndarray, Image.Image, torch.Tensor)
 
@@ -104,23 +107,55 @@ def restore_pixels(
     tile: int | None = None,
     tile_overlap: int | None = None,
     device: str | torch.device = "cpu",
+    alpha_upsampler: str = "bicubic",
 ) -> np.ndarray:
-    """Restore a NumPy image (layouts as in ``restore``), carrying alpha through; same dtype back."""
+    """Restore a NumPy image (layouts as in ``restore``), carrying alpha through; same dtype back.
+
+    ``alpha_upsampler`` (one of ``ALPHA_UPSAMPLERS``) says how an SR output gets its alpha: MATLAB
+    bicubic, or the network run on the alpha plane as a grey image (Real-ESRGAN's default). At scale 1
+    alpha needs no upsampling and is carried unchanged either way.
+    """
+    if alpha_upsampler not in ALPHA_UPSAMPLERS:
+        raise InvalidArgumentError(
+            f"unknown alpha upsampler {alpha_upsampler!r}; choose one of {', '.join(ALPHA_UPSAMPLERS)}"
+        )
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
         raise TypeError(f"cannot restore an array of shape {image.shape}: expected HxW or HxWxC, C in 1..4")
     if not (image.dtype == np.uint8 or np.issubdtype(image.dtype, np.floating)):
         raise TypeError(f"cannot restore a {image.dtype} array: expected uint8 or float on [0, 1]")
     pixels, alpha = split_alpha(image)
-    restored = restore_array(model.network, pixels, tile=tile, tile_overlap=tile_overlap, device=device)
-    if image.dtype == np.uint8:
-        restored = quantised(restored)
-    else:
-        restored = np.clip(restored, 0, 1, out=restored).astype(image.dtype, copy=False)
-    if alpha is not None:
+    tiling = {"tile": tile, "tile_overlap": tile_overlap, "device": device}
+    restored = _as_dtype(restore_array(model.network, pixels, **tiling), image.dtype)
+    if alpha is not None and alpha_upsampler == "network" and model.scale > 1:
+        alpha = _as_dtype(restore_array(model.network, alpha, **tiling), alpha.dtype)
+        restored = np.dstack([restored, alpha])
+    elif alpha is not None:
         restored = np.dstack([restored, resize_alpha(alpha, model.scale)])
     elif image.ndim == 3 and image.shape[2] == 1:
         restored = restored[:, :, None]
     return restored
+
+
+def _as_dtype(restored: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float network output in the input's dtype: rounded to uint8, or clipped to [0, 1]."""
+    if dtype == np.uint8:
+        return quantised(restored)
+    return np.clip(restored, 0, 1, out=restored).astype(dtype, copy=False)
+
+
+def rescale_output(restored: np.ndarray, input_size: tuple[int, int], outscale: float) -> np.ndarray:
+    """A restored image resized to ``outscale`` times the input size, for an output scale other than the
+    network's (an x4 network, an x3.5 picture), with MATLAB bicubic; same layout and dtype back.
+
+    The size is ``int(side * outscale)`` (at least 1), as Real-ESRGAN's ``--outscale`` gives it; an output
+    already that size is returned untouched.
+    """
+    if not outscale > 0:  # NaN included
+        raise InvalidArgumentError(f"the output scale must be positive, got {outscale}")
+    size = tuple(max(1, int(side * outscale)) for side in input_size)
+    if size == restored.shape[:2]:
+        return restored
+    return _bicubic(restored, output_shape=size)
 
 
 def quantised(image: np.ndarray, band_rows: int = 256) -> np.ndarray:
@@ -149,10 +184,13 @@ def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def resize_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
     """Alpha at the output size: MATLAB-bicubic upscaled for SR (uint8 stays uint8), unchanged otherwise."""
-    if scale == 1:
-        return alpha
-    resized = imresize(alpha, scale)
-    return resized if alpha.dtype == np.uint8 else np.clip(resized, 0, 1).astype(alpha.dtype)
+    return alpha if scale == 1 else _bicubic(alpha, scale=scale)
+
+
+def _bicubic(image: np.ndarray, **size: object) -> np.ndarray:
+    """MATLAB-bicubic ``imresize`` keeping the dtype: uint8 stays uint8, float is clipped to [0, 1]."""
+    resized = imresize(image, **size)
+    return resized if image.dtype == np.uint8 else np.clip(resized, 0, 1).astype(image.dtype)
 
 
 def _restore_pil(model: ResolvedModel, image: Image.Image, options: dict[str, object]) -> Image.Image:

@@ -20,12 +20,15 @@ from torch import nn
 from bbcu.archs import create_model, model_entry
 from bbcu.core.constants import TASKS
 from bbcu.core.errors import InvalidArgumentError, MissingExtraError, ModelNotFoundError
+from bbcu.formats.convert import convert_checkpoint
 from bbcu.formats.weights import load
 from bbcu.run import zoo
 
 ENGINES = ("torch", "packed")
 """``torch``: the PyTorch network; ``packed``: the 1-bit XNOR-popcount engine (binary networks)."""
-_WEIGHTS_SUFFIXES = (zoo.WEIGHTS_SUFFIX, zoo.PACKED_SUFFIX)
+OFFICIAL_SUFFIX = ".pth"
+"""An official checkpoint (BBCU, ESRGAN family), converted on the fly by ``bbcu.formats.convert``."""
+_WEIGHTS_SUFFIXES = (zoo.WEIGHTS_SUFFIX, zoo.PACKED_SUFFIX, OFFICIAL_SUFFIX)
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 """An ``nn.Module`` or a packed-engine model: called on (N, C, H, W), with ``scale`` and ``in_channels``."""
@@ -117,7 +120,12 @@ def _from_weights(
         raise InvalidArgumentError(
             f"{path} is a packed model: it runs on the packed engine (--engine packed)"
         )
-    network = _packed_engine().load(path) if packed_file else load(path)
+    if packed_file:
+        network = _packed_engine().load(path)
+    elif path.suffix == OFFICIAL_SUFFIX:  # converted in memory, read without running pickled code
+        network = convert_checkpoint(path, expected_architecture)
+    else:
+        network = load(path)
     if expected_architecture not in (None, network.model_name):
         raise InvalidArgumentError(f"{path} holds a {network.model_name} model, not {expected_architecture}")
     task = model_entry(network.model_name).task

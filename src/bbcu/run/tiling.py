@@ -10,6 +10,7 @@ is the default.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 
@@ -20,6 +21,8 @@ from torch import nn
 from bbcu.archs.registry import create_model
 from bbcu.core.errors import InvalidArgumentError, NonFiniteError
 from bbcu.imaging.pixels import image_to_tensor, tensor_to_image
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PIXEL_BUDGET = 1 << 20
 """Output pixels run in one piece before tiling starts on its own (a 64-channel float feature map of
@@ -36,14 +39,22 @@ def receptive_radius(model: nn.Module) -> int:
     upsampler reach less far in LQ pixels, so this over-counts, which is the safe side) and adds the
     reach of interpolated skips. SRResNet x4 gives 39, DnCNN 22. A model holding no ``nn.Conv2d`` of
     its own but built by name (the packed engine's ``PackedModel``) is measured through the registry
-    network it stands for.
+    network it stands for, built on the meta device: only its shapes are read, so arguments naming an
+    enormous network cost no memory.
     """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs and hasattr(model, "model_name"):
-        reference = create_model(model.model_name, **getattr(model, "model_kwargs", {}))
+        with torch.device("meta"):
+            reference = create_model(model.model_name, **getattr(model, "model_kwargs", {}))
         convs = [m for m in reference.modules() if isinstance(m, nn.Conv2d)]
     reach = sum(max(d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation, strict=True)) for m in convs)
-    return reach + INTERPOLATION_REACH
+    return (reach + INTERPOLATION_REACH) * input_stride(model)
+
+
+def input_stride(model: nn.Module) -> int:
+    """LQ pixels per trunk pixel: a network that pixel-unshuffles its input (RRDBNet x1 and x2, attribute
+    ``unshuffle``) runs every conv at that stride, so its reach and its tile grid scale with it."""
+    return int(getattr(model, "unshuffle", 1))
 
 
 def restore_array(
@@ -79,18 +90,23 @@ def restore_array(
 
     Raises:
         NonFiniteError: If the network's output holds NaN or infinity (it is no picture).
-        InvalidArgumentError: If the image is empty or has a channel count other than 1 or 3, ``tile`` is
-            not positive or ``tile_overlap`` is negative.
+        InvalidArgumentError: If the image is empty, holds NaN or infinity, or has a channel count other
+            than 1 or 3, ``tile`` is not positive or ``tile_overlap`` is negative.
     """
     scale = int(getattr(model, "scale", 1))
     margin = receptive_radius(model) if tile_overlap is None else tile_overlap
     x = _to_model_input(lq, int(model.in_channels))
     if tile is None:
+        if tile_overlap is None:
+            margin = _affordable_margin(margin, scale, pixel_budget)
         tile = _auto_tile(x.shape[-2:], scale, margin, pixel_budget)
     elif tile <= 0:
         raise InvalidArgumentError(f"tile size must be positive, got {tile}")
     if margin < 0:
         raise InvalidArgumentError(f"tile overlap must not be negative, got {margin}")
+    # Tiles of an unshuffling network start on its stride grid, as the whole image's pixels do.
+    stride = input_stride(model)
+    tile, margin = -(-tile // stride) * stride, -(-margin // stride) * stride
     model.eval().to(device, memory_format=torch.channels_last)
     with torch.inference_mode():
         y = _run_tiled(model, x.to(device), tile, margin, scale)
@@ -105,6 +121,8 @@ def _to_model_input(lq: np.ndarray, in_channels: int) -> torch.Tensor:
         raise InvalidArgumentError(f"cannot restore an image of shape {lq.shape}: expected HxW or HxWx3")
     if 0 in lq.shape[:2]:
         raise InvalidArgumentError(f"cannot restore an empty image (shape {lq.shape}): it has no pixel")
+    if lq.dtype != np.uint8 and not np.isfinite(lq).all():
+        raise InvalidArgumentError("cannot restore an image holding NaN or infinite values")
     x = image_to_tensor(lq)
     if x.shape[1] == in_channels:
         return x
@@ -120,6 +138,18 @@ def _from_model_output(y: torch.Tensor, ndim: int, in_channels: int) -> np.ndarr
     elif ndim == 2 and in_channels > 1:
         y = y.mean(dim=1, keepdim=True)
     return tensor_to_image(y)
+
+
+def _affordable_margin(radius: int, scale: int, pixel_budget: int) -> int:
+    """The automatic overlap: the receptive radius while it leaves each tile's core at least half its
+    side, else that quarter of the side, so a very deep network (RRDBNet's 23 blocks reach 353 pixels)
+    does not compute each small core inside hundreds of pixels of context. A capped overlap is logged:
+    tile seams may then differ from a whole-image run by the little the far context contributes."""
+    cap = math.isqrt(pixel_budget) // scale // 4
+    if radius <= cap:
+        return radius
+    logger.info("tiles overlap by %d input pixels, less than the receptive radius %d", cap, radius)
+    return cap
 
 
 def _auto_tile(size: torch.Size, scale: int, margin: int, pixel_budget: int) -> int:

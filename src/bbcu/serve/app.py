@@ -9,14 +9,21 @@ Routes:
   answer is JSON with the input and result as base64 PNGs, the time taken, the cost and, when the
   image was degraded first, PSNRs.
 
-Every refusal is JSON ``{"error": "<one line>"}`` with its status: 413 too large, 422 not an image or
-a bad option, 503 busy. Nothing is stored between requests: results travel back in the answer.
+An upload is refused as early as the request allows: a foreign host, origin or site (``guard``) and a
+``Content-Type`` other than the page's before anything else; a ``Content-Length`` over the limit, or a
+full queue, before the body is read; a body without a length (chunked) as soon as it passes the limit;
+too many pixels from the image header, before decoding. A refusal answered before the body is read
+leaves the rest of the body to uvicorn, which reads and drops it, so the client still gets the answer.
+
+Every refusal is JSON ``{"error": "<one line>"}`` with its status: 403 foreign client, 413 too large,
+415 wrong ``Content-Type``, 422 not an image or a bad option, 503 busy. Nothing is stored between
+requests: results travel back in the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,19 +35,30 @@ from fastapi.staticfiles import StaticFiles
 from bbcu.core.errors import BbcuError
 from bbcu.serve import pipeline
 from bbcu.serve.catalog import Catalog
+from bbcu.serve.guard import Guard
 from bbcu.serve.jobs import JobQueue
-from bbcu.serve.limits import Limits, RequestError, check_image_header, check_upload_size
+from bbcu.serve.limits import (
+    Limits,
+    RequestError,
+    check_image_header,
+    check_media_type,
+    check_upload_size,
+)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_FILENAME_CHARS = 120
 
 
-def create_app(limits: Limits | None = None, catalog: Catalog | None = None) -> FastAPI:
+def create_app(
+    limits: Limits | None = None, catalog: Catalog | None = None, allowed_hosts: Iterable[str] = ()
+) -> FastAPI:
     """Build the application.
 
     Args:
         limits: Upload and queue limits (defaults: ``Limits()``).
         catalog: The models to offer; None discovers them now (bicubic plus the shipped models).
+        allowed_hosts: Host names the server answers to besides the loopback names (the address it
+            listens on, names it is reached by from other machines).
 
     Returns:
         The FastAPI app; its worker thread stops when the app's lifespan ends.
@@ -56,6 +74,7 @@ def create_app(limits: Limits | None = None, catalog: Catalog | None = None) -> 
 
     app = FastAPI(title="bbcu serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.jobs = jobs
+    app.add_middleware(Guard, allowed_hosts=allowed_hosts)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(BbcuError, _rejected)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -91,20 +110,25 @@ def create_app(limits: Limits | None = None, catalog: Catalog | None = None) -> 
         order = pipeline.Order(
             filename[:MAX_FILENAME_CHARS], task, scale, model, engine, degrade, sigma, quality
         )
+        check_media_type(request.headers.get("content-type"))
         choice = catalog.choose(order.model, order.task, order.scale, order.engine)
-        data = await read_body(request, limits)
-        check_image_header(data, order.filename, limits)
-        future = jobs.submit(pipeline.run_order, data, order, choice, catalog)
+        declared = request.headers.get("content-length")
+        if declared is not None:  # uvicorn has checked that it is a number
+            check_upload_size(int(declared), limits)
+        with jobs.reserve() as slot:
+            data = await read_body(request, limits)
+            check_image_header(data, order.filename, limits)
+            future = slot.submit(pipeline.run_order, data, order, choice, catalog)
         return await asyncio.wrap_future(future)
 
     return app
 
 
 async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, refused once it passes the byte limit.
+    """The request body, refused as soon as it passes the byte limit (a body without a length too).
 
-    The rest of an oversized body is still read (and dropped) so that the client, still sending, gets
-    the 413 answer rather than a reset connection; memory never holds more than the limit.
+    Memory never holds more than the limit: reading stops there, and uvicorn drops what the client
+    still sends once the 413 answer is out.
 
     Raises:
         TooLargeError: Over the byte limit.
@@ -114,9 +138,8 @@ async def read_body(request: Request, limits: Limits) -> bytes:
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
-        if received <= limits.max_upload_bytes:
-            chunks.append(chunk)
-    check_upload_size(received, limits)
+        check_upload_size(received, limits)
+        chunks.append(chunk)
     if not received:
         raise RequestError("no image was sent (the request body is empty)")
     return b"".join(chunks)

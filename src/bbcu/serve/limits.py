@@ -1,8 +1,9 @@
 """What an upload may be, checked before any pixel is decoded, and the HTTP status of each refusal.
 
 The pixel count is read from the image header alone, so a small file that would decode into a huge
-image (a "decompression bomb") is refused before it costs memory. Every refusal is a ``BbcuError``
-carrying the status the API answers with and a one-line message the page shows as it is.
+image (a "decompression bomb") is refused before it costs memory, and the byte count before the body
+is read (from ``Content-Length``) or while it streams in. Every refusal is a ``BbcuError`` carrying the
+status the API answers with and a one-line message the page shows as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from PIL import Image, UnidentifiedImageError
 
 from bbcu.core.errors import BbcuError, InvalidArgumentError
 
-ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
+"""Pillow's names; MPO is the JPEG with extra frames many phone cameras write (its first frame is read)."""
+UPLOAD_MEDIA_TYPE = "application/octet-stream"
+"""The one ``Content-Type`` an upload may have: the page's own. A cross-site form or ``no-cors`` fetch can
+only send ``text/plain``, ``multipart/form-data`` or ``application/x-www-form-urlencoded`` without a CORS
+preflight, which this server never grants, so requiring this type keeps other sites from posting."""
 MEGABYTE = 1 << 20
 
 
@@ -31,6 +37,12 @@ class TooLargeError(RequestError):
     """An upload over the byte or pixel limit."""
 
     status = 413
+
+
+class MediaTypeError(RequestError):
+    """An upload sent with another ``Content-Type`` than ``UPLOAD_MEDIA_TYPE``."""
+
+    status = 415
 
 
 class BusyError(BbcuError):
@@ -74,6 +86,18 @@ def check_upload_size(size: int, limits: Limits) -> None:
         )
 
 
+def check_media_type(content_type: str | None) -> None:
+    """Refuse an upload whose ``Content-Type`` is not the page's (parameters such as ``charset`` aside).
+
+    Raises:
+        MediaTypeError: For any other type, or none.
+    """
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type != UPLOAD_MEDIA_TYPE:
+        sent = f"not {media_type}" if media_type else "none was sent"
+        raise MediaTypeError(f"an upload must be sent as Content-Type: {UPLOAD_MEDIA_TYPE} ({sent})")
+
+
 def check_image_header(data: bytes, filename: str, limits: Limits) -> tuple[int, int]:
     """Read the width and height from the header of an uploaded image and check them against the limits.
 
@@ -87,7 +111,9 @@ def check_image_header(data: bytes, filename: str, limits: Limits) -> tuple[int,
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format, (width, height) = image.format, image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as err:  # Pillow's own ceiling, far above any sane --max-pixels
+        raise TooLargeError(f"{filename} is over the limit of {limits.max_pixels:,} pixels ({err})") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         image_format, width, height = None, 0, 0
     if image_format not in ACCEPTED_FORMATS:
         raise RequestError(f"{filename} is not an image ({', '.join(ACCEPTED_FORMATS)} expected)")
