@@ -39,23 +39,29 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     return build_corpus(tmp_path_factory.mktemp("hostile"))
 
 
-def problems_of(cases: Iterable[Case], check: Callable[[Case], str | None]) -> dict[str, str]:
+Check = Callable[[Case], str | None]
+"""What went wrong with one case, or None when it was refused as it must be."""
+
+
+def problems_of(cases: Iterable[Case], check: Check) -> dict[str, str]:
     """``{case name: what went wrong}`` over ``cases``; empty when every case was refused as it must be."""
     return {case.name: problem for case in cases if (problem := check(case)) is not None}
 
 
-def refused(call: Callable[[], object], case: Case, kind: type[Exception]) -> str | None:
-    """None if ``call`` raises ``kind`` with one line matching the case's refusal, else the problem."""
-    try:
-        call()
-    except kind as err:
-        message = str(err)
-        if "\n" in message or not re.search(case.refusal, message):
-            return f"wrong message: {message!r}"
-        return None
-    except Exception as err:
-        return f"{type(err).__name__}: {err}"
-    return "accepted"
+def refusal_check(read: Callable[[Path], object], kind: type[Exception] = InvalidFileError) -> Check:
+    """A check that ``read(case.path)`` raises ``kind`` with one line matching the case's refusal."""
+
+    def check(case: Case) -> str | None:
+        try:
+            read(case.path)
+        except kind as err:
+            message = str(err)
+            return None if "\n" not in message and re.search(case.refusal, message) else f"said {message!r}"
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"
+        return "accepted"
+
+    return check
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, list[str]]:
@@ -74,6 +80,11 @@ def cli_refusal(capsys: pytest.CaptureFixture[str], case: Case, *argv: object) -
     return None
 
 
+def command_check(capsys: pytest.CaptureFixture[str], argv: Callable[[Path], list[object]]) -> Check:
+    """A check that ``bbcu argv(case.path)`` refuses the case (see ``cli_refusal``)."""
+    return lambda case: cli_refusal(capsys, case, *argv(case.path))
+
+
 def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
@@ -89,28 +100,24 @@ def test_every_case_of_the_issue_is_in_the_corpus(corpus: Corpus) -> None:
 
 
 def test_read_image_refuses_every_hostile_image(corpus: Corpus) -> None:
-    assert problems_of(corpus.images, lambda c: refused(lambda: read_image(c.path), c, ImageReadError)) == {}
+    assert problems_of(corpus.images, refusal_check(read_image, ImageReadError)) == {}
 
 
 def test_bbcu_load_refuses_every_hostile_weights_file(corpus: Corpus) -> None:
-    assert (
-        problems_of(corpus.weights, lambda c: refused(lambda: bbcu.load(c.path), c, InvalidFileError)) == {}
-    )
+    assert problems_of(corpus.weights, refusal_check(bbcu.load)) == {}
 
 
 def test_the_engine_refuses_every_hostile_packed_file(corpus: Corpus) -> None:
-    check = lambda c: refused(lambda: bbcu.engine.load(c.path), c, InvalidFileError)  # noqa: E731
-    assert problems_of(corpus.packed, check) == {}
+    assert problems_of(corpus.packed, refusal_check(bbcu.engine.load)) == {}
 
 
 def test_bbcu_restore_refuses_every_hostile_model_file(corpus: Corpus) -> None:
     image = read_image(corpus.good_images[0])
 
-    def check(case: Case) -> str | None:
-        engine = "packed" if case.path.suffix == ".bbcu" else "torch"
-        return refused(lambda: bbcu.restore(image, weights=case.path, engine=engine), case, InvalidFileError)
+    def restore(path: Path) -> object:
+        return bbcu.restore(image, weights=path, engine="packed" if path.suffix == ".bbcu" else "torch")
 
-    assert problems_of(corpus.weights + corpus.packed, check) == {}
+    assert problems_of(corpus.weights + corpus.packed, refusal_check(restore)) == {}
 
 
 @pytest.mark.parametrize("route", ["bicubic", "weights", "packed"])
@@ -128,15 +135,17 @@ def test_bbcu_restore_refuses_empty_and_non_finite_arrays(corpus: Corpus, route:
 
 
 def test_damaged_runs_are_refused_and_a_damaged_newest_checkpoint_falls_back(corpus: Corpus) -> None:
-    kinds = {"all-damaged": DamagedRunError, "code-running": DamagedRunError}
-    check = lambda c: refused(lambda: load_latest_checkpoint(c.path), c, kinds.get(c.name, InvalidFileError))  # noqa: E731
-    assert problems_of(corpus.runs, check) == {}
+    assert problems_of(corpus.runs, refusal_check(load_latest_checkpoint)) == {}
+    damaged = [case.path for case in corpus.runs if case.name in ("all-damaged", "code-running")]
+    for path in damaged:
+        with pytest.raises(DamagedRunError):
+            load_latest_checkpoint(path)
     assert load_latest_checkpoint(corpus.fallback_run)["iteration"] == 100
     assert not corpus.marker.exists()
 
 
 def test_official_checkpoints_that_run_code_or_are_broken_are_refused(corpus: Corpus) -> None:
-    check = lambda c: refused(lambda: convert_checkpoint(c.path, "dncnn-bbcu"), c, InvalidFileError)  # noqa: E731
+    check = refusal_check(lambda path: convert_checkpoint(path, "dncnn-bbcu"))
     assert problems_of(corpus.official, check) == {}
     assert not corpus.marker.exists()
 
@@ -208,8 +217,7 @@ def test_eval_export_and_compare_refuse_every_hostile_weights_file(
         "export": ["-o", tmp_path / "e.bbcu"],
         "compare": [corpus.good_images[0], "-o", tmp_path / "grid.png", "--weights"],
     }[verb]
-    check = lambda case: cli_refusal(capsys, case, verb, *arguments, case.path)  # noqa: E731
-    assert problems_of(corpus.weights, check) == {}
+    assert problems_of(corpus.weights, command_check(capsys, lambda path: [verb, *arguments, path])) == {}
     assert listing(tmp_path) == [] and listing(corpus.folder) == before
 
 
@@ -217,8 +225,7 @@ def test_compare_refuses_every_hostile_image(
     corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     arguments = ["--models", "bicubic", "--scale", "2", "-o", tmp_path / "grid.png"]
-    check = lambda case: cli_refusal(capsys, case, "compare", case.path, *arguments)  # noqa: E731
-    assert problems_of(corpus.images, check) == {}
+    assert problems_of(corpus.images, command_check(capsys, lambda path: ["compare", path, *arguments])) == {}
     assert listing(tmp_path) == []
 
 
@@ -226,15 +233,15 @@ def test_convert_refuses_every_hostile_official_checkpoint(
     corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     arguments = ["--model", "dncnn-bbcu", "-o", tmp_path / "converted.safetensors"]
-    check = lambda case: cli_refusal(capsys, case, "convert", case.path, *arguments)  # noqa: E731
-    assert problems_of(corpus.official, check) == {}
+    assert (
+        problems_of(corpus.official, command_check(capsys, lambda path: ["convert", path, *arguments])) == {}
+    )
     assert listing(tmp_path) == [] and not corpus.marker.exists()
 
 
 def test_train_resume_refuses_every_damaged_run(corpus: Corpus, capsys: pytest.CaptureFixture[str]) -> None:
     before = listing(corpus.folder)
-    check = lambda case: cli_refusal(capsys, case, "train", "--resume", case.path)  # noqa: E731
-    assert problems_of(corpus.runs, check) == {}
+    assert problems_of(corpus.runs, command_check(capsys, lambda path: ["train", "--resume", path])) == {}
     assert listing(corpus.folder) == before and not corpus.marker.exists()
 
 
