@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt setup.py
 	touch $(STAMP)
 
 test: venv browser runtime runtime-arm
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests fuzz benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 test-fast: venv runtime
@@ -35,8 +35,8 @@ fuzz: venv
 	done
 
 lint: venv
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests fuzz benchmarks scripts
+	$(BIN)/ruff format --check src tests fuzz
 
 # Headless Chromium and its driver for tests/test_serve_browser.py (Debian packages; CI runs as root).
 browser:

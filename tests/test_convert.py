@@ -385,3 +385,16 @@ def test_bad_conversions_give_one_line_errors(
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_an_official_checkpoint_with_nan_weights_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "nan.pth"
+    state = official_network("bbcu-l", 4, seed=0).state_dict()
+    next(v for k, v in state.items() if k.endswith("weight"))[0].fill_(float("nan"))
+    torch.save({"params": state}, path)
+    output = tmp_path / "out.safetensors"
+    assert main(["convert", str(path), "--model", "bbcu-l", "-o", str(output)]) == 2
+    assert "NaN or infinite values in 1 tensor(s): conv_first.weight" in capsys.readouterr().err
+    assert not output.exists()

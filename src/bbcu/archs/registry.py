@@ -8,10 +8,13 @@ one-line messages: an unknown name lists the known ones, refused arguments say w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from bbcu.core.constants import SR_SCALES, TASKS, Task
 from bbcu.core.errors import BbcuError, InvalidArgumentError, ModelNotFoundError
@@ -106,3 +109,34 @@ def create_model(name: str, **kwargs: object) -> nn.Module:
 def list_models(task: str | None = None) -> list[str]:
     """Sorted registry names, optionally only those of one task."""
     return sorted(n for n, e in _REGISTRY.items() if task is None or e.task == task)
+
+
+class _SkipRandomFill(TorchFunctionMode):
+    """Turns the in-place random fills every ``nn.init`` function ends in into no-ops."""
+
+    FILLS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FILLS:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def without_initialisation(*, shapes_only: bool = False) -> Iterator[None]:
+    """Build networks whose parameters are about to be overwritten (or only measured): no random init.
+
+    Args:
+        shapes_only: Also put every tensor on PyTorch's ``meta`` device, so a network of any size costs
+            no memory: a file's claims about a network can be checked before anything is allocated.
+
+    Skipping the fills saves the time of drawing millions of random numbers that a loaded state dict
+    replaces anyway, and on ``meta`` the seconds PyTorch spends loading its meta kernels for
+    ``normal_``.
+    """
+    with _SkipRandomFill():
+        if shapes_only:
+            with torch.device("meta"):
+                yield
+        else:
+            yield

@@ -65,5 +65,3 @@ class NonFiniteError(BbcuError, ArithmeticError):
 
 class MissingExtraError(BbcuError, ImportError):
     """A feature whose optional dependencies are not installed (``pip install 'bbcu[serve]'``...)."""
-
-

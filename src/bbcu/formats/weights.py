@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import bbcu
-from bbcu.archs.registry import create_model
+from bbcu.archs.registry import create_model, without_initialisation
 from bbcu.binary.conv import BinaryConv2d
 from bbcu.binary.weights import channel_mean_abs
 from bbcu.core.atomic import atomic_write_bytes
@@ -124,14 +124,14 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") ->
         raise InvalidFileError(f"{path}: damaged metadata, cannot tell which model it holds ({err})") from err
     # The header's arguments are checked against the stored tensors on a skeleton that allocates
     # nothing, so a file asking for an enormous network is refused before any memory is spent on it.
-    with torch.device("meta"):
+    with without_initialisation(shapes_only=True):
         skeleton = build_recorded_model(name, kwargs, source=str(path))
     _, state = read_container(Path(path), framework="pt")
     if metadata.get(BINARY_WEIGHTS_KEY) == BITS:
         state = _bits_to_binary(skeleton, state, source=str(path))
     check_state_fits(skeleton, state, source=str(path))
-    _refuse_non_finite(state, source=str(path))
-    model = build_recorded_model(name, kwargs, source=str(path))
+    with without_initialisation():  # every parameter comes from the file
+        model = build_recorded_model(name, kwargs, source=str(path))
     model.load_state_dict(state, strict=True)
     try:
         return model.to(torch.device(device)).eval()
@@ -212,7 +212,8 @@ def check_state_fits(
     source: str,
     labels: Mapping[str, str] | None = None,
 ) -> None:
-    """Refuse ``state`` unless its keys and shapes are exactly ``model``'s, naming the first few culprits.
+    """Refuse ``state`` unless its keys and shapes are exactly ``model``'s and its values finite, naming
+    the first few culprits.
 
     Args:
         model: The model to fill (a skeleton on the ``meta`` device does: only shapes are read).
@@ -221,7 +222,8 @@ def check_state_fits(
         labels: How to show a key of ``state`` to the user (a converter shows the original key).
 
     Raises:
-        InvalidFileError: If keys are missing or unexpected, or shapes differ.
+        InvalidFileError: If keys are missing or unexpected, shapes differ, or a tensor holds NaN or
+            infinity (a damaged file: every output would be black).
     """
     expected = model.state_dict()
     label = (labels or {}).get
@@ -241,6 +243,7 @@ def check_state_fits(
     if problems:
         name = getattr(model, "model_name", "the model")
         raise InvalidFileError(f"{source} does not fit {name}: {'; '.join(problems)}")
+    _refuse_non_finite(state, source=source)
 
 
 def _refuse_non_finite(state: Mapping[str, torch.Tensor], *, source: str) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bbcu.archs.registry import create_model
+from bbcu.archs.registry import create_model, without_initialisation
 from bbcu.core.errors import InvalidArgumentError, NonFiniteError
 from bbcu.imaging.pixels import image_to_tensor, tensor_to_image
 
@@ -44,7 +44,7 @@ def receptive_radius(model: nn.Module) -> int:
     """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs and hasattr(model, "model_name"):
-        with torch.device("meta"):
+        with without_initialisation(shapes_only=True):
             reference = create_model(model.model_name, **getattr(model, "model_kwargs", {}))
         convs = [m for m in reference.modules() if isinstance(m, nn.Conv2d)]
     reach = sum(max(d * (k - 1) // 2 for k, d in zip(m.kernel_size, m.dilation, strict=True)) for m in convs)
