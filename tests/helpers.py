@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import bbcu
+from bbcu.archs.rrdbnet import RRDB_MODELS
 from bbcu.report.bench import moved_off_init
 
 
@@ -16,3 +18,13 @@ def randomized(name: str, **kwargs: object) -> torch.nn.Module:
     """
     torch.manual_seed(0)
     return moved_off_init(bbcu.create_model(name, **kwargs)).eval()
+
+
+HEAVY_MODELS = frozenset(RRDB_MODELS)
+"""Networks slow to build and run on two cores (RRDBNet's 23 blocks: 16.7 M parameters): registry-wide
+tests still cover them, in the slow tier."""
+
+
+def every_model(names: list[str]) -> list[object]:
+    """``names`` as pytest parameters, the heavy networks marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_MODELS else n for n in names]

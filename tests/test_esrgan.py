@@ -478,6 +478,7 @@ def test_tiled_restoration_equals_the_whole_image_at_every_scale(scale: int) -> 
     assert whole.shape == (45 * scale, 37 * scale, 3)
 
 
+@pytest.mark.slow
 def test_automatic_overlap_is_capped_for_deep_networks_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     """Radius 23 (one block, x4) against a budget whose tiles are 64 input pixels: the overlap becomes 16,
     a quarter of the tile, instead of dwarfing the core; the log says so."""

@@ -578,6 +578,7 @@ def test_simd_source_with_standin_intrinsics_equals_portable(simd: str, tmp_path
     assert run_standin_check(simd, tmp_path) == "conv 0 ties 0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("simd", list(STANDIN_LAYOUTS))
 def test_standin_check_catches_a_ge_to_gt_slip(simd: str, tmp_path: Path) -> None:
     """The stand-ins honour the comparison predicate, so a source packing ``v + s > 0`` instead of

@@ -349,6 +349,7 @@ def test_non_finite_floats_are_refused(builds: None, tmp_path: Path, valid_model
     assert_refused(path)
 
 
+@pytest.mark.slow
 def test_random_corruptions_never_crash_the_loader(builds: None, tmp_path: Path, valid_model: bytes) -> None:
     """200 files with random bytes overwritten (mostly in the header) load or are refused, never worse."""
     rng = np.random.default_rng(1)
