@@ -35,6 +35,7 @@ from bbcu.formats.image_io import read_image
 from bbcu.imaging.imresize import modcrop
 from bbcu.metrics.quality import calculate_psnr
 from bbcu.run.images import restore
+from bbcu.serve.limits import UPLOAD_MEDIA_TYPE
 from test_cli import listed_verbs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,7 +225,10 @@ def test_installed_serve_gives_the_page_and_restores(installed: Installed, serve
     assert {m["name"] for m in json.loads(info)["models"]} >= {"bicubic", "bbcu-l-x4", "dncnn-bbcu-blind"}
 
     request = urllib.request.Request(
-        f"{served}/api/restore?model=bbcu-m-x4&scale=4", data=LR_X4.read_bytes(), method="POST"
+        f"{served}/api/restore?model=bbcu-m-x4&scale=4",
+        data=LR_X4.read_bytes(),
+        method="POST",
+        headers={"Content-Type": UPLOAD_MEDIA_TYPE},  # what the page sends; anything else is refused
     )
     with urllib.request.urlopen(request, timeout=120) as response:
         answer = json.load(response)
