@@ -253,7 +253,8 @@ def png_of_zeros(side: int) -> bytes:
     """
     row = bytes(1 + (side + 7) // 8)  # filter byte 0, then the packed bits
     compressor = zlib.compressobj(9)
-    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    rows = [compressor.compress(row * min(1000, side - done)) for done in range(0, side, 1000)]
+    data = b"".join(rows) + compressor.flush()
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return (
@@ -265,7 +266,9 @@ def png_of_zeros(side: int) -> bytes:
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, at 10000x10000
-@pytest.mark.parametrize("side", [10_000, 30_000])
+@pytest.mark.parametrize(  # 10000 is under Pillow's own bomb limit, 15000 and 30000 are over it
+    "side", [10_000, 15_000, pytest.param(30_000, marks=pytest.mark.slow)]
+)
 def test_decompression_bombs_are_refused_as_too_large(server: Server, side: int) -> None:
     bomb = png_of_zeros(side)
     assert len(bomb) < side * side // 4000  # small on the wire, huge once decoded
@@ -388,12 +391,10 @@ EXPECTED_HEADERS = {
 
 def test_every_answer_carries_the_hardening_headers(server: Server) -> None:
     with server() as (url, _):
-        answers = [
-            exchange(url, "GET", path, {}) for path in ("/", "/static/app.js", "/api/info", "/nothing")
-        ]
+        answers = [exchange(url, "GET", path, {}) for path in ("/", "/static/app.js", "/nothing")]
         answers.append(exchange(url, "GET", "/", {"Host": "evil.example"}))
         answers.append(post(url, b"not an image", model="bicubic", scale=4))
-    assert [status for status, _, _ in answers] == [200, 200, 200, 404, 403, 422]
+    assert [status for status, _, _ in answers] == [200, 200, 404, 403, 422]
     for _, _, headers in answers:
         assert {name: headers.get(name) for name in EXPECTED_HEADERS} == EXPECTED_HEADERS
 
@@ -435,7 +436,7 @@ def test_loopback_names_and_the_configured_host_are_answered(server: Server, hos
     with server(allowed_hosts=["bbcu.lan"]) as (url, _):
         port = urllib.parse.urlsplit(url).port
         name = host.format(port=port)
-        info = exchange(url, "GET", "/api/info", {"Host": name})
+        page = exchange(url, "GET", "/", {"Host": name})
         restored = exchange(
             url,
             "POST",
@@ -443,7 +444,7 @@ def test_loopback_names_and_the_configured_host_are_answered(server: Server, hos
             {"Host": name, "Origin": f"http://{name}", "Content-Type": "application/octet-stream"},
             LR_X4.read_bytes(),
         )
-    assert info[0] == 200 and restored[0] == 200, restored
+    assert page[0] == 200 and restored[0] == 200, restored
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ Routes:
 - ``GET /`` and ``/static/*``: the page (plain HTML, CSS and JavaScript, no build step);
 - ``GET /api/info``: the models on offer (with engines, OPs, Params, file size) and the limits;
 - ``POST /api/restore?task=&scale=&model=&engine=&degrade=&sigma=&quality=&filename=``: the image is
-  the raw request body (``curl --data-binary @img.png``), so no multipart parser spools it to disk; the
+  the raw request body, sent as ``application/octet-stream`` (``curl -H "Content-Type:
+  application/octet-stream" --data-binary @img.png``), so no multipart parser spools it to disk; the
   answer is JSON with the input and result as base64 PNGs, the time taken, the cost and, when the
   image was degraded first, PSNRs.
 
