@@ -17,18 +17,23 @@ the GIL and split output rows over ``get_num_threads()`` threads. Bad arrays rai
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import numpy as np
 
 from bbcu.engine import _bitops
 from bbcu.formats.packed import channel_words
 
 __all__ = [
+    "Ceilings",
     "available_isas",
     "binary_conv3x3",
     "binary_conv3x3_raw",
     "channel_words",
     "get_isa",
     "get_num_threads",
+    "measure_ceilings",
     "pack_activations",
     "pack_weights",
     "set_isa",
@@ -147,3 +152,56 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads per call."""
     return _bitops.get_num_threads()
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """What this CPU can do at most, per second, with the instructions of the kernel path in use.
+
+    Measured by loops that run the conv's own inner-loop instructions (XOR, popcount, accumulate) and
+    fp32 FMAs on L1-resident data, on ``threads`` threads at once: a kernel's MACs per second divided by
+    ``binary_macs_per_s`` is its efficiency, and ``per_mac_gain`` is the most a binary MAC can gain
+    over a float one here (docs/engine_kernels.md).
+
+    Attributes:
+        isa: The kernel path measured (``get_isa()``).
+        threads: Threads that ran the loops together.
+        binary_macs_per_s: Binary multiply-accumulates per second, all threads.
+        fp32_macs_per_s: fp32 multiply-adds per second at the ISA's widest FMA, all threads.
+    """
+
+    isa: str
+    threads: int
+    binary_macs_per_s: float
+    fp32_macs_per_s: float
+
+    @property
+    def per_mac_gain(self) -> float:
+        """How many binary MACs this CPU does in the time of one fp32 MAC."""
+        return self.binary_macs_per_s / self.fp32_macs_per_s
+
+
+def _peak_rate(kind: str, threads: int, seconds: float) -> float:
+    """MACs/s of one ceiling loop: rounds sized from a short trial to last about ``seconds``, best of 3
+    (a peak is what is measured: interruptions only ever lower it)."""
+    trial = 1024
+    start = time.perf_counter()
+    _bitops.ceiling_rate(kind, trial, 1)
+    rounds = max(trial, int(trial * seconds / (time.perf_counter() - start)))
+    return max(_bitops.ceiling_rate(kind, rounds, threads) for _ in range(3))
+
+
+def measure_ceilings(threads: int | None = None, seconds: float = 0.03) -> Ceilings:
+    """Measures the binary and fp32 ceilings of the kernel path in use (about ``6 * seconds`` of wall time).
+
+    Args:
+        threads: Threads to run the loops on at once; default ``get_num_threads()``.
+        seconds: Length of each timed run.
+    """
+    threads = threads or get_num_threads()
+    return Ceilings(
+        isa=get_isa(),
+        threads=threads,
+        binary_macs_per_s=_peak_rate("binary", threads, seconds),
+        fp32_macs_per_s=_peak_rate("fma", threads, seconds),
+    )

@@ -83,7 +83,10 @@ class _OutputScale(_InputScale):
 class _Conv:
     """A full-precision 3x3 convolution through PyTorch/oneDNN, weights kept channels_last."""
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray | None) -> None:
+    path = "oneDNN fp32 conv (PyTorch)"
+
+    def __init__(self, name: str, weight: np.ndarray, bias: np.ndarray | None) -> None:
+        self.name = name
         self.weight = torch.from_numpy(weight).contiguous(memory_format=torch.channels_last)
         self.bias = None if bias is None else torch.from_numpy(bias)
 
@@ -159,6 +162,7 @@ class _BinaryUnit:
 
         self.channels = op["channels"]
         self.shift = tensors[f"{op['name']}.shift"]
+        self.name = op["name"]
         self.bits = per_output("weight_bits")
         self.epilogue: dict[str, Any] = {
             "scale": per_output("alpha"),
@@ -166,6 +170,11 @@ class _BinaryUnit:
             "rprelu": tuple(per_output(p) for p in RPRELU_PARAMETERS),
             "next_shift": next_shift,
         }
+
+    @property
+    def path(self) -> str:
+        """What computes this unit's conv."""
+        return f"{kernels.get_isa()} popcount"
 
     def packed_input(self, flow: _Flow) -> np.ndarray:
         """Signs of ``x + shift``: from the previous epilogue when it made them, else packed now."""
@@ -192,12 +201,17 @@ class _BinaryUpsample:
     def __init__(
         self, tensors: dict[str, np.ndarray], op: dict[str, Any], next_shift: np.ndarray | None
     ) -> None:
-        self.scale = op["scale"]
+        self.scale, self.name = op["scale"], op["name"]
         subpixels, channels = self.scale**2, op["channels"]
         self.parts = [
             _BinaryUnit(tensors, op, next_shift, np.arange(r, channels * subpixels, subpixels))
             for r in range(subpixels)
         ]
+
+    @property
+    def path(self) -> str:
+        """What computes this unit's convs."""
+        return self.parts[0].path
 
     def __call__(self, flow: _Flow) -> None:
         packed = self.parts[0].packed_input(flow)
@@ -234,7 +248,7 @@ def _make_step(op: dict[str, Any], network: PackedNetwork, next_shift: np.ndarra
     """The callable running one graph operation."""
     kind, tensors = op["op"], network.tensors
     if kind == "conv":
-        return _Conv(tensors[f"{op['name']}.weight"], tensors.get(f"{op['name']}.bias"))
+        return _Conv(op["name"], tensors[f"{op['name']}.weight"], tensors.get(f"{op['name']}.bias"))
     if kind == "bbcu_unit":
         return _BinaryUnit(tensors, op, next_shift)
     if kind == "bbcu_upsample":
@@ -298,6 +312,11 @@ class PackedModel(nn.Module):
             outputs = [self.run_image(as_hwc(images[n : n + 1])) for n in range(images.shape[0])]
         batch = outputs[0][None] if len(outputs) == 1 else np.stack(outputs)
         return torch.from_numpy(batch).permute(0, 3, 1, 2)
+
+    def layer_paths(self) -> list[tuple[str, str]]:
+        """``(layer name, what computes it)`` for every convolution, in graph order: which kernel path
+        (``avx512 popcount``, ...) or library runs it on this machine."""
+        return [(step.name, step.path) for step in self.steps if hasattr(step, "path")]
 
     def run_image(self, image: np.ndarray) -> np.ndarray:
         """Restore one ``(H, W, C)`` float32 image (left unchanged) into ``(sH, sW, out_channels)``."""

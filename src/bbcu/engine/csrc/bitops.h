@@ -55,7 +55,12 @@ typedef struct RowScratch {
 /* Computes output rows [row_begin, row_end). */
 typedef void (*ConvRowsFn)(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 
-/* One instruction-set path: the two entry points every ISA file provides, and its weight layout. */
+/* A peak-rate loop (bitops.h's "ceilings"): runs `rounds` rounds of the ISA's inner-loop instructions
+ * on L1-resident data and returns the MACs it did (binary MACs, or fp32 multiply-adds), so a kernel's
+ * speed can be stated as a fraction of what the core can do with those very instructions. */
+typedef long (*CeilingFn)(long rounds);
+
+/* One instruction-set path: the entry points every ISA file provides, and its weight layout. */
 typedef struct IsaKernels {
     const char *name;
     int lanes;  /* output channels per SIMD register */
@@ -64,18 +69,28 @@ typedef struct IsaKernels {
     int activation_planes; /* words of RowScratch.x_planes per activation word */
     ConvRowsFn conv_rows;
     PackSignsFn pack_signs;
+    CeilingFn binary_ceiling; /* xor + popcount + accumulate, as the conv's inner loop does them */
+    CeilingFn fma_ceiling;    /* fp32 multiply-adds at this ISA's widest vectors */
 } IsaKernels;
 
 void bbcu_conv_rows_portable(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 void bbcu_pack_signs_portable(const float *v, const float *shift, int n, uint64_t *out);
+long bbcu_binary_ceiling_portable(long rounds);
+long bbcu_fma_ceiling_portable(long rounds);
 #ifdef BBCU_X86
 void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *out);
+long bbcu_binary_ceiling_avx2(long rounds);
+long bbcu_fma_ceiling_avx2(long rounds);
 void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t *out);
+long bbcu_binary_ceiling_avx512(long rounds);
+long bbcu_fma_ceiling_avx512(long rounds);
 #endif
 #ifdef BBCU_ARM64
 void bbcu_conv_rows_neon(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+long bbcu_binary_ceiling_neon(long rounds);
+long bbcu_fma_ceiling_neon(long rounds);
 #endif
 
 /* isa.c: the paths this CPU can run, and the one in use. */
@@ -95,5 +110,8 @@ uint64_t *bbcu_lane_weights(const IsaKernels *isa, const uint64_t *w, int out_ch
 int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads);
 /* The threads worth starting for the conv `a`: 1 below a work size where starting them costs more. */
 int bbcu_threads_for(const ConvArgs *a, int num_threads);
+/* Runs loop(rounds) on num_threads threads at once; returns the MACs done by all of them per second of
+ * wall time, or a negative value when a thread could not start. */
+double bbcu_ceiling_rate(CeilingFn loop, long rounds, int num_threads);
 
 #endif

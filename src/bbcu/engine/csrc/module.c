@@ -397,6 +397,36 @@ static PyObject *set_num_threads(PyObject *self, PyObject *args)
 
 static PyObject *get_num_threads(PyObject *self, PyObject *unused) { return PyLong_FromLong(num_threads); }
 
+/* ------------------------------------------------------------------ ceilings */
+
+static PyObject *ceiling_rate(PyObject *self, PyObject *args)
+{
+    const char *kind;
+    long rounds;
+    int threads;
+    if (!PyArg_ParseTuple(args, "sli:ceiling_rate", &kind, &rounds, &threads))
+        return NULL;
+    const int binary = strcmp(kind, "binary") == 0;
+    if (!binary && strcmp(kind, "fma") != 0) {
+        PyErr_Format(PyExc_ValueError, "ceiling_rate: kind must be 'binary' or 'fma', got '%s'", kind);
+        return NULL;
+    }
+    if (rounds < 1 || threads < 1 || threads > 4096) {
+        PyErr_Format(PyExc_ValueError, "ceiling_rate: rounds and threads must be positive (threads <= 4096)");
+        return NULL;
+    }
+    const CeilingFn loop = binary ? current_isa->binary_ceiling : current_isa->fma_ceiling;
+    double rate;
+    Py_BEGIN_ALLOW_THREADS;
+    rate = bbcu_ceiling_rate(loop, rounds, threads);
+    Py_END_ALLOW_THREADS;
+    if (rate < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "ceiling_rate: could not start the threads");
+        return NULL;
+    }
+    return PyFloat_FromDouble(rate);
+}
+
 static PyMethodDef METHODS[] = {
     {"pack_activations", pack_activations, METH_VARARGS, "pack_activations(x, shift) -> uint64 (H, W, Cw)"},
     {"pack_weights", pack_weights, METH_VARARGS, "pack_weights(w) -> uint64 (O, 3, 3, Cw)"},
@@ -408,6 +438,8 @@ static PyMethodDef METHODS[] = {
     {"get_isa", get_isa, METH_NOARGS, "get_isa() -> name of the ISA in use"},
     {"set_num_threads", set_num_threads, METH_VARARGS, "set_num_threads(n)"},
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
+    {"ceiling_rate", ceiling_rate, METH_VARARGS,
+     "ceiling_rate(kind, rounds, threads) -> MACs/s of the current ISA's 'binary' or 'fma' peak loop"},
     {NULL, NULL, 0, NULL},
 };
 
