@@ -196,6 +196,28 @@ def test_out_may_be_the_residual(isa: str) -> None:
     np.testing.assert_array_equal(in_place, expected)
 
 
+@pytest.mark.parametrize(("height", "width", "c", "o", "s"), [(5, 7, 64, 256, 2), (4, 6, 33, 18, 3), (1, 1, 64, 128, 2)])
+def test_fused_shuffle_equals_conv_then_pixel_shuffle(isa: str, height: int, width: int, c: int, o: int, s: int) -> None:
+    """shuffle=s gives what the unshuffled conv followed by PyTorch's PixelShuffle and a
+    nearest-neighbour residual gives, bit for bit, next bits included (64-channel groups take the
+    AVX-512 register path, the others the shared one)."""
+    rng = np.random.default_rng(8)
+    layer = random_layer(rng, height, width, c, o)
+    group = o // (s * s)
+    skip = layer["residual"][..., :group].copy()
+    plain, _ = run_fused(layer, residual=None, next_shift=None)
+    tiled_shift = np.tile(layer["next_shift"][:group], s * s)
+    y, next_bits = run_fused(layer, residual=skip, next_shift=tiled_shift, shuffle=s)
+
+    # PixelShuffle reads channel c*s^2 + r for sub-pixel r; the kernel reads r*group + c: reorder.
+    by_subpixel = torch.from_numpy(plain).reshape(height, width, s * s, group).permute(0, 1, 3, 2)
+    shuffled = torch.nn.functional.pixel_shuffle(by_subpixel.reshape(height, width, o).permute(2, 0, 1), s)
+    expected = shuffled.permute(1, 2, 0).numpy() + np.repeat(np.repeat(skip, s, axis=0), s, axis=1)
+    assert y.shape == (s * height, s * width, group)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(next_bits, numpy_pack(expected + layer["next_shift"][:group] >= 0))
+
+
 def test_packing_follows_the_sign_convention(isa: str) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4, 130)).astype(np.float32)
@@ -307,7 +329,7 @@ def bad_call_cases() -> list[tuple[str, object, str]]:
         (
             "residual shape",
             lambda: kernels.binary_conv3x3(xp, wp, 64, scale=scale, residual=np.zeros((4, 5, 9), np.float32)),
-            r"residual must have shape \(H, W, O\)",
+            r"residual must have shape \(H, W, O / shuffle\^2\)",
         ),
         (
             "read-only out",
@@ -319,7 +341,13 @@ def bad_call_cases() -> list[tuple[str, object, str]]:
             lambda: kernels.binary_conv3x3(
                 xp, wp, 64, scale=scale, out=overlapping[0], residual=overlapping[1]
             ),
-            "out must be the residual array itself or not overlap it",
+            "out must be the residual array itself .without shuffle. or not overlap it",
+        ),
+        ("shuffle 0", lambda: kernels.binary_conv3x3(xp, wp, 64, scale=scale, shuffle=0), "between 1 and 8"),
+        (
+            "shuffle vs channels",
+            lambda: kernels.binary_conv3x3(xp, wp, 64, scale=scale, shuffle=3),
+            "divisible by 9, got 8",
         ),
     ]
 
@@ -343,7 +371,7 @@ STANDINS = r"""
 typedef union { uint64_t q[4]; int32_t d[8]; uint8_t b[32]; } __m256i;
 typedef union { uint64_t q[2]; uint8_t b[16]; } __m128i;
 typedef struct { float v[8]; } __m256;
-typedef struct { uint64_t v[8]; } __m512i;
+typedef union { uint64_t v[8]; int32_t d[16]; } __m512i;
 typedef struct { float v[16]; } __m512;
 typedef uint16_t __mmask16;
 #define EACH(n, ...) for (int i = 0; i < (n); i++) { __VA_ARGS__ }
@@ -429,6 +457,22 @@ static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const float *p) {
     __m512 r; EACH(16, r.v[i] = (k >> i) & 1 ? p[i] : 0.0f;) return r; }
 static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int predicate) {
     __mmask16 m = 0; EACH(16, m |= (__mmask16)(standin_compare(a.v[i], b.v[i], predicate) << i);) return m; }
+static inline __m512i _mm512_set1_epi32(int x) { __m512i r; EACH(16, r.d[i] = x;) return r; }
+static inline __m512i _mm512_castsi256_si512(__m256i a) { __m512i r = {{0}}; memcpy(&r, &a, 32); return r; }
+static inline __m512i _mm512_inserti64x4(__m512i a, __m256i b, int upper) {
+    memcpy((char *)&a + 32 * (upper & 1), &b, 32); return a; }
+static inline __m512i _mm512_sub_epi32(__m512i a, __m512i b) {
+    EACH(16, a.d[i] = (int32_t)((uint32_t)a.d[i] - (uint32_t)b.d[i]);) return a; }
+static inline __m512i _mm512_slli_epi32(__m512i a, unsigned n) {
+    EACH(16, a.d[i] = n > 31 ? 0 : (int32_t)((uint32_t)a.d[i] << n);) return a; }
+static inline void _mm512_storeu_si512(void *p, __m512i a) { memcpy(p, &a, 64); }
+static inline __m512 _mm512_loadu_ps(const float *p) { __m512 r; memcpy(&r, p, 64); return r; }
+static inline void _mm512_storeu_ps(float *p, __m512 a) { memcpy(p, &a, 64); }
+static inline __m512 _mm512_mul_ps(__m512 a, __m512 b) { EACH(16, a.v[i] *= b.v[i];) return a; }
+static inline __m512 _mm512_cvtepi32_ps(__m512i a) { __m512 r; EACH(16, r.v[i] = (float)a.d[i];) return r; }
+/* vblendmps: lane i from b where bit i of the mask is set, else from a. */
+static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b) {
+    EACH(16, if ((k >> i) & 1) a.v[i] = b.v[i];) return a; }
 """
 
 # Runs one SIMD path's row kernel and sign packing (built against the stand-ins) and the portable ones on
@@ -471,7 +515,14 @@ static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, C
 static int conv_mismatches(void) {
     int mismatches = 0;
     for (int trial = 0; trial < 200; trial++) {
-        const int h = 1 + next() % 7, w = 1 + next() % 9, c = 1 + next() % 300, o = 1 + next() % 150;
+        /* Every fifth layer has the shape of a BBCU layer (C <= 64, whole blocks of 64 outputs), which
+         * the AVX-512 path computes in registers; with 256 outputs it is an upsampler (shuffle 2, the
+         * same element counts: 64 channels at 4x the pixels). */
+        const int bbcu_shape = trial % 5 == 4;
+        const int h = 1 + next() % 7, w = 1 + next() % 9;
+        const int c = bbcu_shape ? 1 + next() % 64 : 1 + next() % 300;
+        const int o = bbcu_shape ? 64 << (next() % 3) : 1 + next() % 150;
+        const int shuffle = o == 256 ? 2 : 1;
         const int cw = (c + 63) / 64, ow = (o + 63) / 64, worst = trial % 10 == 0;
         const size_t n = (size_t)h * w * o;
         uint64_t *x = calloc((size_t)h * w * cw, 8), *wt = calloc((size_t)o * 9 * cw, 8);
@@ -499,7 +550,7 @@ static int conv_mismatches(void) {
             run(lanes, planes, activation_planes, rows, r);
             f.scale = p[0]; f.bias = trial & 1 ? p[1] : NULL; f.residual = trial & 4 ? p[6] : NULL;
             if (trial & 2) { f.gamma = p[2]; f.beta = p[3]; f.zeta = p[4]; }
-            f.next_shift = p[5]; f.y = y[path]; f.next_bits = bits[path];
+            f.next_shift = p[5]; f.y = y[path]; f.next_bits = bits[path]; f.shuffle = shuffle;
             run(lanes, planes, activation_planes, rows, f);
         }
         uint64_t packed[2][5];

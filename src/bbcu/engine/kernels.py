@@ -93,6 +93,7 @@ def binary_conv3x3(
     residual: np.ndarray | None = None,
     next_shift: np.ndarray | None = None,
     out: np.ndarray | None = None,
+    shuffle: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Binary 3x3 conv with its float epilogue fused, so the float glue never takes a separate pass.
 
@@ -114,13 +115,21 @@ def binary_conv3x3(
         out: float32 ``(H, W, O)`` to write ``y`` into, or None for a new array. It may be the
             ``residual`` array itself (the unit's input updated in place), but no other array that
             overlaps it.
+        shuffle: PyTorch's ``PixelShuffle(s)`` fused into the epilogue, so an upsampler never writes
+            its low-resolution output: output channel ``r * n + c`` (``n = O / s^2``) becomes channel
+            ``c`` of pixel ``(s*h + r // s, s*w + r % s)``. ``y`` and ``next_bits`` are then
+            ``(sH, sW, n)`` and ``(sH, sW, channel_words(n))``, ``residual`` is ``(H, W, n)`` and is
+            added to every sub-pixel (a nearest-neighbour skip), and ``out`` may not overlap it.
+            Per-channel parameters, ``next_shift`` included, stay ``(O,)``.
 
     Returns:
         ``(y, next_bits)``: y float32 ``(H, W, O)``; next_bits uint64 ``(H, W, channel_words(O))`` or
-        None without ``next_shift``.
+        None without ``next_shift`` (shapes as under ``shuffle`` when it is above 1).
     """
     gamma, beta, zeta = rprelu if rprelu is not None else (None, None, None)
-    return _bitops.binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out)
+    return _bitops.binary_conv3x3(
+        xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle
+    )
 
 
 def available_isas() -> list[str]:

@@ -31,6 +31,11 @@ typedef struct ConvArgs {
     const uint64_t *w;  /* (O, 3, 3, Cw): used by kernels that walk output channels one at a time */
     const uint64_t *wl; /* (9 * Cw, P, o_lanes): used by kernels that put output channels in SIMD lanes */
     int height, width, channels, channel_words, out_channels, o_lanes;
+    /* Sub-pixel shuffle s fused into the epilogue (0 or 1: none). Output channel r * n + c, with
+     * n = out_channels / s^2, goes to channel c of output pixel (s*h + r / s, s*w + r % s): y, next_bits
+     * are (sH, sW, n) and (sH, sW, ceil(n / 64)), the per-channel parameters stay (out_channels,), and the
+     * residual is (H, W, n), added to every sub-pixel (a nearest-neighbour upsampled skip). */
+    int shuffle;
 
     /* Exactly one of raw / y is set. raw: int32 (H, W, O) exact dot products, no epilogue. */
     int32_t *raw;

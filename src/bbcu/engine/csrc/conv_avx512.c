@@ -50,11 +50,11 @@ static inline __attribute__((always_inline)) void count_block(const ConvArgs *a,
         _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
 }
 
-/* The hot case, as in conv_avx2.c: an interior pixel with C <= 64 (one word per tap), taps unrolled. */
-static inline __attribute__((always_inline)) void count_interior_one_word(const ConvArgs *a, int h, int w, int o,
-                                                                          int nv, int32_t *count)
+/* The popcounts of output channels [o, o + 8 * nv) of an interior pixel with C <= 64 (one word per tap):
+ * the hot case, as in conv_avx2.c, taps unrolled, left in nv registers of 8 int64 lanes. */
+static inline __attribute__((always_inline)) void interior_totals(const ConvArgs *a, int h, int w, int o, int nv,
+                                                                  __m512i *total)
 {
-    __m512i total[8];
     for (int j = 0; j < nv; j++)
         total[j] = _mm512_setzero_si512();
 #pragma GCC unroll 9
@@ -68,8 +68,75 @@ static inline __attribute__((always_inline)) void count_interior_one_word(const 
             __asm__("" : "+v"(total[j]));
         }
     }
+}
+
+static inline __attribute__((always_inline)) void count_interior_one_word(const ConvArgs *a, int h, int w, int o,
+                                                                          int nv, int32_t *count)
+{
+    __m512i total[8];
+    interior_totals(a, h, w, o, nv, total);
     for (int j = 0; j < nv; j++)
         _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
+}
+
+/* finish_pixel (epilogue.h) for 64 output channels [o, o + 64) of one interior pixel, straight from the
+ * popcount registers: 16 channels per step, never through the count and values scratch. Every float
+ * operation is the one epilogue_values / add_into / pack_signs do, in the same order, so the results
+ * are identical bit for bit (tested against the portable path). */
+static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a, int h, int w, int o,
+                                                               const __m512i *total)
+{
+    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
+    const size_t pixel = (size_t)h * a->width + w, out = subpixels == 1 ? pixel : output_pixel(a, h, w, o / n);
+    const int first = o % n; /* this block's first channel within its sub-pixel */
+    const __m512i full = _mm512_set1_epi32(9 * a->channels);
+    const __m512 zero = _mm512_setzero_ps();
+    uint64_t bits = 0;
+    for (int half = 0; half < 4; half++) {
+        const int c = o + 16 * half, at = first + 16 * half; /* parameter index, index within the pixel */
+        const __m512i count = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(total[2 * half])),
+                                                 _mm512_cvtepi64_epi32(total[2 * half + 1]), 1);
+        const __m512i dot = _mm512_sub_epi32(full, _mm512_slli_epi32(count, 1));
+        if (a->raw) {
+            _mm512_storeu_si512((void *)(a->raw + pixel * n + at), dot);
+            continue;
+        }
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(a->scale + c), _mm512_cvtepi32_ps(dot));
+        if (a->bias)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(a->bias + c));
+        if (a->gamma) {
+            const __m512 t = _mm512_add_ps(v, _mm512_loadu_ps(a->gamma + c));
+            const __m512 negative = _mm512_mul_ps(_mm512_loadu_ps(a->beta + c), t);
+            const __mmask16 keep = _mm512_cmp_ps_mask(t, zero, _CMP_GE_OQ);
+            v = _mm512_add_ps(_mm512_mask_blend_ps(keep, negative, t), _mm512_loadu_ps(a->zeta + c));
+        }
+        if (a->residual)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(a->residual + pixel * n + at));
+        _mm512_storeu_ps(a->y + out * n + at, v);
+        if (a->next_shift) {
+            const __m512 u = _mm512_add_ps(v, _mm512_loadu_ps(a->next_shift + c));
+            bits |= (uint64_t)_mm512_cmp_ps_mask(u, zero, _CMP_GE_OQ) << (16 * half);
+        }
+    }
+    if (a->next_shift)
+        a->next_bits[out * (size_t)(n / 64) + first / 64] = bits;
+}
+
+/* Layers whose interior pixels take the register path: C <= 64 and whole blocks of 64 output channels
+ * in every sub-pixel (what every 64-channel BBCU layer and upsampler is). */
+static int registers_path(const ConvArgs *a)
+{
+    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1;
+    return a->channel_words == 1 && (a->out_channels / subpixels) % 64 == 0;
+}
+
+static void interior_pixel(const ConvArgs *a, int h, int w)
+{
+    for (int o = 0; o < a->out_channels; o += 64) {
+        __m512i total[8];
+        interior_totals(a, h, w, o, 8, total);
+        finish_block(a, h, w, o, total);
+    }
 }
 
 static void begin_row_avx512(const ConvArgs *a, int h, const RowScratch *s)
@@ -110,9 +177,26 @@ void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t 
     }
 }
 
+/* The row loop: interior pixels of interior rows through the register path when the layer allows it,
+ * every other pixel through the shared conv_rows (epilogue.h). */
 void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch)
 {
-    conv_rows(a, row_begin, row_end, scratch, begin_row_avx512, count_pixel_avx512, bbcu_pack_signs_avx512);
+    if (!registers_path(a) || a->width < 3) {
+        conv_rows(a, row_begin, row_end, scratch, begin_row_avx512, count_pixel_avx512, bbcu_pack_signs_avx512);
+        return;
+    }
+    for (int h = row_begin; h < row_end; h++) {
+        if (h == 0 || h == a->height - 1) {
+            conv_rows(a, h, h + 1, scratch, begin_row_avx512, count_pixel_avx512, bbcu_pack_signs_avx512);
+            continue;
+        }
+        for (int w = 0; w < a->width; w += a->width - 1) { /* the two border columns */
+            count_pixel_avx512(a, h, w, scratch, scratch->count);
+            finish_pixel(a, h, w, scratch->count, scratch->values, bbcu_pack_signs_avx512);
+        }
+        for (int w = 1; w < a->width - 1; w++)
+            interior_pixel(a, h, w);
+    }
 }
 
 #ifdef __clang__

@@ -58,32 +58,46 @@ static inline void add_into(int n, const float *restrict v, const float *restric
         y[o] = v[o] + residual[o];
 }
 
+/* Where sub-pixel r of input pixel (h, w) lands in the output (ConvArgs.shuffle). */
+static inline size_t output_pixel(const ConvArgs *a, int h, int w, int r)
+{
+    const int s = a->shuffle > 1 ? a->shuffle : 1;
+    return (size_t)(h * s + r / s) * ((size_t)a->width * s) + (size_t)w * s + (size_t)(r % s);
+}
+
 /* The epilogue of one pixel (h, w) from its popcounts: dot = valid_taps * C - 2 * popcount (padding
  * bits are 0 on both sides, so they never count, and the per-tap term uses the real C), then either the
  * raw dot products or the float epilogue, written to a->y and, with next_shift, packed as the next
- * layer's input. With a residual the float values go through the scratch `values` first, because y may
- * be the residual array itself (module.c rejects any other overlap). */
+ * layer's input; one group of n output channels per sub-pixel when the shuffle is fused. With a
+ * residual the float values go through the scratch `values` first, because y may be the residual
+ * array itself (module.c rejects any other overlap). */
 static inline void finish_pixel(const ConvArgs *a, int h, int w, const int32_t *count, float *values,
                                 PackSignsFn pack_signs)
 {
-    const int n = a->out_channels;
     const int32_t full = valid_taps(h, a->height) * valid_taps(w, a->width) * a->channels;
     const size_t pixel = (size_t)h * a->width + w;
     if (a->raw) {
+        const int n = a->out_channels;
         int32_t *dot = a->raw + pixel * n;
         for (int o = 0; o < n; o++)
             dot[o] = full - 2 * count[o];
         return;
     }
-    float *y = a->y + pixel * n;
+    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
     const float *residual = a->residual ? a->residual + pixel * n : NULL;
-    epilogue_values(n, full, count, a->scale, a->bias, a->gamma, a->beta, a->zeta, residual ? values : y);
-    if (residual == y)
-        add_in_place(n, values, y);
-    else if (residual)
-        add_into(n, values, residual, y);
-    if (a->next_shift)
-        pack_signs(y, a->next_shift, n, a->next_bits + pixel * (size_t)((n + 63) / 64));
+    for (int r = 0, o = 0; r < subpixels; r++, o += n) {
+        const size_t out = output_pixel(a, h, w, r);
+        float *y = a->y + out * n;
+        epilogue_values(n, full, count + o, a->scale + o, a->bias ? a->bias + o : NULL,
+                        a->gamma ? a->gamma + o : NULL, a->beta ? a->beta + o : NULL, a->zeta ? a->zeta + o : NULL,
+                        residual ? values : y);
+        if (residual == y)
+            add_in_place(n, values, y);
+        else if (residual)
+            add_into(n, values, residual, y);
+        if (a->next_shift)
+            pack_signs(y, a->next_shift + o, n, a->next_bits + out * (size_t)((n + 63) / 64));
+    }
 }
 
 /* Stage 1, as every ISA provides it: begin_row prepares output row h (e.g. re-lays its input rows into

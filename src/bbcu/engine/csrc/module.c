@@ -273,19 +273,41 @@ static PyArrayObject *output_array(PyObject *out_obj, const npy_intp *dims, cons
     return out;
 }
 
+/* Checks binary_conv3x3's sub-pixel shuffle against the geometry in `a` and stores it there. */
+static int parse_shuffle(int shuffle, ConvArgs *a, const char *fn)
+{
+    if (shuffle < 1 || shuffle > 8) {
+        PyErr_Format(PyExc_ValueError, "%s: shuffle must be between 1 and 8, got %d", fn, shuffle);
+        return -1;
+    }
+    if (a->out_channels % (shuffle * shuffle)) {
+        PyErr_Format(PyExc_ValueError, "%s: shuffle %d needs output channels divisible by %d, got %d", fn, shuffle,
+                     shuffle * shuffle, a->out_channels);
+        return -1;
+    }
+    if ((long)a->height * shuffle > INT_MAX || (long)a->width * shuffle > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: the shuffled output is too large", fn);
+        return -1;
+    }
+    a->shuffle = shuffle;
+    return 0;
+}
+
 static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
 {
     static const char *fn = "binary_conv3x3";
     PyObject *xp_obj, *wp_obj, *scale_obj, *bias_obj, *gamma_obj, *beta_obj, *zeta_obj, *residual_obj,
         *next_shift_obj, *out_obj;
-    int channels;
-    if (!PyArg_ParseTuple(args, "OOiOOOOOOOO:binary_conv3x3", &xp_obj, &wp_obj, &channels, &scale_obj, &bias_obj,
-                          &gamma_obj, &beta_obj, &zeta_obj, &residual_obj, &next_shift_obj, &out_obj))
+    int channels, shuffle;
+    if (!PyArg_ParseTuple(args, "OOiOOOOOOOOi:binary_conv3x3", &xp_obj, &wp_obj, &channels, &scale_obj, &bias_obj,
+                          &gamma_obj, &beta_obj, &zeta_obj, &residual_obj, &next_shift_obj, &out_obj, &shuffle))
         return NULL;
     ConvArgs a = {0};
-    if (parse_geometry(xp_obj, wp_obj, channels, fn, &a))
+    if (parse_geometry(xp_obj, wp_obj, channels, fn, &a) || parse_shuffle(shuffle, &a, fn))
         return NULL;
-    const npy_intp per_channel[1] = {a.out_channels}, per_output[3] = {a.height, a.width, a.out_channels};
+    const int group = a.out_channels / (shuffle * shuffle); /* channels of each output pixel */
+    const npy_intp per_channel[1] = {a.out_channels}, per_input[3] = {a.height, a.width, group},
+                   per_output[3] = {(npy_intp)a.height * shuffle, (npy_intp)a.width * shuffle, group};
     if (scale_obj == Py_None) {
         PyErr_Format(PyExc_ValueError, "%s: scale is required", fn);
         return NULL;
@@ -300,23 +322,26 @@ static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
         || optional_floats(gamma_obj, fn, "rprelu gamma", 1, per_channel, "(O,)", &a.gamma)
         || optional_floats(beta_obj, fn, "rprelu beta", 1, per_channel, "(O,)", &a.beta)
         || optional_floats(zeta_obj, fn, "rprelu zeta", 1, per_channel, "(O,)", &a.zeta)
-        || optional_floats(residual_obj, fn, "residual", 3, per_output, "(H, W, O)", &a.residual)
+        || optional_floats(residual_obj, fn, "residual", 3, per_input, "(H, W, O / shuffle^2)", &a.residual)
         || optional_floats(next_shift_obj, fn, "next_shift", 1, per_channel, "(O,)", &a.next_shift))
         return NULL;
     PyArrayObject *y = output_array(out_obj, per_output, fn);
     if (!y)
         return NULL;
     a.y = PyArray_DATA(y);
-    const uintptr_t bytes = (uintptr_t)a.height * a.width * a.out_channels * sizeof(float);
+    const uintptr_t y_bytes = (uintptr_t)per_output[0] * per_output[1] * group * sizeof(float),
+                    residual_bytes = (uintptr_t)a.height * a.width * group * sizeof(float);
     const uintptr_t y_at = (uintptr_t)a.y, residual_at = (uintptr_t)a.residual;
-    if (a.residual && residual_at != y_at && residual_at < y_at + bytes && y_at < residual_at + bytes) {
-        PyErr_Format(PyExc_ValueError, "%s: out must be the residual array itself or not overlap it", fn);
+    const int same = residual_at == y_at && shuffle == 1;
+    if (a.residual && !same && residual_at < y_at + y_bytes && y_at < residual_at + residual_bytes) {
+        PyErr_Format(PyExc_ValueError, "%s: out must be the residual array itself (without shuffle) or not overlap it",
+                     fn);
         Py_DECREF(y);
         return NULL;
     }
     PyObject *bits = Py_None;
     if (a.next_shift) {
-        const npy_intp bit_dims[3] = {a.height, a.width, words_for(a.out_channels)};
+        const npy_intp bit_dims[3] = {per_output[0], per_output[1], words_for(group)};
         bits = PyArray_EMPTY(3, bit_dims, NPY_UINT64, 0);
         if (!bits) {
             Py_DECREF(y);
@@ -432,7 +457,7 @@ static PyMethodDef METHODS[] = {
     {"pack_weights", pack_weights, METH_VARARGS, "pack_weights(w) -> uint64 (O, 3, 3, Cw)"},
     {"binary_conv3x3_raw", binary_conv3x3_raw, METH_VARARGS, "binary_conv3x3_raw(xp, wp, channels) -> int32"},
     {"binary_conv3x3", binary_conv3x3, METH_VARARGS,
-     "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out) -> (y, bits)"},
+     "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle) -> (y, bits)"},
     {"available_isas", available_isas, METH_NOARGS, "available_isas() -> list of ISA names this CPU runs"},
     {"set_isa", set_isa, METH_VARARGS, "set_isa(name): force 'portable', 'avx2', 'avx512', 'neon' or 'auto'"},
     {"get_isa", get_isa, METH_NOARGS, "get_isa() -> name of the ISA in use"},
