@@ -7,7 +7,8 @@ bias, RPReLU, residual add) and, when the next operation is also binary, packs t
 plus the next unit's shift in the same pass: a chain of units never re-reads its features to binarize
 them.
 
-BBCU-U's sub-pixel upsampler runs as one such fused call per sub-pixel (see ``_BinaryUpsample``).
+BBCU-U's sub-pixel upsampler runs as one such fused call with the pixel shuffle in its epilogue (see
+``_BinaryUpsample``).
 """
 
 from __future__ import annotations
@@ -192,10 +193,10 @@ class _BinaryUnit:
 class _BinaryUpsample:
     """BBCU-U: ``PixelShuffle(RPReLU(alpha * popcount_conv(sign(x + shift)))) + nearest_up(x)``.
 
-    Run as ``s^2`` convolutions C -> C, one per sub-pixel (i, j), which reads PixelShuffle's channels
-    ``c*s^2 + i*s + j``: each has the unshuffled input as its residual (that is the nearest-neighbour
-    skip) and packs the next unit's signs itself, so only the interleaving copy remains outside the
-    kernels.
+    One fused kernel call C -> s^2 C with the shuffle in its epilogue: the output channels are
+    reordered at load so that sub-pixel ``r`` reads the contiguous block ``[r*C, (r+1)*C)`` (PyTorch's
+    channels ``c*s^2 + r``), the input is the residual of every sub-pixel (that is the
+    nearest-neighbour skip), and the next unit's signs are packed at full resolution in the same pass.
     """
 
     def __init__(
@@ -203,42 +204,26 @@ class _BinaryUpsample:
     ) -> None:
         self.scale, self.name = op["scale"], op["name"]
         subpixels, channels = self.scale**2, op["channels"]
-        self.parts = [
-            _BinaryUnit(tensors, op, next_shift, np.arange(r, channels * subpixels, subpixels))
-            for r in range(subpixels)
-        ]
+        by_subpixel = np.arange(channels * subpixels).reshape(channels, subpixels).T.ravel()
+        repeated_shift = None if next_shift is None else np.tile(next_shift, subpixels)
+        self.unit = _BinaryUnit(tensors, op, repeated_shift, by_subpixel)
 
     @property
     def path(self) -> str:
-        """What computes this unit's convs."""
-        return self.parts[0].path
+        """What computes this unit's conv."""
+        return self.unit.path
 
     def __call__(self, flow: _Flow) -> None:
-        packed = self.parts[0].packed_input(flow)
-        height, width, channels = flow.x.shape
-        s = self.scale
-        y = np.empty((height, s, width, s, channels), np.float32)
-        next_bits = None
-        scratch = np.empty_like(flow.x)
-        for r, part in enumerate(self.parts):
-            y_r, bits_r = kernels.binary_conv3x3(
-                packed, part.bits, channels, residual=flow.x, out=scratch, **part.epilogue
-            )
-            _copy_into(y[:, r // s, :, r % s], y_r)
-            if bits_r is not None:
-                if next_bits is None:
-                    next_bits = np.empty((height, s, width, s, bits_r.shape[-1]), np.uint64)
-                _copy_into(next_bits[:, r // s, :, r % s], bits_r)
-        flow.update(
-            y.reshape(height * s, width * s, channels),
-            None if next_bits is None else next_bits.reshape(height * s, width * s, -1),
+        unit = self.unit
+        y, packed = kernels.binary_conv3x3(
+            unit.packed_input(flow),
+            unit.bits,
+            unit.channels,
+            residual=flow.x,
+            shuffle=self.scale,
+            **unit.epilogue,
         )
-
-
-def _copy_into(destination: np.ndarray, source: np.ndarray) -> None:
-    """``destination[...] = source`` on PyTorch's threads (numpy copies on one core)."""
-    as_signed = {np.dtype(np.uint64): np.int64}.get(source.dtype, source.dtype)  # torch copies no uint64
-    torch.from_numpy(destination.view(as_signed)).copy_(torch.from_numpy(source.view(as_signed)))
+        flow.update(y, packed)
 
 
 Step = Callable[[_Flow], None]
