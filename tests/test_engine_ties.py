@@ -52,7 +52,7 @@ def engine_binarizer_inputs(packed: PackedModel, x: torch.Tensor) -> tuple[list[
     flow = _Flow(x=as_hwc(x), skip=as_hwc(x))
     for step in packed.steps:
         if isinstance(step, _BinaryUnit | _BinaryUpsample):
-            shift = (step if isinstance(step, _BinaryUnit) else step.parts[0]).shift
+            shift = (step if isinstance(step, _BinaryUnit) else step.unit).shift
             inputs.append(flow.x + shift)
         step(flow)
     return inputs, flow.x

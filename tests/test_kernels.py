@@ -458,6 +458,11 @@ static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const float *p) {
 static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int predicate) {
     __mmask16 m = 0; EACH(16, m |= (__mmask16)(standin_compare(a.v[i], b.v[i], predicate) << i);) return m; }
 static inline __m512i _mm512_set1_epi32(int x) { __m512i r; EACH(16, r.d[i] = x;) return r; }
+static inline __m512i standin_dwords(const int32_t *e) { __m512i r; memcpy(r.d, e, 64); return r; }
+#define _mm512_setr_epi32(...) standin_dwords((const int32_t[16]){__VA_ARGS__})
+/* vpermt2d: lane i takes dword (index & 15) of a, or of b when bit 4 of the index is set. */
+static inline __m512i _mm512_permutex2var_epi32(__m512i a, __m512i index, __m512i b) {
+    __m512i r; EACH(16, r.d[i] = index.d[i] & 16 ? b.d[index.d[i] & 15] : a.d[index.d[i] & 15];) return r; }
 static inline __m512i _mm512_castsi256_si512(__m256i a) { __m512i r = {{0}}; memcpy(&r, &a, 32); return r; }
 static inline __m512i _mm512_inserti64x4(__m512i a, __m256i b, int upper) {
     memcpy((char *)&a + 32 * (upper & 1), &b, 32); return a; }

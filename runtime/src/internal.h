@@ -56,11 +56,6 @@ bbcu_status bbcu_fail(bbcu_error *error, bbcu_status status, const char *format,
 
 /* ------------------------------------------------------------------ ops.c: full-precision layers */
 
-/* Runs fn(context, begin, end) over [0, rows) cut into bands, one per thread (fewer for small jobs).
- * Returns 0, or -1 when a thread could not be created and its band could not run either (never). */
-typedef void (*RowsFn)(void *context, int begin, int end);
-void bbcu_parallel_rows(RowsFn fn, void *context, int rows, int threads);
-
 /* y (H, W, O) = conv3x3(x (H, W, C)) with zero padding, weight (3, 3, C, O), bias (O,) or NULL. */
 void bbcu_conv3x3_float(const float *x, int height, int width, int channels, const float *weight,
                         const float *bias, int out_channels, float *y, int threads);

@@ -11,48 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitops.h"
 #include "internal.h"
 
 /* Below this many output rows per thread, threads cost more than they save. */
 #define MIN_ROWS_PER_THREAD 4
 
-typedef struct Band {
-    RowsFn fn;
-    void *context;
-    int begin, end;
-    pthread_t thread;
-    int started;
-} Band;
-
-static void *run_band(void *arg)
+/* fn over [0, rows) on the shared band runner (threads.c), with fewer threads for small jobs. */
+static void parallel_rows(RowsFn fn, void *context, int rows, int threads)
 {
-    Band *band = arg;
-    band->fn(band->context, band->begin, band->end);
-    return NULL;
-}
-
-void bbcu_parallel_rows(RowsFn fn, void *context, int rows, int threads)
-{
-    int count = rows / MIN_ROWS_PER_THREAD < threads ? rows / MIN_ROWS_PER_THREAD : threads;
-    if (count < 1)
-        count = 1;
-    Band *bands = count > 1 ? calloc((size_t)count, sizeof *bands) : NULL;
-    if (!bands) { /* one thread, or no memory for more: same result, run here */
-        fn(context, 0, rows);
-        return;
-    }
-    for (int i = 0; i < count; i++)
-        bands[i] = (Band){fn, context, (int)((long)rows * i / count), (int)((long)rows * (i + 1) / count), 0, 0};
-    for (int i = 1; i < count; i++)
-        bands[i].started = pthread_create(&bands[i].thread, NULL, run_band, &bands[i]) == 0;
-    run_band(&bands[0]);
-    for (int i = 1; i < count; i++) {
-        if (bands[i].started)
-            pthread_join(bands[i].thread, NULL);
-        else
-            run_band(&bands[i]);
-    }
-    free(bands);
+    const int useful = rows / MIN_ROWS_PER_THREAD;
+    bbcu_parallel_rows(fn, context, rows, useful < threads ? (useful > 1 ? useful : 1) : threads);
 }
 
 /* ------------------------------------------------------------------ 3x3 convolution */
@@ -112,7 +81,7 @@ void bbcu_conv3x3_float(const float *x, int height, int width, int channels, con
                         const float *bias, int out_channels, float *y, int threads)
 {
     ConvContext a = {x, weight, bias, height, width, channels, out_channels, y};
-    bbcu_parallel_rows(conv_rows, &a, height, threads);
+    parallel_rows(conv_rows, &a, height, threads);
 }
 
 /* ------------------------------------------------------------------ pixel shuffle */

@@ -33,6 +33,8 @@ __all__ = [
     "channel_words",
     "get_isa",
     "get_num_threads",
+    "float_conv3x3",
+    "float_conv_weight",
     "measure_ceilings",
     "pack_activations",
     "pack_weights",
@@ -130,6 +132,32 @@ def binary_conv3x3(
     return _bitops.binary_conv3x3(
         xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle
     )
+
+
+def float_conv_weight(w: np.ndarray) -> np.ndarray:
+    """A PyTorch conv weight ``(O, C, 3, 3)`` in the layout ``float_conv3x3`` reads: ``(O, 9, C)``,
+    float32, C-contiguous (done once, at load)."""
+    out_channels, channels = w.shape[:2]
+    return np.ascontiguousarray(w.reshape(out_channels, channels, 9).transpose(0, 2, 1), np.float32)
+
+
+def float_conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Full-precision 3x3 conv with zero padding, for convs with few output channels (a network's
+    last conv), which oneDNN runs far below the FMA peak.
+
+    Each output is one dot product over taps and input channels, vectorised over the channels in a
+    fixed order (conv_float.c), so every ISA path gives the same float32 result bit for bit. It agrees
+    with PyTorch's conv to float rounding, not bit for bit (the order of the sums differs).
+
+    Args:
+        x: float32 ``(H, W, C)``, C-contiguous.
+        weight: float32 ``(O, 9, C)`` from ``float_conv_weight``.
+        bias: float32 ``(O,)`` or None.
+
+    Returns:
+        float32 ``(H, W, O)``.
+    """
+    return _bitops.float_conv3x3(x, weight, bias)
 
 
 def available_isas() -> list[str]:

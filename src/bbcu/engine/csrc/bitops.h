@@ -60,6 +60,17 @@ typedef struct RowScratch {
 /* Computes output rows [row_begin, row_end). */
 typedef void (*ConvRowsFn)(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 
+/* A full-precision 3x3 conv with zero padding (conv_float.c): y (H, W, O) from x (H, W, C), weight
+ * (O, 9, C) with tap = 3 * ky + kx, bias (O,) or NULL. */
+typedef struct FloatConvArgs {
+    const float *x, *weight, *bias;
+    int height, width, channels, out_channels;
+    float *y;
+} FloatConvArgs;
+
+/* Computes output rows [row_begin, row_end) of a FloatConvArgs conv. */
+typedef void (*FloatConvRowsFn)(const FloatConvArgs *a, int row_begin, int row_end);
+
 /* A peak-rate loop (bitops.h's "ceilings"): runs `rounds` rounds of the ISA's inner-loop instructions
  * on L1-resident data and returns the MACs it did (binary MACs, or fp32 multiply-adds), so a kernel's
  * speed can be stated as a fraction of what the core can do with those very instructions. */
@@ -76,25 +87,30 @@ typedef struct IsaKernels {
     PackSignsFn pack_signs;
     CeilingFn binary_ceiling; /* xor + popcount + accumulate, as the conv's inner loop does them */
     CeilingFn fma_ceiling;    /* fp32 multiply-adds at this ISA's widest vectors */
+    FloatConvRowsFn float_conv; /* the few-output float conv, vectorised for this ISA */
 } IsaKernels;
 
 void bbcu_conv_rows_portable(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 void bbcu_pack_signs_portable(const float *v, const float *shift, int n, uint64_t *out);
 long bbcu_binary_ceiling_portable(long rounds);
+void bbcu_float_conv_portable(const FloatConvArgs *a, int row_begin, int row_end);
 long bbcu_fma_ceiling_portable(long rounds);
 #ifdef BBCU_X86
 void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *out);
 long bbcu_binary_ceiling_avx2(long rounds);
+void bbcu_float_conv_avx2(const FloatConvArgs *a, int row_begin, int row_end);
 long bbcu_fma_ceiling_avx2(long rounds);
 void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t *out);
 long bbcu_binary_ceiling_avx512(long rounds);
+void bbcu_float_conv_avx512(const FloatConvArgs *a, int row_begin, int row_end);
 long bbcu_fma_ceiling_avx512(long rounds);
 #endif
 #ifdef BBCU_ARM64
 void bbcu_conv_rows_neon(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
 long bbcu_binary_ceiling_neon(long rounds);
+void bbcu_float_conv_neon(const FloatConvArgs *a, int row_begin, int row_end);
 long bbcu_fma_ceiling_neon(long rounds);
 #endif
 
@@ -110,11 +126,18 @@ int bbcu_o_lanes(const IsaKernels *isa, int out_channels);
  * ConvArgs.w instead (planes == 0) or memory ran out, told apart by isa->planes. */
 uint64_t *bbcu_lane_weights(const IsaKernels *isa, const uint64_t *w, int out_channels, int channel_words);
 
-/* threads.c: runs isa->conv_rows over the output rows split into contiguous bands, one thread per band.
- * Returns 0, or -1 when memory ran out (nothing is computed then). */
+/* threads.c: runs fn(context, begin, end) over rows [0, rows) cut into `threads` contiguous bands (fewer
+ * when there are fewer rows), band 0 on the calling thread; a band whose thread cannot start runs
+ * there too, so every row is always computed. */
+typedef void (*RowsFn)(void *context, int row_begin, int row_end);
+void bbcu_parallel_rows(RowsFn fn, void *context, int rows, int threads);
+/* Runs isa->conv_rows over the output rows on num_threads threads. Returns 0, or -1 when memory ran
+ * out (some rows are not computed then). */
 int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads);
 /* The threads worth starting for the conv `a`: 1 below a work size where starting them costs more. */
 int bbcu_threads_for(const ConvArgs *a, int num_threads);
+/* The float conv `a` on isa's vectorisation and num_threads threads (1 for small convs). */
+void bbcu_float_conv3x3(const FloatConvArgs *a, const IsaKernels *isa, int num_threads);
 /* Runs loop(rounds) on num_threads threads at once; returns the MACs done by all of them per second of
  * wall time, or a negative value when a thread could not start. */
 double bbcu_ceiling_rate(CeilingFn loop, long rounds, int num_threads);

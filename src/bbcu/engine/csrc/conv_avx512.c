@@ -91,11 +91,12 @@ static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a
     const int first = o % n; /* this block's first channel within its sub-pixel */
     const __m512i full = _mm512_set1_epi32(9 * a->channels);
     const __m512 zero = _mm512_setzero_ps();
+    /* The low dwords of two registers of int64 counts (each count < 2^31): one vpermt2d. */
+    const __m512i even_dwords = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     uint64_t bits = 0;
     for (int half = 0; half < 4; half++) {
         const int c = o + 16 * half, at = first + 16 * half; /* parameter index, index within the pixel */
-        const __m512i count = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(total[2 * half])),
-                                                 _mm512_cvtepi64_epi32(total[2 * half + 1]), 1);
+        const __m512i count = _mm512_permutex2var_epi32(total[2 * half], even_dwords, total[2 * half + 1]);
         const __m512i dot = _mm512_sub_epi32(full, _mm512_slli_epi32(count, 1));
         if (a->raw) {
             _mm512_storeu_si512((void *)(a->raw + pixel * n + at), dot);

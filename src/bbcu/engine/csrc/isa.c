@@ -32,16 +32,16 @@ static uint64_t nibble_word(uint64_t w, int plane)
 
 static const IsaKernels ISAS[] = {
     {"portable", 1, 0, NULL, 0, bbcu_conv_rows_portable, bbcu_pack_signs_portable, bbcu_binary_ceiling_portable,
-     bbcu_fma_ceiling_portable},
+     bbcu_fma_ceiling_portable, bbcu_float_conv_portable},
 #ifdef BBCU_X86
     {"avx2", 4, 2, nibble_word, 2, bbcu_conv_rows_avx2, bbcu_pack_signs_avx2, bbcu_binary_ceiling_avx2,
-     bbcu_fma_ceiling_avx2},
+     bbcu_fma_ceiling_avx2, bbcu_float_conv_avx2},
     {"avx512", 8, 1, whole_word, 0, bbcu_conv_rows_avx512, bbcu_pack_signs_avx512, bbcu_binary_ceiling_avx512,
-     bbcu_fma_ceiling_avx512},
+     bbcu_fma_ceiling_avx512, bbcu_float_conv_avx512},
 #endif
 #ifdef BBCU_ARM64
     {"neon", 2, 1, whole_word, 0, bbcu_conv_rows_neon, bbcu_pack_signs_portable, bbcu_binary_ceiling_neon,
-     bbcu_fma_ceiling_neon},
+     bbcu_fma_ceiling_neon, bbcu_float_conv_neon},
 #endif
 };
 
@@ -54,7 +54,7 @@ int bbcu_isa_supported(const IsaKernels *isa)
 #ifdef BBCU_X86
     __builtin_cpu_init();
     if (strcmp(isa->name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("fma");
     if (strcmp(isa->name, "avx512") == 0)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
 #endif

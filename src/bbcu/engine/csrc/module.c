@@ -359,6 +359,44 @@ static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
     return Py_BuildValue("(NN)", (PyObject *)y, bits);
 }
 
+/* ------------------------------------------------------------------ float conv */
+
+static PyObject *float_conv3x3(PyObject *self, PyObject *args)
+{
+    static const char *fn = "float_conv3x3";
+    PyObject *x_obj, *w_obj, *bias_obj;
+    if (!PyArg_ParseTuple(args, "OOO:float_conv3x3", &x_obj, &w_obj, &bias_obj))
+        return NULL;
+    const npy_intp any3[3] = {-1, -1, -1};
+    PyArrayObject *x = expect_array(x_obj, fn, "x", NPY_FLOAT32, 3, any3, "(H, W, C)");
+    if (!x)
+        return NULL;
+    const npy_intp w_dims[3] = {-1, 9, PyArray_DIM(x, 2)};
+    PyArrayObject *w = expect_array(w_obj, fn, "weight", NPY_FLOAT32, 3, w_dims, "(O, 9, C)");
+    if (!w)
+        return NULL;
+    if (PyArray_DIM(x, 0) < 1 || PyArray_DIM(x, 1) < 1 || PyArray_DIM(x, 2) < 1 || PyArray_DIM(w, 0) < 1
+        || PyArray_DIM(x, 0) > INT_MAX || PyArray_DIM(x, 1) > INT_MAX || PyArray_DIM(x, 2) > MAX_CHANNELS
+        || PyArray_DIM(w, 0) > MAX_CHANNELS) {
+        PyErr_Format(PyExc_ValueError, "%s: H, W, C and O must be positive (and H, W below 2^31)", fn);
+        return NULL;
+    }
+    FloatConvArgs a = {PyArray_DATA(x), PyArray_DATA(w), NULL, (int)PyArray_DIM(x, 0), (int)PyArray_DIM(x, 1),
+                       (int)PyArray_DIM(x, 2), (int)PyArray_DIM(w, 0), NULL};
+    const npy_intp per_channel[1] = {a.out_channels};
+    if (optional_floats(bias_obj, fn, "bias", 1, per_channel, "(O,)", &a.bias))
+        return NULL;
+    const npy_intp y_dims[3] = {a.height, a.width, a.out_channels};
+    PyArrayObject *y = (PyArrayObject *)PyArray_EMPTY(3, y_dims, NPY_FLOAT32, 0);
+    if (!y)
+        return NULL;
+    a.y = PyArray_DATA(y);
+    Py_BEGIN_ALLOW_THREADS;
+    bbcu_float_conv3x3(&a, current_isa, num_threads);
+    Py_END_ALLOW_THREADS;
+    return (PyObject *)y;
+}
+
 /* ------------------------------------------------------------------ ISA and threads */
 
 static PyObject *available_isas(PyObject *self, PyObject *unused)
@@ -458,6 +496,8 @@ static PyMethodDef METHODS[] = {
     {"binary_conv3x3_raw", binary_conv3x3_raw, METH_VARARGS, "binary_conv3x3_raw(xp, wp, channels) -> int32"},
     {"binary_conv3x3", binary_conv3x3, METH_VARARGS,
      "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle) -> (y, bits)"},
+    {"float_conv3x3", float_conv3x3, METH_VARARGS,
+     "float_conv3x3(x, weight, bias) -> float32 (H, W, O); weight (O, 9, C), zero padding"},
     {"available_isas", available_isas, METH_NOARGS, "available_isas() -> list of ISA names this CPU runs"},
     {"set_isa", set_isa, METH_VARARGS, "set_isa(name): force 'portable', 'avx2', 'avx512', 'neon' or 'auto'"},
     {"get_isa", get_isa, METH_NOARGS, "get_isa() -> name of the ISA in use"},
