@@ -196,8 +196,12 @@ def test_out_may_be_the_residual(isa: str) -> None:
     np.testing.assert_array_equal(in_place, expected)
 
 
-@pytest.mark.parametrize(("height", "width", "c", "o", "s"), [(5, 7, 64, 256, 2), (4, 6, 33, 18, 3), (1, 1, 64, 128, 2)])
-def test_fused_shuffle_equals_conv_then_pixel_shuffle(isa: str, height: int, width: int, c: int, o: int, s: int) -> None:
+@pytest.mark.parametrize(
+    ("height", "width", "c", "o", "s"), [(5, 7, 64, 256, 2), (4, 6, 33, 18, 3), (1, 1, 64, 128, 2)]
+)
+def test_fused_shuffle_equals_conv_then_pixel_shuffle(
+    isa: str, height: int, width: int, c: int, o: int, s: int
+) -> None:
     """shuffle=s gives what the unshuffled conv followed by PyTorch's PixelShuffle and a
     nearest-neighbour residual gives, bit for bit, next bits included (64-channel groups take the
     AVX-512 register path, the others the shared one)."""
@@ -216,6 +220,38 @@ def test_fused_shuffle_equals_conv_then_pixel_shuffle(isa: str, height: int, wid
     assert y.shape == (s * height, s * width, group)
     np.testing.assert_array_equal(y, expected)
     np.testing.assert_array_equal(next_bits, numpy_pack(expected + layer["next_shift"][:group] >= 0))
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "c", "o"),
+    [(7, 13, 64, 3), (6, 11, 32, 1), (5, 4, 20, 1), (1, 1, 64, 3), (4, 9, 48, 5)],
+)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_float_conv_equals_torch_and_is_the_same_on_every_isa(
+    isa: str, height: int, width: int, c: int, o: int, with_bias: bool
+) -> None:
+    """The few-output float conv: PyTorch's conv to float rounding, and (fixed order of the sums)
+    the portable path's result bit for bit, whatever blocking the ISA path uses."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((height, width, c)).astype(np.float32)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32) if with_bias else None
+    y = kernels.float_conv3x3(x, kernels.float_conv_weight(w), bias)
+    reference = torch.nn.functional.conv2d(
+        torch.from_numpy(x).permute(2, 0, 1)[None],
+        torch.from_numpy(w),
+        None if bias is None else torch.from_numpy(bias),
+        padding=1,
+    )[0].permute(1, 2, 0)
+    np.testing.assert_allclose(y, reference.numpy(), rtol=0, atol=2e-5 * np.sqrt(9 * c))
+    kernels.set_isa("portable")
+    np.testing.assert_array_equal(y, kernels.float_conv3x3(x, kernels.float_conv_weight(w), bias))
+
+
+def test_float_conv_refuses_a_weight_of_another_width() -> None:
+    x = np.zeros((4, 5, 64), np.float32)
+    with pytest.raises(ValueError, match=r"weight must have shape \(O, 9, C\)"):
+        kernels.float_conv3x3(x, np.zeros((3, 9, 32), np.float32))
 
 
 def test_packing_follows_the_sign_convention(isa: str) -> None:
