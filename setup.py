@@ -12,7 +12,7 @@ import numpy
 from setuptools import Extension, setup
 
 CSRC = Path("src/bbcu/engine/csrc")
-KERNELS = ("isa.c", "threads.c", "ceiling.c", "conv_float.c", "conv_portable.c", "conv_avx2.c", "conv_avx512.c", "conv_neon.c")
+KERNELS = ("isa.c", "threads.c", "ceiling.c", "bilinear.c", "conv_float.c", "conv_portable.c", "conv_avx2.c", "conv_avx512.c", "conv_neon.c")
 
 bitops = Extension(
     "bbcu.engine._bitops",

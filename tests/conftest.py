@@ -19,6 +19,15 @@ ISA_REQUIREMENTS = {
 """Every kernel path the extension knows, with what the CPU needs to run it."""
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep what the tests cache (the packed engine's per-machine path choices, ``bbcu.engine.onednn``)
+    out of the user's ``~/.cache``, subprocesses included."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """Run a module on one thread (PyTorch and the binary kernels), then restore the previous counts.

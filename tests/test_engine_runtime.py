@@ -13,12 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from bbcu.binary.conv import BinaryConv2d
-from bbcu.cli.main import main
 from bbcu.engine import PackedModel, export_model, load
-from bbcu.engine.runtime import pack_model
-from bbcu.metrics.complexity import count_cost
-from bbcu.report.bench import LAYER_SIZE, bench_layer, bench_network, format_table
+from bbcu.engine.runtime import _BandedTail, pack_model
 from bbcu.run.tiling import restore_array
 from helpers import randomized
 
@@ -102,52 +98,17 @@ def test_a_wrong_input_shape_is_refused() -> None:
         packed(torch.rand(1, 3, 4, 4))
 
 
-def test_bench_layer_times_the_conv_it_claims_and_checks_its_output() -> None:
-    """The layer row: the engine's output equals the V4 epilogue of the float conv's dot products, and
-    the work is what a 64->64 3x3 conv at that size costs (counted by the complexity module's hooks on
-    modules of that shape)."""
-    height, width = LAYER_SIZE
-    (row,) = bench_layer(repeats=1)
-    assert row.mean_abs_diff == 0.0  # same float32 operations in the same order as the kernel
-    binary = count_cost(BinaryConv2d(64, 64), (width, height))
-    full = count_cost(torch.nn.Conv2d(64, 64, 3, padding=1, bias=False), (width, height))
-    assert (binary.fp_macs, binary.binary_macs) == (0, height * width * 64 * 64 * 9)
-    assert row.engine_ops_g == pytest.approx(binary.ops_g)
-    assert row.reference_ops_g == pytest.approx(full.ops_g)
-    assert row.input == f"64x{height}x{width}" and row.target == 15.0
-
-
-def test_bench_network_rows_share_the_engine_run_and_check_it_against_the_simulation() -> None:
-    """Binary DnCNN (depth 4, 16 channels) on 12x10: its OPs by hand are 3->16 and 16->3 float convs
-    plus two 16->16 binary ones at 1/64, DnCNN's are all four in float; the engine's output is on
-    average within a tenth of the runtime tests' tolerance of the simulated model's, and the other
-    network's row claims no such check."""
-    height, width, c = 12, 10, 16
-    versus_float, versus_simulation = bench_network(
-        "dncnn-bbcu", "dncnn", (height, width), repeats=1, target=5.0, depth=4, channels=c
-    )
-    pixels_taps = height * width * 9
-    fp_macs, binary_macs = pixels_taps * (3 * c + c * 3), pixels_taps * 2 * c * c
-    assert versus_float.engine_ops_g == pytest.approx((fp_macs + binary_macs / 64) / 1e9)
-    assert versus_float.reference_ops_g == pytest.approx((fp_macs + binary_macs) / 1e9)
-    assert versus_simulation.reference_ops_g == pytest.approx(versus_float.engine_ops_g)
-    assert versus_simulation.mean_abs_diff <= TOLERANCE / 10 and versus_float.mean_abs_diff is None
-    assert versus_float.engine is versus_simulation.engine and versus_float.input == f"3x{height}x{width}"
-    assert (versus_float.target, versus_simulation.target) == (5.0, None)
-    assert versus_float.reference == "dncnn (PyTorch float)"
-    assert versus_simulation.reference == "dncnn-bbcu simulated (PyTorch float)"
-
-
-def test_bench_table_shows_every_row_and_its_target(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = bench_network("dncnn-bbcu", "dncnn", (6, 5), repeats=1, target=1e9, depth=3, channels=8)
-    result = {"machine": "m", "threads": 1, "isa": "avx2", "repeats": 1, "torch": "t", "load_average": [0, 0]}
-    table = format_table({**result, "comparisons": [row.as_dict() for row in rows]}).splitlines()
-    assert len(table) == 4 + len(rows)
-    for line, row in zip(table[4:], rows, strict=True):
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert cells[5] == f"{row.speedup:.2f}x"
-        assert cells[7] == ("1e+09x (missed)" if row.target else "-")
-        assert cells[8] == f"{row.engine_ops_g:.3g} / {row.reference_ops_g:.3g}"
-        assert cells[9] == ("-" if row.mean_abs_diff is None else f"{row.mean_abs_diff:.1e}")
-    assert main(["bench", "--repeats", "0"]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+@pytest.mark.parametrize("height", [1, 17, 45])
+def test_the_banded_tail_equals_its_steps_run_on_the_whole_image(height: int) -> None:
+    """BBCU-M's last upsampler -> conv_hr -> LeakyReLU -> conv_last runs band by band
+    (``_BandedTail``); on inputs whose high-resolution height is below, across and well beyond one
+    band, it gives what those steps give on the whole image, bit for bit."""
+    model = randomized("bbcu-m", scale=4, num_units=2)
+    banded = pack_model(model, "popcount")
+    whole = pack_model(model, "popcount")
+    (at,) = [i for i, step in enumerate(whole.steps) if isinstance(step, _BandedTail)]
+    whole.steps[at : at + 1] = whole.steps[at].whole_image_steps()
+    x = torch.rand(1, 3, height, 9, generator=torch.Generator().manual_seed(3))
+    assert 4 * height > _BandedTail.BAND_ROWS or height == 1
+    assert torch.equal(banded(x), whole(x))
+    assert [name for name, _ in banded.layer_paths()][-3:] == ["upsampler.1", "conv_hr", "conv_last"]

@@ -17,7 +17,15 @@ import pytest
 import torch
 
 from bbcu.binary.layers import LearnableBias
-from bbcu.engine.runtime import PackedModel, _BinaryUnit, _BinaryUpsample, _Flow, as_hwc, pack_model
+from bbcu.engine.runtime import (
+    PackedModel,
+    _BandedTail,
+    _BinaryUnit,
+    _BinaryUpsample,
+    _Flow,
+    as_hwc,
+    pack_model,
+)
 from bbcu.run.tiling import receptive_radius
 from helpers import randomized
 
@@ -50,7 +58,12 @@ def engine_binarizer_inputs(packed: PackedModel, x: torch.Tensor) -> tuple[list[
     """``x + shift`` (float32, as the kernels compute it) before every binary step, and the output."""
     inputs: list[np.ndarray] = []
     flow = _Flow(x=as_hwc(x), skip=as_hwc(x))
-    for step in packed.steps:
+    steps = [
+        part
+        for step in packed.steps
+        for part in (step.whole_image_steps() if isinstance(step, _BandedTail) else [step])
+    ]  # the banded tail computes the same (tests/test_engine_runtime.py), with its features in bands
+    for step in steps:
         if isinstance(step, _BinaryUnit | _BinaryUpsample):
             shift = (step if isinstance(step, _BinaryUnit) else step.unit).shift
             inputs.append(flow.x + shift)

@@ -254,6 +254,18 @@ def test_float_conv_refuses_a_weight_of_another_width() -> None:
         kernels.float_conv3x3(x, np.zeros((3, 9, 32), np.float32))
 
 
+def test_fused_leaky_relu_is_applied_last_and_packed(isa: str) -> None:
+    """``leaky=slope``: PyTorch's LeakyReLU on the unit's output (after the residual), bit for bit, and
+    the next signs are those of the activated values."""
+    rng = np.random.default_rng(6)
+    layer = random_layer(rng, 5, 9, 64, 64)
+    plain, _ = run_fused(layer, next_shift=None)
+    y, next_bits = run_fused(layer, leaky=0.2)
+    expected = torch.nn.functional.leaky_relu(torch.from_numpy(plain), 0.2).numpy()
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(next_bits, numpy_pack(expected + layer["next_shift"] >= 0))
+
+
 def test_packing_follows_the_sign_convention(isa: str) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4, 130)).astype(np.float32)
@@ -510,6 +522,7 @@ static inline void _mm512_storeu_si512(void *p, __m512i a) { memcpy(p, &a, 64); 
 static inline __m512 _mm512_loadu_ps(const float *p) { __m512 r; memcpy(&r, p, 64); return r; }
 static inline void _mm512_storeu_ps(float *p, __m512 a) { memcpy(p, &a, 64); }
 static inline __m512 _mm512_mul_ps(__m512 a, __m512 b) { EACH(16, a.v[i] *= b.v[i];) return a; }
+static inline __m512 _mm512_set1_ps(float x) { __m512 r; EACH(16, r.v[i] = x;) return r; }
 static inline __m512 _mm512_cvtepi32_ps(__m512i a) { __m512 r; EACH(16, r.v[i] = (float)a.d[i];) return r; }
 /* vblendmps: lane i from b where bit i of the mask is set, else from a. */
 static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b) {
@@ -592,6 +605,7 @@ static int conv_mismatches(void) {
             f.scale = p[0]; f.bias = trial & 1 ? p[1] : NULL; f.residual = trial & 4 ? p[6] : NULL;
             if (trial & 2) { f.gamma = p[2]; f.beta = p[3]; f.zeta = p[4]; }
             f.next_shift = p[5]; f.y = y[path]; f.next_bits = bits[path]; f.shuffle = shuffle;
+            f.leaky = trial & 8 ? 1 : 0; f.leaky_slope = 0.2f;
             run(lanes, planes, activation_planes, rows, f);
         }
         uint64_t packed[2][5];

@@ -61,7 +61,5 @@ void bbcu_conv3x3_float(const float *x, int height, int width, int channels, con
                         const float *bias, int out_channels, float *y, int threads);
 /* y (sH, sW, C) = PixelShuffle(s) of x (H, W, s^2 C), PyTorch's channel order. */
 void bbcu_pixel_shuffle(const float *x, int height, int width, int channels, int scale, float *y);
-/* x (sH, sW, C) += bilinear_up(skip (H, W, C), s), as torch's F.interpolate(align_corners=False). */
-void bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * The full-precision layers of a packed network, in plain C: 3x3 convolutions (head, tail, BBCU-L's
- * upsampler), PixelShuffle and the bilinear skip.
+ * upsampler) and PixelShuffle (the bilinear skip is the Python engine's too: engine/csrc/bilinear.c).
  *
  * Every output value is computed by one thread in a fixed order, so results do not depend on the thread
  * count or the tiling, and (built with -ffp-contract=off, as the kernels are) are identical on x86-64
@@ -98,44 +98,4 @@ void bbcu_pixel_shuffle(const float *x, int height, int width, int channels, int
                     for (int c = 0; c < channels; c++)
                         dst[c] = src[(size_t)c * scale * scale];
                 }
-}
-
-/* ------------------------------------------------------------------ bilinear skip */
-
-/* Source index and weights of output index i along an axis of n input samples, as PyTorch computes
- * them for align_corners=False with an explicit scale factor: src = (i + 0.5) / s - 0.5, clamped at 0. */
-static void bilinear_axis(int i, int n, float inverse_scale, int *i0, int *i1, float *l0, float *l1)
-{
-    float src = inverse_scale * ((float)i + 0.5f) - 0.5f;
-    if (src < 0.0f)
-        src = 0.0f;
-    *i0 = (int)src;
-    if (*i0 > n - 1)
-        *i0 = n - 1;
-    *i1 = *i0 < n - 1 ? *i0 + 1 : *i0;
-    *l1 = src - (float)*i0;
-    if (*l1 > 1.0f)
-        *l1 = 1.0f;
-    *l0 = 1.0f - *l1;
-}
-
-void bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x)
-{
-    const float inverse_scale = (float)(1.0 / scale);
-    const int out_height = height * scale, out_width = width * scale;
-    for (int oh = 0; oh < out_height; oh++) {
-        int h0, h1, w0, w1;
-        float a0, a1, b0, b1;
-        bilinear_axis(oh, height, inverse_scale, &h0, &h1, &a0, &a1);
-        for (int ow = 0; ow < out_width; ow++) {
-            bilinear_axis(ow, width, inverse_scale, &w0, &w1, &b0, &b1);
-            const float *p00 = skip + ((size_t)h0 * width + w0) * channels;
-            const float *p01 = skip + ((size_t)h0 * width + w1) * channels;
-            const float *p10 = skip + ((size_t)h1 * width + w0) * channels;
-            const float *p11 = skip + ((size_t)h1 * width + w1) * channels;
-            float *out = x + ((size_t)oh * out_width + ow) * channels;
-            for (int c = 0; c < channels; c++)
-                out[c] += a0 * (b0 * p00[c] + b1 * p01[c]) + a1 * (b0 * p10[c] + b1 * p11[c]);
-        }
-    }
 }

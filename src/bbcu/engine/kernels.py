@@ -27,6 +27,7 @@ from bbcu.formats.packed import channel_words
 
 __all__ = [
     "Ceilings",
+    "add_bilinear",
     "available_isas",
     "binary_conv3x3",
     "binary_conv3x3_raw",
@@ -96,6 +97,7 @@ def binary_conv3x3(
     next_shift: np.ndarray | None = None,
     out: np.ndarray | None = None,
     shuffle: int = 1,
+    leaky: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Binary 3x3 conv with its float epilogue fused, so the float glue never takes a separate pass.
 
@@ -123,6 +125,9 @@ def binary_conv3x3(
             ``(sH, sW, n)`` and ``(sH, sW, channel_words(n))``, ``residual`` is ``(H, W, n)`` and is
             added to every sub-pixel (a nearest-neighbour skip), and ``out`` may not overlap it.
             Per-channel parameters, ``next_shift`` included, stay ``(O,)``.
+        leaky: The slope of a LeakyReLU applied last (``y = y if y > 0 else leaky * y``, after the
+            residual, before the next signs are packed), as a network applies it to a unit's output;
+            None for none.
 
     Returns:
         ``(y, next_bits)``: y float32 ``(H, W, O)``; next_bits uint64 ``(H, W, channel_words(O))`` or
@@ -130,7 +135,7 @@ def binary_conv3x3(
     """
     gamma, beta, zeta = rprelu if rprelu is not None else (None, None, None)
     return _bitops.binary_conv3x3(
-        xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle
+        xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle, leaky
     )
 
 
@@ -158,6 +163,19 @@ def float_conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = N
         float32 ``(H, W, O)``.
     """
     return _bitops.float_conv3x3(x, weight, bias)
+
+
+def add_bilinear(skip: np.ndarray, scale: int, x: np.ndarray) -> None:
+    """``x += bilinear_up(skip, scale)`` in place, as ``F.interpolate(mode="bilinear",
+    align_corners=False, scale_factor=scale)`` computes it, in one threaded pass (the SR networks'
+    global skip; PyTorch would write the upsampled image and add it in a second, strided pass).
+
+    Args:
+        skip: float32 ``(H, W, C)``, C-contiguous.
+        scale: Integer upscaling factor.
+        x: float32 ``(scale*H, scale*W, C)``, C-contiguous, writeable, not overlapping ``skip``.
+    """
+    _bitops.add_bilinear(skip, scale, x)
 
 
 def available_isas() -> list[str]:

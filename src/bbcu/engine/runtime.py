@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bbcu.engine import kernels
+from bbcu.core.errors import InvalidArgumentError
+from bbcu.engine import kernels, onednn
 from bbcu.engine.export import export_model
 from bbcu.formats.packed import BINARY_OPS, RPRELU_PARAMETERS, PackedNetwork, load_packed
 
@@ -95,6 +96,34 @@ class _Conv:
         flow.update(as_hwc(F.conv2d(as_nchw(flow.x), self.weight, self.bias, padding=1)))
 
 
+class _FewOutputsConv:
+    """A network's last conv (many channels in, a few out) on the engine's own float kernel, which
+    oneDNN runs far below the FMA peak (``kernels.float_conv3x3``)."""
+
+    MAX_OUTPUTS = 4  # what the kernel keeps in registers; a last conv makes 1 or 3 channels
+
+    def __init__(self, name: str, weight: np.ndarray, bias: np.ndarray | None) -> None:
+        self.name = name
+        self.weight = kernels.float_conv_weight(weight)
+        self.bias = bias
+
+    @property
+    def path(self) -> str:
+        """What computes this conv."""
+        return f"{kernels.get_isa()} fp32 conv (bbcu)"
+
+    def __call__(self, flow: _Flow) -> None:
+        flow.update(kernels.float_conv3x3(flow.x, self.weight, self.bias))
+
+
+def _float_conv(name: str, weight: np.ndarray, bias: np.ndarray | None) -> _Conv | _FewOutputsConv:
+    """The faster of the two float convs for this weight's shape."""
+    out_channels, channels = weight.shape[:2]
+    if out_channels <= _FewOutputsConv.MAX_OUTPUTS and channels % 16 == 0:
+        return _FewOutputsConv(name, weight, bias)
+    return _Conv(name, weight, bias)
+
+
 class _LeakyReLU:
     def __init__(self, slope: float) -> None:
         self.slope = slope
@@ -130,8 +159,7 @@ class _AddBilinearSkip:
         self.scale = scale
 
     def __call__(self, flow: _Flow) -> None:
-        up = F.interpolate(as_nchw(flow.skip), scale_factor=self.scale, mode="bilinear", align_corners=False)
-        as_nchw(flow.writable_x()).add_(up)
+        kernels.add_bilinear(flow.skip, self.scale, flow.writable_x())
 
 
 class _SubtractFromSkip:
@@ -139,8 +167,17 @@ class _SubtractFromSkip:
         flow.update(flow.skip - flow.x)
 
 
+CHOICE_SIZE = (96, 160)
+"""Input size (H, W) at which ``paths="auto"`` times the two binary conv paths: large enough for the
+threads to matter, small enough to cost well under a second per network."""
+
+
 class _BinaryUnit:
-    """A BBCU V4 unit: ``x + RPReLU(alpha * popcount_conv(sign(x + shift)) + bias)`` in one kernel call.
+    """A BBCU V4 unit: ``x + RPReLU(alpha * binconv(sign(x + shift)) + bias)``.
+
+    The conv runs as one fused popcount kernel call, or (``use("onednn")``) as an exact int8 conv
+    through oneDNN with the epilogue on PyTorch (``bbcu.engine.onednn``); ``use("auto")`` times both
+    at the first call and keeps the faster. Both give the same output.
 
     Args:
         tensors: The network's tensors.
@@ -171,23 +208,75 @@ class _BinaryUnit:
             "rprelu": tuple(per_output(p) for p in RPRELU_PARAMETERS),
             "next_shift": next_shift,
         }
+        self.mode = "popcount"  # or "onednn", or "auto" until the first call has chosen
+        self.choices: onednn.PathChoices | None = None
+        self.int8: onednn.Int8Conv | None = None
+
+    def use(self, paths: str, choices: onednn.PathChoices) -> None:
+        """Run on ``paths`` (one of ``onednn.PATHS``); a forced oneDNN path prepares its weights now."""
+        self.mode, self.choices = paths, choices
+        if paths == "onednn":
+            self.prepared_int8()
+
+    def prepared_int8(self) -> onednn.Int8Conv:
+        """The weights prepared for oneDNN, made once (at load, or when ``auto`` first needs them)."""
+        if self.int8 is None:
+            self.int8 = onednn.Int8Conv(self.bits, self.channels)
+        return self.int8
 
     @property
     def path(self) -> str:
         """What computes this unit's conv."""
-        return f"{kernels.get_isa()} popcount"
+        popcount = f"{kernels.get_isa()} popcount"
+        if self.mode == "auto":
+            return f"auto ({popcount} or {onednn.path_label()}, chosen at the first call)"
+        return onednn.path_label() if self.mode == "onednn" else popcount
 
     def packed_input(self, flow: _Flow) -> np.ndarray:
         """Signs of ``x + shift``: from the previous epilogue when it made them, else packed now."""
         return flow.packed if flow.packed is not None else kernels.pack_activations(flow.x, self.shift)
 
     def __call__(self, flow: _Flow) -> None:
+        if self.mode == "auto":
+            self.mode = self.fastest_path(flow)
+        (self.run_onednn if self.mode == "onednn" else self.run_popcount)(flow)
+
+    def run_popcount(self, flow: _Flow) -> None:
+        """One fused kernel call; it also packs the next binary unit's signs when there is one."""
         packed = self.packed_input(flow)
         x = flow.writable_x()  # the unit's output replaces its input in place
         y, packed = kernels.binary_conv3x3(
             packed, self.bits, self.channels, residual=x, out=x, **self.epilogue
         )
         flow.update(y, packed)
+
+    def run_onednn(self, flow: _Flow) -> None:
+        """The int8 conv, then the epilogue added into the input in place; the next unit gets float
+        features only (it packs its own signs)."""
+        dots = self.prepared_int8().dots(onednn.sign_bytes(self.packed_input(flow), self.channels))
+        x = flow.writable_x()
+        epilogue = self.epilogue
+        onednn.add_epilogue(
+            dots, x, scale=epilogue["scale"], bias=epilogue["bias"], rprelu=epilogue["rprelu"]
+        )
+        flow.update(x)
+
+    def fastest_path(self, flow: _Flow) -> str:
+        """The faster path for this layer on this machine: remembered, or timed once on random
+        features of a fixed size (``CHOICE_SIZE``), so that a choice holds for every input and every
+        tile and is measured once per machine, layer shape and thread count, not once per image."""
+        assert self.choices is not None, "use() sets the choices before an auto unit runs"
+        height, width = CHOICE_SIZE
+        layer = (
+            f"{self.channels}->{self.bits.shape[0]} 3x3 at {height}x{width}, "
+            f"threads {kernels.get_num_threads()}/{torch.get_num_threads()}"
+        )
+        features = np.random.default_rng(0).standard_normal((height, width, self.channels), np.float32)
+        runs = {
+            name: lambda run=run: run(_Flow(features.copy(), flow.skip))
+            for name, run in (("popcount", self.run_popcount), ("onednn", self.run_onednn))
+        }
+        return self.choices.choose(layer, runs)
 
 
 class _BinaryUpsample:
@@ -233,7 +322,7 @@ def _make_step(op: dict[str, Any], network: PackedNetwork, next_shift: np.ndarra
     """The callable running one graph operation."""
     kind, tensors = op["op"], network.tensors
     if kind == "conv":
-        return _Conv(op["name"], tensors[f"{op['name']}.weight"], tensors.get(f"{op['name']}.bias"))
+        return _float_conv(op["name"], tensors[f"{op['name']}.weight"], tensors.get(f"{op['name']}.bias"))
     if kind == "bbcu_unit":
         return _BinaryUnit(tensors, op, next_shift)
     if kind == "bbcu_upsample":
@@ -250,14 +339,109 @@ def _make_step(op: dict[str, Any], network: PackedNetwork, next_shift: np.ndarra
     return simple[kind]()
 
 
+class _BandedTail:
+    """A network's high-resolution tail -- [binary upsampler ->] binary unit -> LeakyReLU -> last conv
+    (BBCU-M's last ``upsampler``, ``conv_hr`` and ``conv_last``) -- run band of rows by band of rows.
+
+    Run one after the other, these steps write and read the whole high-resolution feature map (236 MB
+    at 1280x720) several times, and at that size they wait on memory, not on the kernels: two threads
+    are barely faster than one. Band by band, each band of features is made, used and overwritten in
+    cache, and only the network's 3-channel output reaches memory. Each band is computed with enough
+    extra rows (two at high resolution, one more at the upsampler's input) that the rows it keeps see
+    exactly the neighbours the whole-image run would: the result is the same bit for bit.
+    """
+
+    BAND_ROWS = 32  # high-resolution rows kept per band: about 13 MB of 64-channel band at 1280 wide
+
+    def __init__(
+        self, upsample: _BinaryUpsample | None, unit: _BinaryUnit, slope: float, conv: _FewOutputsConv
+    ) -> None:
+        self.upsample, self.unit, self.slope, self.conv = upsample, unit, slope, conv
+
+    def layers(self) -> list[tuple[str, str]]:
+        """The convolutions inside, with what computes them."""
+        return [
+            (step.name, f"{step.path}, banded") for step in self.whole_image_steps() if hasattr(step, "path")
+        ]
+
+    def whole_image_steps(self) -> list[Step]:
+        """The steps this one stands for, to run one after the other on the whole image instead."""
+        return [*([self.upsample] if self.upsample else []), self.unit, _LeakyReLU(self.slope), self.conv]
+
+    def __call__(self, flow: _Flow) -> None:
+        s = self.upsample.scale if self.upsample else 1
+        first_unit = self.upsample.unit if self.upsample else self.unit
+        x, packed = flow.x, first_unit.packed_input(flow)
+        height, width = s * x.shape[0], s * x.shape[1]
+        out = np.empty((height, width, self.conv.weight.shape[0]), np.float32)
+        for top in range(0, height, self.BAND_ROWS):
+            bottom = min(height, top + self.BAND_ROWS)
+            first, last = max(0, top - 2), min(height, bottom + 2)  # unit input rows this band needs
+            features, bits = self.high_resolution_rows(x, packed, first, last)
+            y, _ = kernels.binary_conv3x3(
+                bits,
+                self.unit.bits,
+                self.unit.channels,
+                residual=features,
+                out=features,
+                leaky=self.slope,
+                **self.unit.epilogue,
+            )
+            band = kernels.float_conv3x3(y, self.conv.weight, self.conv.bias)
+            out[top:bottom] = band[top - first : bottom - first]
+        flow.update(out)
+
+    def high_resolution_rows(
+        self, x: np.ndarray, packed: np.ndarray, first: int, last: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """High-resolution features rows [first, last) and their signs for the unit: made here by the
+        upsampler from the low-resolution rows around them, or, without one, read from ``x``."""
+        if self.upsample is None:
+            return x[first:last].copy(), packed[first:last]
+        s, unit = self.upsample.scale, self.upsample.unit
+        low_first = max(0, first // s - 1)  # one more low-resolution row each side: the conv's reach
+        low_last = min(x.shape[0], -(-last // s) + 1)
+        features, bits = kernels.binary_conv3x3(
+            packed[low_first:low_last],
+            unit.bits,
+            unit.channels,
+            residual=x[low_first:low_last],
+            shuffle=s,
+            **unit.epilogue,
+        )
+        keep = slice(first - s * low_first, last - s * low_first)
+        return features[keep], bits[keep]
+
+
+def _band_tails(steps: list[Step]) -> list[Step]:
+    """``steps`` with every [upsampler ->] binary unit -> LeakyReLU -> few-output conv run as one
+    ``_BandedTail``."""
+    fused: list[Step] = []
+    for step in steps:
+        window = fused[-2:]
+        if (
+            isinstance(step, _FewOutputsConv)
+            and len(window) == 2
+            and isinstance(window[0], _BinaryUnit)
+            and window[0].epilogue["next_shift"] is None
+            and isinstance(window[1], _LeakyReLU)
+        ):
+            unit, leaky = fused.pop(-2), fused.pop()
+            upsample = fused.pop() if fused and isinstance(fused[-1], _BinaryUpsample) else None
+            step = _BandedTail(upsample, unit, leaky.slope, step)
+        fused.append(step)
+    return fused
+
+
 def compile_steps(network: PackedNetwork) -> list[Step]:
-    """One step per graph operation; each binary unit learns whether it feeds the next one directly."""
+    """One step per graph operation (each binary unit learns whether it feeds the next one directly),
+    high-resolution tails fused into banded steps."""
     steps = []
     for op, following in zip(network.graph, [*network.graph[1:], None], strict=True):
         feeds_binary = following is not None and following["op"] in BINARY_OPS
         next_shift = network.tensors[f"{following['name']}.shift"] if feeds_binary else None
         steps.append(_make_step(op, network, next_shift))
-    return steps
+    return _band_tails(steps)
 
 
 class PackedModel(nn.Module):
@@ -274,15 +458,37 @@ class PackedModel(nn.Module):
         k: Residual-alignment factor.
         in_channels: Image channels read.
         out_channels: Image channels written.
+
+    Args:
+        network: The validated packed file.
+        paths: How the BBCU V4 units' convs run (``onednn.PATHS``): ``"popcount"`` kernels,
+            ``"onednn"`` int8, or ``"auto"``: per layer, the faster of the two on this machine, timed
+            at the first call's input size and thread count (or read from the per-machine cache,
+            ``onednn.default_cache_file()``). Every choice gives the same output.
+
+    Raises:
+        InvalidArgumentError: For an unknown ``paths``.
     """
 
-    def __init__(self, network: PackedNetwork) -> None:
+    def __init__(self, network: PackedNetwork, paths: str = "auto") -> None:
         super().__init__()
+        if paths not in onednn.PATHS:
+            raise InvalidArgumentError(
+                f"unknown engine paths {paths!r}; choose one of {', '.join(onednn.PATHS)}"
+            )
         self.architecture = self.model_name = network.architecture
         self.model_kwargs = network.model_kwargs
         self.scale, self.k = network.scale, network.k
         self.in_channels, self.out_channels = network.in_channels, network.out_channels
         self.steps = compile_steps(network)
+        if not onednn.available():
+            if paths == "onednn":
+                raise InvalidArgumentError("this PyTorch build lacks oneDNN's int8 conv: use paths popcount")
+            paths = "popcount"
+        choices = onednn.PathChoices()
+        for step in self.steps:
+            if isinstance(step, _BinaryUnit):
+                step.use(paths, choices)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore a batch ``(N, C, H, W)`` of [0, 1] images, one image at a time (the kernels take one).
@@ -301,7 +507,13 @@ class PackedModel(nn.Module):
     def layer_paths(self) -> list[tuple[str, str]]:
         """``(layer name, what computes it)`` for every convolution, in graph order: which kernel path
         (``avx512 popcount``, ...) or library runs it on this machine."""
-        return [(step.name, step.path) for step in self.steps if hasattr(step, "path")]
+        layers = []
+        for step in self.steps:
+            if isinstance(step, _BandedTail):
+                layers += step.layers()
+            elif hasattr(step, "path"):
+                layers.append((step.name, step.path))
+        return layers
 
     def run_image(self, image: np.ndarray) -> np.ndarray:
         """Restore one ``(H, W, C)`` float32 image (left unchanged) into ``(sH, sW, out_channels)``."""
@@ -311,24 +523,24 @@ class PackedModel(nn.Module):
         return flow.x
 
 
-def load(path: str | os.PathLike[str]) -> PackedModel:
-    """Load and validate a ``.bbcu`` file into a runnable ``PackedModel``.
+def load(path: str | os.PathLike[str], paths: str = "auto") -> PackedModel:
+    """Load and validate a ``.bbcu`` file into a runnable ``PackedModel`` (``paths``: see there).
 
     Raises:
         InvalidFileError: If the file is missing or is not a valid packed model (``bbcu.formats.packed``).
     """
-    return PackedModel(load_packed(path))
+    return PackedModel(load_packed(path), paths)
 
 
-def pack_model(model: nn.Module) -> PackedModel:
+def pack_model(model: nn.Module, paths: str = "auto") -> PackedModel:
     """The packed twin of a PyTorch model, made through a real ``.bbcu`` file (so it runs exactly what a
-    user's exported file would).
+    user's exported file would); ``paths``: see ``PackedModel``.
 
     Raises:
         InvalidArgumentError: If the architecture, or one of its layers, cannot be packed.
     """
     with tempfile.TemporaryDirectory() as folder:
-        return load(export_model(model, Path(folder) / "model.bbcu"))
+        return load(export_model(model, Path(folder) / "model.bbcu"), paths)
 
 
 def set_num_threads(threads: int) -> None:

@@ -36,6 +36,10 @@ typedef struct ConvArgs {
      * are (sH, sW, n) and (sH, sW, ceil(n / 64)), the per-channel parameters stay (out_channels,), and the
      * residual is (H, W, n), added to every sub-pixel (a nearest-neighbour upsampled skip). */
     int shuffle;
+    /* LeakyReLU after the residual add (y = y > 0 ? y : slope * y), as a network applies it to a unit's
+     * output, when `leaky` is set; the next layer's signs are packed from the activated values. */
+    int leaky;
+    float leaky_slope;
 
     /* Exactly one of raw / y is set. raw: int32 (H, W, O) exact dot products, no epilogue. */
     int32_t *raw;
@@ -136,6 +140,9 @@ void bbcu_parallel_rows(RowsFn fn, void *context, int rows, int threads);
 int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads);
 /* The threads worth starting for the conv `a`: 1 below a work size where starting them costs more. */
 int bbcu_threads_for(const ConvArgs *a, int num_threads);
+/* bilinear.c: x (sH, sW, C) += bilinear_up(skip (H, W, C), s), as PyTorch's F.interpolate with
+ * align_corners=False, on up to `threads` threads. */
+void bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x, int threads);
 /* The float conv `a` on isa's vectorisation and num_threads threads (1 for small convs). */
 void bbcu_float_conv3x3(const FloatConvArgs *a, const IsaKernels *isa, int num_threads);
 /* Runs loop(rounds) on num_threads threads at once; returns the MACs done by all of them per second of

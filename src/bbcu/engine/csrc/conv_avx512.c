@@ -113,6 +113,10 @@ static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a
         }
         if (a->residual)
             v = _mm512_add_ps(v, _mm512_loadu_ps(a->residual + pixel * n + at));
+        if (a->leaky) {
+            const __mmask16 positive = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+            v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(_mm512_set1_ps(a->leaky_slope), v), v);
+        }
         _mm512_storeu_ps(a->y + out * n + at, v);
         if (a->next_shift) {
             const __m512 u = _mm512_add_ps(v, _mm512_loadu_ps(a->next_shift + c));

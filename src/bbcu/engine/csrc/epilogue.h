@@ -58,6 +58,13 @@ static inline void add_into(int n, const float *restrict v, const float *restric
         y[o] = v[o] + residual[o];
 }
 
+/* PyTorch's LeakyReLU, in place: y > 0 ? y : slope * y. */
+static inline void leaky_relu(int n, float slope, float *restrict y)
+{
+    for (int o = 0; o < n; o++)
+        y[o] = y[o] > 0.0f ? y[o] : slope * y[o];
+}
+
 /* Where sub-pixel r of input pixel (h, w) lands in the output (ConvArgs.shuffle). */
 static inline size_t output_pixel(const ConvArgs *a, int h, int w, int r)
 {
@@ -95,6 +102,8 @@ static inline void finish_pixel(const ConvArgs *a, int h, int w, const int32_t *
             add_in_place(n, values, y);
         else if (residual)
             add_into(n, values, residual, y);
+        if (a->leaky)
+            leaky_relu(n, a->leaky_slope, y);
         if (a->next_shift)
             pack_signs(y, a->next_shift + o, n, a->next_bits + out * (size_t)((n + 63) / 64));
     }

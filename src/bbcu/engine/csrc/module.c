@@ -297,14 +297,21 @@ static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
 {
     static const char *fn = "binary_conv3x3";
     PyObject *xp_obj, *wp_obj, *scale_obj, *bias_obj, *gamma_obj, *beta_obj, *zeta_obj, *residual_obj,
-        *next_shift_obj, *out_obj;
+        *next_shift_obj, *out_obj, *leaky_obj;
     int channels, shuffle;
-    if (!PyArg_ParseTuple(args, "OOiOOOOOOOOi:binary_conv3x3", &xp_obj, &wp_obj, &channels, &scale_obj, &bias_obj,
-                          &gamma_obj, &beta_obj, &zeta_obj, &residual_obj, &next_shift_obj, &out_obj, &shuffle))
+    if (!PyArg_ParseTuple(args, "OOiOOOOOOOOiO:binary_conv3x3", &xp_obj, &wp_obj, &channels, &scale_obj, &bias_obj,
+                          &gamma_obj, &beta_obj, &zeta_obj, &residual_obj, &next_shift_obj, &out_obj, &shuffle,
+                          &leaky_obj))
         return NULL;
     ConvArgs a = {0};
     if (parse_geometry(xp_obj, wp_obj, channels, fn, &a) || parse_shuffle(shuffle, &a, fn))
         return NULL;
+    if (leaky_obj != Py_None) {
+        a.leaky = 1;
+        a.leaky_slope = (float)PyFloat_AsDouble(leaky_obj);
+        if (a.leaky_slope == -1.0f && PyErr_Occurred())
+            return NULL;
+    }
     const int group = a.out_channels / (shuffle * shuffle); /* channels of each output pixel */
     const npy_intp per_channel[1] = {a.out_channels}, per_input[3] = {a.height, a.width, group},
                    per_output[3] = {(npy_intp)a.height * shuffle, (npy_intp)a.width * shuffle, group};
@@ -395,6 +402,43 @@ static PyObject *float_conv3x3(PyObject *self, PyObject *args)
     bbcu_float_conv3x3(&a, current_isa, num_threads);
     Py_END_ALLOW_THREADS;
     return (PyObject *)y;
+}
+
+static PyObject *add_bilinear(PyObject *self, PyObject *args)
+{
+    static const char *fn = "add_bilinear";
+    PyObject *skip_obj, *x_obj;
+    int scale;
+    if (!PyArg_ParseTuple(args, "OiO:add_bilinear", &skip_obj, &scale, &x_obj))
+        return NULL;
+    const npy_intp any3[3] = {-1, -1, -1};
+    PyArrayObject *skip = expect_array(skip_obj, fn, "skip", NPY_FLOAT32, 3, any3, "(H, W, C)");
+    if (!skip)
+        return NULL;
+    if (scale < 1 || scale > 64 || PyArray_DIM(skip, 0) < 1 || PyArray_DIM(skip, 1) < 1 || PyArray_DIM(skip, 2) < 1
+        || PyArray_DIM(skip, 0) * scale > INT_MAX || PyArray_DIM(skip, 1) * scale > INT_MAX
+        || PyArray_DIM(skip, 2) > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: need a non-empty skip and a scale between 1 and 64", fn);
+        return NULL;
+    }
+    const npy_intp x_dims[3] = {PyArray_DIM(skip, 0) * scale, PyArray_DIM(skip, 1) * scale, PyArray_DIM(skip, 2)};
+    PyArrayObject *x = expect_array(x_obj, fn, "x", NPY_FLOAT32, 3, x_dims, "(s*H, s*W, C)");
+    if (!x)
+        return NULL;
+    if (!PyArray_ISWRITEABLE(x)) {
+        PyErr_Format(PyExc_ValueError, "%s: x must be writeable", fn);
+        return NULL;
+    }
+    const uintptr_t x_at = (uintptr_t)PyArray_DATA(x), skip_at = (uintptr_t)PyArray_DATA(skip);
+    if (x_at < skip_at + (uintptr_t)PyArray_NBYTES(skip) && skip_at < x_at + (uintptr_t)PyArray_NBYTES(x)) {
+        PyErr_Format(PyExc_ValueError, "%s: x must not overlap skip", fn);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    bbcu_add_bilinear(PyArray_DATA(skip), (int)PyArray_DIM(skip, 0), (int)PyArray_DIM(skip, 1),
+                      (int)PyArray_DIM(skip, 2), scale, PyArray_DATA(x), num_threads);
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------ ISA and threads */
@@ -495,9 +539,12 @@ static PyMethodDef METHODS[] = {
     {"pack_weights", pack_weights, METH_VARARGS, "pack_weights(w) -> uint64 (O, 3, 3, Cw)"},
     {"binary_conv3x3_raw", binary_conv3x3_raw, METH_VARARGS, "binary_conv3x3_raw(xp, wp, channels) -> int32"},
     {"binary_conv3x3", binary_conv3x3, METH_VARARGS,
-     "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle) -> (y, bits)"},
+     "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle, leaky) "
+     "-> (y, bits)"},
     {"float_conv3x3", float_conv3x3, METH_VARARGS,
      "float_conv3x3(x, weight, bias) -> float32 (H, W, O); weight (O, 9, C), zero padding"},
+    {"add_bilinear", add_bilinear, METH_VARARGS,
+     "add_bilinear(skip, scale, x): x += bilinear_up(skip, scale), as F.interpolate(align_corners=False)"},
     {"available_isas", available_isas, METH_NOARGS, "available_isas() -> list of ISA names this CPU runs"},
     {"set_isa", set_isa, METH_VARARGS, "set_isa(name): force 'portable', 'avx2', 'avx512', 'neon' or 'auto'"},
     {"get_isa", get_isa, METH_NOARGS, "get_isa() -> name of the ISA in use"},
