@@ -374,10 +374,13 @@ class _BandedTail:
         x, packed = flow.x, first_unit.packed_input(flow)
         height, width = s * x.shape[0], s * x.shape[1]
         out = np.empty((height, width, self.conv.weight.shape[0]), np.float32)
+        # One band buffer for the whole image (a fresh one per band would cost page faults each time):
+        # the band's rows, plus the upsampler's extra low-resolution row on each side.
+        scratch = np.empty((min(height, self.BAND_ROWS + 4 + 3 * s), width, self.unit.channels), np.float32)
         for top in range(0, height, self.BAND_ROWS):
             bottom = min(height, top + self.BAND_ROWS)
             first, last = max(0, top - 2), min(height, bottom + 2)  # unit input rows this band needs
-            features, bits = self.high_resolution_rows(x, packed, first, last)
+            features, bits = self.high_resolution_rows(x, packed, first, last, scratch)
             y, _ = kernels.binary_conv3x3(
                 bits,
                 self.unit.bits,
@@ -392,12 +395,15 @@ class _BandedTail:
         flow.update(out)
 
     def high_resolution_rows(
-        self, x: np.ndarray, packed: np.ndarray, first: int, last: int
+        self, x: np.ndarray, packed: np.ndarray, first: int, last: int, scratch: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """High-resolution features rows [first, last) and their signs for the unit: made here by the
-        upsampler from the low-resolution rows around them, or, without one, read from ``x``."""
+        """High-resolution features rows [first, last) (in ``scratch``) and their signs for the unit:
+        made by the upsampler from the low-resolution rows around them, or, without one, read from
+        ``x``."""
         if self.upsample is None:
-            return x[first:last].copy(), packed[first:last]
+            features = scratch[: last - first]
+            np.copyto(features, x[first:last])
+            return features, packed[first:last]
         s, unit = self.upsample.scale, self.upsample.unit
         low_first = max(0, first // s - 1)  # one more low-resolution row each side: the conv's reach
         low_last = min(x.shape[0], -(-last // s) + 1)
@@ -406,6 +412,7 @@ class _BandedTail:
             unit.bits,
             unit.channels,
             residual=x[low_first:low_last],
+            out=scratch[: s * (low_last - low_first)],
             shuffle=s,
             **unit.epilogue,
         )
