@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import bbcu
+from bbcu.archs import list_models, model_entry
 from bbcu.archs.rrdbnet import RRDB_MODELS
+from bbcu.core.constants import TASKS
 from bbcu.report.bench import moved_off_init
 
 
@@ -28,3 +30,9 @@ tests still cover them, in the slow tier."""
 def every_model(names: list[str]) -> list[object]:
     """``names`` as pytest parameters, the heavy networks marked slow."""
     return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_MODELS else n for n in names]
+
+
+def image_models() -> list[str]:
+    """Registered networks that map an image to an image: all but the face task's (DFDNet also needs part
+    boxes and a component dictionary, and only restores 512x512 faces: tests/test_dfdnet.py covers it)."""
+    return [name for name in list_models() if model_entry(name).task in TASKS]

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bbcu.archs import create_model, list_models, model_entry
+from bbcu.archs import create_model, model_entry
 from bbcu.archs.dncnn import BinaryDnCNN, DnCNN
 from bbcu.archs.registry import without_initialisation
 from bbcu.archs.srresnet import BinarySRResNet, MSRResNet
 from bbcu.binary import BBCUV4, BBCUUpsample, BinaryConv2d
 from bbcu.core.errors import InvalidArgumentError
-from helpers import every_model, randomized
+from helpers import every_model, image_models, randomized
 
 TRAINING_STEPS = 10
 LEARNING_RATE = 1e-3
@@ -31,7 +31,7 @@ def has_parameters(name: str) -> bool:
         return any(True for _ in create_model(name).parameters())
 
 
-ALL_MODELS = list_models()
+ALL_MODELS = image_models()
 LEARNED_MODELS = [name for name in ALL_MODELS if has_parameters(name)]
 
 

@@ -17,6 +17,7 @@ from bbcu.cli.main import main
 from bbcu.core.constants import SR_SCALES
 from bbcu.data.published import published_cost
 from bbcu.metrics.complexity import count_cost
+from helpers import image_models
 
 # Agreement with a printed figure: within 0.5 %, or within half a unit of its last printed digit (the
 # paper prints OPs to 0.01 G and Params to 1 K, so e.g. 24.19 K and 0.6636 G are printed as 24 and 0.66).
@@ -80,7 +81,7 @@ def zoo_rows() -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", image_models())
 def test_zoo_doc_lists_the_model_with_its_measured_cost(name: str) -> None:
     """The table has the x2 / x3 / x4 columns (or one for scale-1 tasks); a scale the network is not built
     for (RRDBNet x3) is a ``-`` cell, which the row skips, and other scales (RRDBNet x1) are not shown."""

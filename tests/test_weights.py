@@ -11,12 +11,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from bbcu.archs import create_model, list_models, model_entry
+from bbcu.archs import create_model, model_entry
 from bbcu.binary.conv import BinaryConv2d
 from bbcu.cli.main import main
 from bbcu.core.errors import InvalidArgumentError, InvalidFileError, OutputError
 from bbcu.formats.weights import FORMAT, FORMAT_VERSION, load, read_metadata, save
-from helpers import every_model
+from helpers import every_model, image_models
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +45,7 @@ def image(model: nn.Module) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", image_models())
 def test_round_trip_restores_the_model(name: str, tmp_path: Path) -> None:
     model = build(name)
     randomize(model)
@@ -253,7 +253,7 @@ def binary_convs(model: nn.Module) -> dict[str, BinaryConv2d]:
     return {name: m for name, m in model.named_modules() if isinstance(m, BinaryConv2d)}
 
 
-@pytest.mark.parametrize("name", every_model(list_models()))
+@pytest.mark.parametrize("name", every_model(image_models()))
 def test_compact_file_computes_what_the_latent_one_does(name: str, tmp_path: Path) -> None:
     """Sign bits + alphas rebuild the very weights the forward pass used: same signs, same scales."""
     model = build(name)

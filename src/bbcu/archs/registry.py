@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from bbcu.core.constants import SR_SCALES, TASKS, Task
+from bbcu.core.constants import RESTORE_TASKS, SR_SCALES, RestoreTask
 from bbcu.core.errors import BbcuError, InvalidArgumentError, ModelNotFoundError
 
 ModelFactory = Callable[..., nn.Module]
@@ -29,14 +29,15 @@ class ModelEntry:
     Attributes:
         name: Registry name, e.g. ``"bbcu-l"``.
         factory: Callable building the network from keyword arguments.
-        task: Decides the data protocol used with it.
+        task: Decides the data protocol used with it (``face``: DFDNet's aligned face plus part boxes,
+            no scoring protocol).
         binary: Whether the network contains binarized convolutions.
         scales: The upscaling factors it builds at (1 for denoising and JPEG).
     """
 
     name: str
     factory: ModelFactory
-    task: Task
+    task: RestoreTask
     binary: bool
     scales: tuple[int, ...]
 
@@ -45,20 +46,20 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, task: Task, binary: bool, scales: tuple[int, ...] | None = None
+    name: str, *, task: RestoreTask, binary: bool, scales: tuple[int, ...] | None = None
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering ``factory`` under ``name``.
 
     Args:
         name: Unique registry name.
-        task: One of ``bbcu.core.constants.TASKS``.
+        task: One of ``bbcu.core.constants.RESTORE_TASKS``.
         binary: Whether the model has binary convolutions.
         scales: The factors it builds at; default ``SR_SCALES`` for SR and ``(1,)`` otherwise.
 
     Returns:
         The decorator, which returns the factory unchanged.
     """
-    if task not in TASKS:
+    if task not in RESTORE_TASKS:
         raise ValueError(f"unknown task {task!r} for model {name!r}")
 
     def decorator(factory: ModelFactory) -> ModelFactory:

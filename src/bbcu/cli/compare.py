@@ -17,6 +17,7 @@ from bbcu.core.errors import InvalidArgumentError
 from bbcu.formats.image_io import read_image, write_image
 from bbcu.formats.packed import SUPPORTED_ARCHITECTURES
 from bbcu.report.pictures import Box, comparison_panels, compose_grid, match_layout
+from bbcu.run import zoo
 from bbcu.run.images import restore_pixels
 from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
 
@@ -38,6 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--weights", type=Path, action="append", default=[], help="one more weights file (repeatable)"
+    )
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="a folder of bbcu weights files and official ESRGAN / Real-ESRGAN .pth checkpoints: --models "
+        "may name them by file name; without --models and --weights, all of them at --scale are compared",
     )
     parser.add_argument("--task", choices=TASKS, help="task of the models, checked (default: the models')")
     parser.add_argument("--scale", type=int, choices=SR_SCALES, help="SR factor, checked against the models")
@@ -80,15 +87,33 @@ def run(args: argparse.Namespace) -> int:
 def resolve_models(args: argparse.Namespace) -> list[ResolvedModel]:
     """Every model named, all checked to share one task and one scale."""
     names = [name.strip() for name in args.models.split(",") if name.strip()] + [str(w) for w in args.weights]
+    folder = {m.name: m for m in zoo.folder_models(args.models_dir)} if args.models_dir else {}
     if not names:
-        raise InvalidArgumentError("name at least one model with --models or --weights")
+        names = [name for name, m in folder.items() if _fits(m, args.task, args.scale)]
+    if not names:
+        where = f"; {args.models_dir} has no model for --task/--scale" if args.models_dir else ""
+        raise InvalidArgumentError(f"name at least one model with --models or --weights{where}")
     models = [
-        _on_engine(resolve_model(name, task=args.task, scale=args.scale), args.engine) for name in names
+        _on_engine(_resolve(name, folder.get(name), args.task, args.scale), args.engine) for name in names
     ]
     if len({m.scale for m in models}) > 1 or len({m.task for m in models} - {None}) > 1:
         found = ", ".join(f"{m.name} ({m.task} x{m.scale})" for m in models)
         raise InvalidArgumentError(f"the models do not share one task and scale: {found}")
     return models
+
+
+def _fits(model: zoo.ShippedModel, task: str | None, scale: int | None) -> bool:
+    """Whether a folder model does the task and scale asked for (unset ones: SR at x4, the default)."""
+    return model.task == (task or "sr") and model.scale == (scale or (4 if model.task == "sr" else 1))
+
+
+def _resolve(
+    name: str, in_folder: zoo.ShippedModel | None, task: str | None, scale: int | None
+) -> ResolvedModel:
+    """A models-folder file by its name (converted when official), else any name ``resolve_model`` takes."""
+    if in_folder is None:
+        return resolve_model(name, task=task, scale=scale)
+    return resolve_model(in_folder.architecture, task=task, scale=scale, weights=in_folder.path)
 
 
 def _on_engine(model: ResolvedModel, engine: str) -> ResolvedModel:

@@ -9,6 +9,7 @@ import re
 from torch import nn
 
 from bbcu.archs import create_model, model_entry
+from bbcu.core.constants import TASKS
 from bbcu.core.errors import InvalidArgumentError
 from bbcu.metrics.complexity import DEFAULT_INPUT_SIZE, CostReport, count_cost
 
@@ -43,6 +44,11 @@ def parse_size(text: str) -> tuple[int, int]:
 def build(name: str, scale: int | None) -> nn.Module:
     """Build ``name`` with ``scale`` where that makes sense, turning bad requests into user errors."""
     entry = model_entry(name)
+    if entry.task not in TASKS:
+        raise InvalidArgumentError(
+            f"{name} is a {entry.task} model (an aligned face, its part boxes and a dictionary in): its cost "
+            "is not counted on an image size"
+        )
     if scale is not None and entry.task != "sr":
         raise InvalidArgumentError(f"--scale applies to SR models only; {name} is a {entry.task} model")
     return create_model(name, **({} if scale is None else {"scale": scale}))

@@ -14,11 +14,14 @@ from torch import nn
 from bbcu.archs import create_model, model_entry
 from bbcu.archs.bicubic import bicubic  # noqa: F401  (registers the non-learned baselines offered here)
 from bbcu.archs.identity import identity  # noqa: F401
+from bbcu.cli.restore import print_layer_paths
 from bbcu.core.constants import SETTING_NAMES, TASKS
 from bbcu.core.errors import InvalidArgumentError
 from bbcu.data.published import published_settings
 from bbcu.data.testsets import available_test_sets
+from bbcu.formats.convert import convert_checkpoint
 from bbcu.formats.weights import load as load_weights
+from bbcu.run import zoo
 from bbcu.run.evaluate import (
     SetResult,
     check_model_task,
@@ -48,7 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--model", help="registry name (random weights unless non-learned: bicubic, identity)"
     )
-    source.add_argument("--weights", type=Path, help="a bbcu weights file (.safetensors)")
+    source.add_argument(
+        "--weights",
+        type=Path,
+        help="a bbcu weights file (.safetensors), or an official ESRGAN-family checkpoint (.pth; "
+        "RRDB_PSNR_x4.pth is scored beside its published numbers)",
+    )
     parser.add_argument(
         "--datasets", help="comma-separated sets (default: the task's published sets present)"
     )
@@ -74,6 +82,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="torch",
         help="packed: run the binary network on the XNOR-popcount engine (same pixels, faster)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="with --engine packed: print which path ran each layer (popcount kernel, oneDNN int8, PyTorch)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -95,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
                 model, args.task, dataset, setting, root=args.data_root, tile=args.tile, save_dir=save_dir
             )
             results.append(result)
+    if args.verbose:
+        for model in {id(model): model for _, model in runs}.values():
+            print_layer_paths(model)
     tag = "-".join(setting_label(args.task, setting) for setting, _ in runs)
     csv_path = args.csv or DEFAULT_RESULTS_DIR / f"{model_name}_{args.task}_{tag}.csv"
     write_csv(csv_path, results, model_name)
@@ -124,7 +140,7 @@ def _models(args: argparse.Namespace) -> tuple[str, list[tuple[int, nn.Module]]]
     option = SETTING_NAMES[args.task]
     settings = parse_list(getattr(args, option), f"--{option}", int)
     if args.weights is not None:
-        model = load_weights(args.weights)
+        model = _load(args.weights)
         if not settings:
             settings = [int(model.scale)] if args.task == "sr" else list(published_settings(args.task))
         return model.model_name, [(setting, model) for setting in settings]
@@ -139,6 +155,14 @@ def _models(args: argparse.Namespace) -> tuple[str, list[tuple[int, nn.Module]]]
         note = f"{args.model} runs with random weights (give --weights for trained ones)"
         logger.warning(note)
     return args.model, runs
+
+
+def _load(path: Path) -> nn.Module:
+    """A bbcu weights file, or an official checkpoint converted in memory without running pickled code;
+    its file name says which published row applies (``zoo.checkpoint_architecture``)."""
+    if path.suffix == zoo.OFFICIAL_SUFFIX:
+        return convert_checkpoint(path, zoo.checkpoint_architecture(path))
+    return load_weights(path)
 
 
 def _packed(runs: list[tuple[int, nn.Module]], threads: int) -> list[tuple[int, nn.Module]]:

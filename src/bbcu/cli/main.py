@@ -30,6 +30,7 @@ VERBS = (
     "plot",
     "serve",
     "demo",
+    "reproduce",
 )
 
 

@@ -19,6 +19,7 @@ from bbcu.core.constants import SETTING_NAMES
 from bbcu.core.errors import InvalidArgumentError, InvalidFileError
 from bbcu.data.published import ROW_LABELS, published_cost, published_score
 from bbcu.metrics.complexity import count_cost
+from bbcu.report.latency import draw_latency_chart, latency_points
 from bbcu.report.pictures import ChartPoint, draw_psnr_ops_chart, save_figure
 from bbcu.run import zoo
 
@@ -44,6 +45,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quality", type=int, help=f"JPEG quality (default {DEFAULT_SETTINGS['jpeg']})")
     parser.add_argument("--dataset", default="Set5", help="test set to plot (default Set5)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="chart file (.png)")
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="draw Set5 PSNR against milliseconds measured on this machine instead (super-resolution): "
+        "the networks of a `bbcu bench` run",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="BENCH.json",
+        help="with --latency: take the times from a `bbcu bench --json` output instead of timing now",
+    )
+    parser.add_argument("--threads", type=int, help="with --latency, when timing now: threads (default all)")
+    parser.add_argument("--repeats", type=int, default=3, help="with --latency, when timing now (default 3)")
     parser.set_defaults(func=run)
 
 
@@ -51,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     """Collect published and measured points and draw the chart."""
     setting_name = SETTING_NAMES[args.task]
     setting = getattr(args, setting_name) or DEFAULT_SETTINGS[args.task]
+    if args.latency:
+        return plot_latency(args, setting)
+    if args.from_json is not None:
+        raise InvalidArgumentError("--from-json gives the times of the --latency chart: add --latency")
     points = published_points(args.task, args.dataset, setting)
     points += [measured_point(spec, args.task, args.dataset, setting) for spec in args.results]
     if not points:
@@ -62,6 +81,52 @@ def run(args: argparse.Namespace) -> int:
     save_figure(draw_psnr_ops_chart(points, title=title, y_label=y_label), args.output)
     print(f"wrote {args.output}: {len(points)} points ({sum(p.ours for p in points)} measured here)")
     return 0
+
+
+def plot_latency(args: argparse.Namespace, scale: int) -> int:
+    """The Set5 PSNR-versus-milliseconds chart, from a saved bench run or from timing now."""
+    if args.task != "sr" or args.results:
+        raise InvalidArgumentError(
+            "--latency plots super-resolution networks from a bench run: no MODEL=RESULT.json"
+        )
+    if args.from_json is not None:
+        result = read_bench_json(args.from_json)
+    else:
+        from bbcu.report.bench import network_cases, run_benchmarks  # imports the compiled kernels
+
+        cases = [name for name, case in network_cases().items() if case.kwargs.get("scale") == scale]
+        if not cases:
+            raise InvalidArgumentError(f"the bench times no x{scale} network; choose --scale 2 or 4")
+        result = run_benchmarks(repeats=args.repeats, threads=args.threads, cases=cases)
+    points = latency_points(result, scale)
+    if not points:
+        raise InvalidArgumentError(f"the bench run holds no timed network with a Set5 x{scale} score")
+    title = f"Set5 x{scale}: PSNR versus time on {result['machine']}, {result['threads']} threads"
+    save_figure(draw_latency_chart(points, title=title), args.output)
+    print(
+        f"wrote {args.output}: {len(points)} points "
+        f"({sum(p.measured for p in points)} with PSNR measured here)"
+    )
+    return 0
+
+
+def read_bench_json(path: Path) -> dict[str, object]:
+    """A saved ``bbcu bench --json`` result.
+
+    Raises:
+        InvalidFileError: If the file is unreadable or not such output.
+    """
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InvalidFileError(f"cannot read bench results {path}: {err}") from err
+    if (
+        not isinstance(result, dict)
+        or not isinstance(result.get("networks"), list)
+        or "machine" not in result
+    ):
+        raise InvalidFileError(f"{path} is not `bbcu bench --json` output (no list of timed networks)")
+    return result
 
 
 def published_points(task: str, dataset: str, setting: int) -> list[ChartPoint]:

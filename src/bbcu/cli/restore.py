@@ -17,9 +17,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bbcu.core.constants import SR_SCALES, TASKS
+from bbcu.core.constants import RESTORE_TASKS, SR_SCALES
 from bbcu.core.errors import BbcuError, InvalidArgumentError, OutputError, one_line
 from bbcu.formats.image_io import IMAGE_EXTENSIONS, read_image, write_image
+from bbcu.run.faces import FaceRestorer, face_restorer
 from bbcu.run.images import ALPHA_UPSAMPLERS, rescale_output, restore_pixels
 from bbcu.run.resolve import ENGINES, ResolvedModel, resolve_model
 
@@ -41,7 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", metavar="INPUT", help="image file, folder of images, or glob pattern"
     )
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if missing)")
-    parser.add_argument("--task", choices=TASKS, help="what to undo; checked against the model (default sr)")
+    parser.add_argument(
+        "--task",
+        choices=RESTORE_TASKS,
+        help="what to undo; checked against the model (default sr); face: DFDNet (see --dictionary)",
+    )
     parser.add_argument(
         "--scale", type=int, choices=SR_SCALES, help="SR factor (default: the model's, else 4)"
     )
@@ -79,6 +84,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suffix", default="", help="appended to each output file stem, e.g. _x4")
     parser.add_argument("--ext", choices=OUTPUT_EXTENSIONS, default="png", help="output format (default png)")
     parser.add_argument("--device", default="cpu", help="torch device for --engine torch (default cpu)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="with --engine packed: print which path ran each layer (popcount kernel, oneDNN int8, PyTorch)",
+    )
+    faces = parser.add_argument_group("--task face (DFDNet)")
+    faces.add_argument(
+        "--dictionary", type=Path, help="DFDNet's component dictionary: its .pth, or the folder of .npy files"
+    )
+    faces.add_argument(
+        "--landmarks",
+        type=Path,
+        help="68 landmarks of the aligned 512x512 face (68 lines 'x y'), or a folder of <image file>.txt",
+    )
+    faces.add_argument(
+        "--part-boxes",
+        type=int,
+        nargs=16,
+        metavar="N",
+        help="instead of landmarks: x0 y0 x1 y1 of the left eye, right eye, nose and mouth (512 px face)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -90,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--tile-overlap must be non-negative, got {args.tile_overlap}")
     if args.outscale is not None and not args.outscale > 0:
         raise InvalidArgumentError(f"--outscale must be positive, got {args.outscale}")
-    model = resolve_model(
-        args.model, task=args.task, scale=args.scale, weights=args.weights, engine=args.engine
-    )
+    model, faces = resolve(args)
     check_output_folder(args.output.absolute())
     sources, problems = expand_inputs(args.inputs)
+    if faces is not None:
+        faces.check(sources, read_image)
     jobs, clashes = plan_outputs(sources, args.output, args.suffix, args.ext)
     for problem in problems + clashes:
         report(problem)
@@ -103,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     progress = tqdm(jobs, desc=one_line(f"bbcu restore ({model.name})"), unit="image", file=sys.stderr)
     for source, target in progress:
         try:
-            restore_file(model, source, target, args)
+            restore_file(model, source, target, args, faces)
         except PER_IMAGE_ERRORS as err:
             message = one_line(str(err))
             report(message if one_line(str(source)) in message else f"{source}: {message}")
@@ -111,8 +137,30 @@ def run(args: argparse.Namespace) -> int:
             restored += 1
     failed = len(problems) + len(clashes) + len(jobs) - restored
     elapsed = time.perf_counter() - start
+    if args.verbose:
+        print_layer_paths(model.network)
     print(one_line(f"restored {restored}, failed {failed}, in {elapsed:.1f} s (outputs in {args.output})"))
     return 1 if failed else 0
+
+
+def resolve(args: argparse.Namespace) -> tuple[ResolvedModel, FaceRestorer | None]:
+    """The model, and for ``--task face`` how each input gets its part boxes (or is a whole photo)."""
+    if args.task == "face":
+        return face_restorer(
+            args.weights,
+            args.dictionary,
+            model=args.model,
+            boxes=args.part_boxes,
+            landmarks=args.landmarks,
+            device=args.device,
+            engine=args.engine,
+        )
+    if any(value is not None for value in (args.dictionary, args.landmarks, args.part_boxes)):
+        raise InvalidArgumentError("--dictionary, --landmarks and --part-boxes are for --task face")
+    model = resolve_model(
+        args.model, task=args.task, scale=args.scale, weights=args.weights, engine=args.engine
+    )
+    return model, None
 
 
 def check_output_folder(folder: Path) -> None:
@@ -129,14 +177,30 @@ def check_output_folder(folder: Path) -> None:
         raise OutputError(f"cannot use {folder} as the output folder: {existing} is not writable")
 
 
-def restore_file(model: ResolvedModel, source: Path, target: Path, args: argparse.Namespace) -> None:
+def restore_file(
+    model: ResolvedModel,
+    source: Path,
+    target: Path,
+    args: argparse.Namespace,
+    faces: FaceRestorer | None = None,
+) -> None:
     """Read (alpha kept), restore and write one image; the write is atomic."""
     image = read_image(source, keep_alpha=True)
-    options = {"tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device}
-    restored = restore_pixels(model, image, alpha_upsampler=args.alpha_upsampler, **options)
+    if faces is not None:
+        restored = faces.restore(image, source)
+    else:
+        options = {"tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device}
+        restored = restore_pixels(model, image, alpha_upsampler=args.alpha_upsampler, **options)
     if args.outscale is not None:
         restored = rescale_output(restored, image.shape[:2], args.outscale)
     write_image(target, restored)
+
+
+def print_layer_paths(network: object) -> None:
+    """``--verbose``: one line per layer of a packed-engine network on stderr, its name and what computed it
+    (the paths are chosen at the first image, so this comes after it); nothing for other networks."""
+    for name, path in getattr(network, "layer_paths", list)():
+        print(one_line(f"layer {name}: {path}"), file=sys.stderr)
 
 
 def report(problem: str) -> None:

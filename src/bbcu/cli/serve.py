@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from bbcu.core.errors import InvalidArgumentError, MissingExtraError
 from bbcu.serve import LOOPBACK, LOOPBACK_NAMES
@@ -37,6 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--host; repeat for more (requests naming any other host are refused)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 = any)")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="also offer every model in this folder: bbcu weights files and official ESRGAN / Real-ESRGAN "
+        ".pth checkpoints (named by file name; found now, never from a request)",
+    )
     parser.add_argument(
         "--max-upload-mb",
         type=float,
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """
     try:  # imported here: only this verb needs FastAPI and uvicorn
         from bbcu.serve.app import create_app
+        from bbcu.serve.catalog import Catalog
         from bbcu.serve.server import make_server, open_socket, url_of
     except ModuleNotFoundError as err:
         if (err.name or "bbcu").partition(".")[0] == "bbcu":
@@ -74,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
         raise MissingExtraError(f"{err.name} is not installed: pip install 'bbcu[serve]'") from err
 
     limits = limits_from(args)
+    catalog = Catalog.discover(args.models_dir)
     sock = open_socket(args.host, args.port)
     if args.host not in LOOPBACK_NAMES:
         logger.warning("warning: listening on %s: anyone who can reach it can run models here", args.host)
     print(f"bbcu serve: open {url_of(sock)} in a browser (Ctrl+C stops)", file=sys.stderr)
-    make_server(create_app(limits, allowed_hosts=[args.host, *args.allow_host])).run(sockets=[sock])
+    app = create_app(limits, catalog, allowed_hosts=[args.host, *args.allow_host])
+    make_server(app).run(sockets=[sock])
     return 0
 
 

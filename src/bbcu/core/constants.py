@@ -6,6 +6,11 @@ Task = Literal["sr", "denoise", "jpeg"]
 TASKS: tuple[Task, ...] = ("sr", "denoise", "jpeg")
 """Super-resolution, colour (or grey) denoising, and JPEG artifact reduction: they decide data and metrics."""
 
+RestoreTask = Literal["sr", "denoise", "jpeg", "face"]
+RESTORE_TASKS: tuple[RestoreTask, ...] = (*TASKS, "face")
+"""What ``bbcu restore`` can do: the scored tasks, and face restoration (DFDNet on an aligned face with its
+landmarks), which has no evaluation protocol, so ``bbcu eval`` and ``bbcu train`` keep to ``TASKS``."""
+
 SETTING_NAMES: dict[Task, str] = {"sr": "scale", "denoise": "sigma", "jpeg": "quality"}
 """What each task's one evaluation setting is called (SR scale, noise sigma, JPEG quality)."""
 

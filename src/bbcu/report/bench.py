@@ -1,14 +1,19 @@
-"""Speed of the packed 1-bit engine against full-precision PyTorch on this CPU (``bbcu bench``).
+"""Speed of the packed 1-bit engine against what a user would run instead on this CPU (``bbcu bench``).
 
 Every comparison runs both sides in the same process, one after the other, with the same thread count,
-and reports the median of ``repeats`` timed runs after one warm-up run. The baseline is PyTorch/oneDNN
-in ``channels_last`` with no autograd, the fastest way PyTorch runs these networks on a CPU
-(docs/method.md, "What makes 1-bit fast"); networks use random weights, which do not change the work
-done.
+and reports the median of ``repeats`` timed runs after one warm-up run (``bbcu.report.timing``). The
+references are PyTorch/oneDNN in ``channels_last`` with no autograd, the fastest way PyTorch runs these
+networks on a CPU (docs/method.md, "What makes 1-bit fast"): the full networks and their 12-channel Lite
+versions, in fp32, bf16 autocast and int8 (``bbcu.report.bench_references``). Networks use random
+weights, which do not change the work done; scores come from trained weights where there are some.
 
 A speed-up is only worth reporting for an engine that computes the right thing, so each comparison
 also says how much work each side did (OPs, ``bbcu.metrics.complexity``'s units) and, where the
-reference computes the same function, how far the engine's output was from the reference's.
+reference computes the same function, how far the engine's output was from the reference's. And a
+speed-up is only understood against what the CPU can do: the run measures the binary (XOR-popcount) and
+fp32 (FMA) ceilings of this CPU, gives every binary row its efficiency against the first, and prints the
+crossover arithmetic (``bbcu.report.crossover``) where a binary network faces a float one doing far
+fewer MACs.
 """
 
 from __future__ import annotations
@@ -16,12 +21,10 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,25 +32,33 @@ import torch.nn.functional as F
 from torch import nn
 
 import bbcu
+from bbcu.archs import model_entry
 from bbcu.engine import kernels
-from bbcu.engine.runtime import pack_model, set_num_threads
+from bbcu.engine.runtime import PackedModel, pack_model, set_num_threads
+from bbcu.formats.weights import load as load_weights
 from bbcu.metrics.complexity import BINARY_MACS_PER_OP, count_cost
+from bbcu.report.bench_references import (
+    CALIBRATION_PATCHES,
+    QUALITY_SETS,
+    calibration_inputs,
+    cpu_flags,
+    fp32_runner,
+    native_bf16,
+    quality_of,
+    time_bicubic,
+    time_float_network,
+    trained_weights,
+)
+from bbcu.report.crossover import Crossover, efficiency, efficiency_target
+from bbcu.report.timing import PACKED, SIMULATED, TimedNetwork, Timing, median_time
 
 LAYER_SIZE = (180, 320)  # H, W of the layer benchmark and of the SR inputs (the papers' 320x180)
 LAYER_CHANNELS = 64
 DENOISE_SIZE = (320, 480)  # a 480x320 colour image, BSD-sized
-
-T = TypeVar("T")
+TINY_DIVISOR = 10
+"""``--tiny`` divides every input side by this: a smoke run of the whole bench in seconds."""
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Median milliseconds of one measured call."""
-
-    wall_ms: float
-    cpu_ms: float
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,10 @@ class Comparison:
             inputs fall within float rounding of 0 there, the simulation's summation order decides
             their sign, and the flip changes a patch of the output (up to 0.1 in BBCU-M x4 at 320x180,
             mean 5e-5); a wrong engine is off everywhere.
+        efficiency: The engine's binary MACs per wall second over the binary ceiling of this CPU; for a
+            network over the whole network's time (its float layers included), else None.
+        efficiency_target: The efficiency the project aims for (the layer only), else None.
+        whole_network: Whether ``efficiency`` is over a whole network's time.
     """
 
     name: str
@@ -83,6 +98,9 @@ class Comparison:
     engine_ops_g: float
     reference_ops_g: float
     mean_abs_diff: float | None
+    efficiency: float | None = None
+    efficiency_target: float | None = None
+    whole_network: bool = False
 
     @property
     def speedup(self) -> float:
@@ -96,31 +114,111 @@ class Comparison:
 
     def as_dict(self) -> dict[str, object]:
         met = None if self.target is None else self.speedup >= self.target
-        return {**asdict(self), "speedup": self.speedup, "cpu_speedup": self.cpu_speedup, "met": met}
+        met_efficiency = (
+            None
+            if self.efficiency_target is None or self.efficiency is None
+            else self.efficiency >= self.efficiency_target
+        )
+        return {
+            **asdict(self),
+            "speedup": self.speedup,
+            "cpu_speedup": self.cpu_speedup,
+            "met": met,
+            "met_efficiency": met_efficiency,
+        }
 
 
-def median_time(run: Callable[[], T], repeats: int) -> tuple[Timing, T]:
-    """Median wall and CPU time of ``run`` over ``repeats`` calls after one untimed warm-up call, and
-    what the warm-up call returned (every call computes the same), for checking."""
-    result = run()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return Timing(statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3), result
+@dataclass(frozen=True)
+class Reference:
+    """A network a binary one is compared with: registry name, precision, wall speed-up target."""
+
+    network: str
+    precision: str = "fp32"
+    target: float | None = None
+
+    @property
+    def crossover(self) -> bool:
+        """Whether the comparison gets the crossover arithmetic: against a 12-channel Lite network or an
+        int8 one, where the float side does far fewer or far cheaper MACs (issue 13)."""
+        return self.precision == "int8" or self.network.endswith("-lite")
 
 
-def _channels_last(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model in eval mode and channels_last, called without autograd."""
-    model = model.eval().to(memory_format=torch.channels_last)
+@dataclass(frozen=True)
+class NetworkCase:
+    """A binary network and what it is compared with, at one input size."""
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model(x)
+    binary: str
+    size: tuple[int, int]
+    references: tuple[Reference, ...]
+    kwargs: dict[str, object] = field(default_factory=dict)
 
-    return run
+
+@dataclass
+class BenchRun:
+    """What every case of one run shares: settings, measured ceilings, and the networks already timed.
+
+    Attributes:
+        repeats: Timed runs per measurement.
+        ceilings: This CPU's measured binary and fp32 ceilings (``kernels.measure_ceilings``), or None.
+        bf16: Whether bf16 rows run (the CPU computes bf16 natively).
+        weights: Trained weights files given by the user.
+        root: Data root (calibration patches, quality sets).
+        int8: Whether int8 rows run.
+        calibration_patches: Training patches that calibrate each int8 network.
+        kernel_efficiency: The 64->64 layer's efficiency once measured; the crossovers use it.
+    """
+
+    repeats: int
+    ceilings: kernels.Ceilings | None = None
+    bf16: bool = False
+    weights: tuple[Path, ...] = ()
+    root: str | os.PathLike[str] | None = None
+    int8: bool = True
+    calibration_patches: int = CALIBRATION_PATCHES
+    kernel_efficiency: float | None = None
+    networks: list[TimedNetwork] = field(default_factory=list)
+    _float: dict[tuple[object, ...], list[TimedNetwork]] = field(default_factory=dict)
+    _calibration: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
+
+    def calibration(self, task: str, scale: int) -> torch.Tensor:
+        """The int8 calibration batch of a task and scale, cut once per run."""
+        if (task, scale) not in self._calibration:
+            patch = 32 if task == "sr" else 48
+            self._calibration[task, scale] = calibration_inputs(
+                task, scale, root=self.root, count=self.calibration_patches, patch=patch
+            )
+        return self._calibration[task, scale]
+
+    def bicubic(self, scale: int, size: tuple[int, int]) -> None:
+        """Time and score bicubic upscaling at ``scale`` once per run (the latency chart's floor)."""
+        if ("bicubic", scale, size) not in self._float:
+            torch.manual_seed(0)
+            x = torch.rand(1, 3, *size)
+            self._float["bicubic", scale, size] = [time_bicubic(scale, x, self.repeats, self.root)]
+            self.networks += self._float["bicubic", scale, size]
+
+    def float_network(self, network: str, size: tuple[int, int], **kwargs: object) -> list[TimedNetwork]:
+        """Every precision of a float network at ``size``, timed once per run however many binary
+        networks are compared with it."""
+        key = (network, size, tuple(sorted(kwargs.items())))
+        if key not in self._float:
+            entry = model_entry(network)
+            scale = int(kwargs.get("scale", 1))
+            weights = trained_weights(network, kwargs, self.weights)
+            calibration = self.calibration(entry.task, scale) if self.int8 else None
+            rows = time_float_network(
+                network,
+                size,
+                self.repeats,
+                int8_calibration=calibration,
+                bf16=self.bf16,
+                weights=weights,
+                root=self.root,
+                **kwargs,
+            )
+            self._float[key] = rows
+            self.networks += rows
+        return self._float[key]
 
 
 def moved_off_init(model: nn.Module) -> nn.Module:
@@ -141,122 +239,259 @@ def _signs(values: np.ndarray) -> np.ndarray:
     return np.where(values >= 0, np.float32(1), np.float32(-1))
 
 
-def bench_layer(repeats: int, size: tuple[int, int] = LAYER_SIZE) -> list[Comparison]:
-    """One 64 -> 64 binary 3x3 conv with its whole BBCU epilogue fused vs the same float conv.
+def _binary_efficiency(binary_macs: int, timing: Timing, run: BenchRun) -> float | None:
+    if run.ceilings is None:
+        return None
+    return efficiency(binary_macs, timing.wall_ms / 1e3, run.ceilings.binary_macs_per_s)
+
+
+class LayerProblem:
+    """One 64 -> 64 binary 3x3 conv with its whole V4 epilogue fused (alpha, RPReLU, residual, the next
+    unit's sign packing) on seeded random data, and the same conv in float.
 
     The float conv convolves the +-1 values the binary conv packs (a dense conv costs the same whatever
-    its values), so its output is the binary conv's exact dot products, and the engine's output is
-    checked against the V4 epilogue (alpha, RPReLU, residual) applied to them.
+    its values), so its output is the binary conv's exact dot products, and ``expected`` applies the V4
+    epilogue to them: the engine's output must equal it.
     """
-    height, width, channels = *size, LAYER_CHANNELS
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((height, width, channels), dtype=np.float32)
-    alpha, gamma, beta, zeta, shift = (rng.standard_normal(channels, dtype=np.float32) for _ in range(5))
-    w = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32)
-    packed_x, packed_w = kernels.pack_activations(x, shift), kernels.pack_weights(w)
 
-    def binary() -> np.ndarray:
+    def __init__(self, size: tuple[int, int], channels: int = LAYER_CHANNELS) -> None:
+        self.height, self.width, self.channels = *size, channels
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((*size, channels), dtype=np.float32)
+        self.alpha, self.gamma, self.beta, self.zeta, self.shift = (
+            rng.standard_normal(channels, dtype=np.float32) for _ in range(5)
+        )
+        w = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32)
+        self.packed_x = kernels.pack_activations(self.x, self.shift)
+        self.packed_w = kernels.pack_weights(w)
+        self.x_t = torch.from_numpy(_signs(self.x + self.shift)).permute(2, 0, 1).unsqueeze(0)  # NHWC view
+        self.w_t = torch.from_numpy(_signs(w)).contiguous(memory_format=torch.channels_last)
+
+    @property
+    def macs(self) -> int:
+        """Binary MACs of one call."""
+        return self.height * self.width * self.channels * self.channels * 9
+
+    def binary(self) -> np.ndarray:
+        """The engine's fused call."""
         y, _ = kernels.binary_conv3x3(
-            packed_x,
-            packed_w,
-            channels,
-            scale=alpha,
-            rprelu=(gamma, beta, zeta),
-            residual=x,
-            next_shift=shift,
+            self.packed_x,
+            self.packed_w,
+            self.channels,
+            scale=self.alpha,
+            rprelu=(self.gamma, self.beta, self.zeta),
+            residual=self.x,
+            next_shift=self.shift,
         )
         return y
 
-    x_t = torch.from_numpy(_signs(x + shift)).permute(2, 0, 1).unsqueeze(0)  # channels_last view
-    w_t = torch.from_numpy(_signs(w)).contiguous(memory_format=torch.channels_last)
-
-    def full_precision() -> np.ndarray:
+    def full_precision(self) -> np.ndarray:
+        """oneDNN's float conv of the same +-1 values: the exact dot products."""
         with torch.no_grad():
-            return F.conv2d(x_t, w_t, padding=1)[0].permute(1, 2, 0).numpy()
+            return F.conv2d(self.x_t, self.w_t, padding=1)[0].permute(1, 2, 0).numpy()
 
-    engine, y = median_time(binary, repeats)
-    reference, dot = median_time(full_precision, repeats)
-    t = alpha * dot + gamma
-    expected = np.where(t >= 0, t, beta * t) + zeta + x
-    macs = height * width * channels * channels * 9
+    def expected(self, dot: np.ndarray) -> np.ndarray:
+        """The V4 epilogue applied to the dot products."""
+        t = self.alpha * dot + self.gamma
+        return np.where(t >= 0, t, self.beta * t) + self.zeta + self.x
+
+
+def bench_layer(
+    repeats: int, size: tuple[int, int] = LAYER_SIZE, run: BenchRun | None = None
+) -> list[Comparison]:
+    """The fused 64 -> 64 binary layer (``LayerProblem``) against the same conv in float, its output
+    checked. With ``run``'s ceilings the row carries the kernel's efficiency and its target, and ``run``
+    keeps the efficiency for the crossover arithmetic.
+    """
+    run = run or BenchRun(repeats)
+    problem = LayerProblem(size)
+    engine, y = median_time(problem.binary, repeats)
+    reference, dot = median_time(problem.full_precision, repeats)
+    run.kernel_efficiency = _binary_efficiency(problem.macs, engine, run)
+    channels = problem.channels
     return [
         Comparison(
             name=f"binary conv {channels}->{channels} + fused epilogue",
-            input=f"{channels}x{height}x{width}",
+            input=f"{channels}x{problem.height}x{problem.width}",
             engine=engine,
             reference=f"float conv {channels}->{channels} (oneDNN)",
             reference_time=reference,
             target=15.0,
-            engine_ops_g=macs / BINARY_MACS_PER_OP / 1e9,
-            reference_ops_g=macs / 1e9,
-            mean_abs_diff=float(np.abs(y - expected).mean()),
+            engine_ops_g=problem.macs / BINARY_MACS_PER_OP / 1e9,
+            reference_ops_g=problem.macs / 1e9,
+            mean_abs_diff=float(np.abs(y - problem.expected(dot)).mean()),
+            efficiency=run.kernel_efficiency,
+            efficiency_target=None if run.ceilings is None else efficiency_target(run.ceilings.isa),
         )
     ]
 
 
-def bench_network(
-    name: str,
-    reference_name: str,
-    size: tuple[int, int],
-    repeats: int,
-    target: float | None,
-    **kwargs: object,
-) -> list[Comparison]:
-    """A packed network vs its full-precision reference and vs its own PyTorch float simulation."""
+def path_counts(packed: PackedModel) -> dict[str, int]:
+    """How many convolutions of ``packed`` each path (kernel ISA or library) ran."""
+    return dict(Counter(path for _, path in packed.layer_paths()))
+
+
+def _time_binary(case: NetworkCase, run: BenchRun) -> tuple[TimedNetwork, TimedNetwork, float]:
+    """The packed engine and its own PyTorch simulation on the case's input, and their mean output gap."""
     torch.manual_seed(0)
-    simulated = moved_off_init(bbcu.create_model(name, **kwargs))
-    x = torch.rand(1, simulated.in_channels, *size).contiguous(memory_format=torch.channels_last)
-    packed = pack_model(simulated)
-    engine, output = median_time(lambda: packed(x), repeats)
-    label = f"{name} x{simulated.scale}" if simulated.scale > 1 else name
-    shape = f"{simulated.in_channels}x{size[0]}x{size[1]}"
-    references = (
-        (f"{reference_name} (PyTorch float)", bbcu.create_model(reference_name, **kwargs), target),
-        (f"{name} simulated (PyTorch float)", simulated, None),
+    simulated = moved_off_init(bbcu.create_model(case.binary, **case.kwargs))
+    scale = int(simulated.scale)
+    x = torch.rand(1, simulated.in_channels, *case.size).contiguous(memory_format=torch.channels_last)
+    packed, simulate = pack_model(simulated), fp32_runner(simulated)
+    engine, output = median_time(lambda: packed(x), run.repeats)
+    reference, expected = median_time(lambda: simulate(x), run.repeats)
+    cost = count_cost(simulated, case.size[::-1])
+    label = f"{case.binary} x{scale}" if scale > 1 else case.binary
+    shape = f"{simulated.in_channels}x{case.size[0]}x{case.size[1]}"
+    scored = model_entry(case.binary).task in QUALITY_SETS
+    weights = trained_weights(case.binary, case.kwargs, run.weights) if scored else None
+    trained = None if weights is None else pack_model(load_weights(weights))
+    quality = quality_of(trained, case.binary, scale, int(simulated.in_channels), weights, run.root)
+    common = (label, case.binary, scale)
+    macs = (cost.fp_macs, cost.binary_macs)
+    return (
+        TimedNetwork(*common, PACKED, shape, engine, *macs, quality=quality, layer_paths=path_counts(packed)),
+        TimedNetwork(*common, SIMULATED, shape, reference, *macs, quality=quality),
+        (output - expected).abs().mean().item(),
     )
-    comparisons = []
-    for reference_label, reference, reference_target in references:
-        run = _channels_last(reference)
-        timing, expected = median_time(lambda run=run: run(x), repeats)
-        comparisons.append(
-            Comparison(
-                name=label,
-                input=shape,
-                engine=engine,
-                reference=reference_label,
-                reference_time=timing,
-                target=reference_target,
-                engine_ops_g=count_cost(simulated, size[::-1]).ops_g,
-                reference_ops_g=count_cost(reference, size[::-1]).ops_g,
-                mean_abs_diff=(output - expected).abs().mean().item() if reference is simulated else None,
-            )
-        )
-    return comparisons
 
 
-def run_benchmarks(repeats: int = 5, threads: int | None = None) -> dict[str, object]:
+def compare(
+    engine: TimedNetwork,
+    reference: TimedNetwork,
+    target: float | None,
+    run: BenchRun,
+    mean_abs_diff: float | None = None,
+) -> Comparison:
+    """The comparison row of a timed engine against a timed reference (both with a time)."""
+    return Comparison(
+        name=engine.label,
+        input=engine.input,
+        engine=engine.time,
+        reference=f"{reference.name} (PyTorch)",
+        reference_time=reference.time,
+        target=target,
+        engine_ops_g=(engine.fp_macs + engine.binary_macs / BINARY_MACS_PER_OP) / 1e9,
+        reference_ops_g=(reference.fp_macs + reference.binary_macs / BINARY_MACS_PER_OP) / 1e9,
+        mean_abs_diff=mean_abs_diff,
+        efficiency=_binary_efficiency(engine.binary_macs, engine.time, run),
+        whole_network=True,
+    )
+
+
+def crossover(engine: TimedNetwork, reference: TimedNetwork, run: BenchRun) -> Crossover | None:
+    """The crossover arithmetic of a binary network against a float one, when the ceilings and the
+    layer's kernel efficiency were measured in this run."""
+    if run.ceilings is None or run.kernel_efficiency is None:
+        return None
+    reference_macs = reference.fp_macs + reference.binary_macs
+    return Crossover(
+        binary=engine.label,
+        reference=reference.name,
+        binary_macs=engine.binary_macs,
+        reference_macs=reference_macs,
+        per_mac_gain=run.ceilings.per_mac_gain,
+        kernel_efficiency=run.kernel_efficiency,
+        reference_rate=efficiency(reference_macs, reference.time.wall_ms / 1e3, run.ceilings.fp32_macs_per_s),
+        measured_speedup=reference.time.wall_ms / engine.time.wall_ms,
+    )
+
+
+def bench_network(case: NetworkCase, run: BenchRun) -> tuple[list[Comparison], list[Crossover]]:
+    """A packed network against each of its references and against its own PyTorch float simulation.
+
+    References that cannot run on this CPU (bf16 without native bf16) are listed among the timed
+    networks with their reason and get no comparison row.
+    """
+    engine, simulated, gap = _time_binary(case, run)
+    run.networks += [engine, simulated]
+    comparisons, crossovers = [], []
+    for wanted in case.references:
+        kwargs = {"scale": engine.scale} if engine.scale > 1 else {}
+        timed = run.float_network(wanted.network, case.size, **kwargs)
+        (reference,) = [row for row in timed if row.precision == wanted.precision]
+        if reference.time is None:
+            continue
+        comparisons.append(compare(engine, reference, wanted.target, run))
+        arithmetic = crossover(engine, reference, run) if wanted.crossover else None
+        crossovers += [] if arithmetic is None else [arithmetic]
+    comparisons.append(compare(engine, simulated, None, run, mean_abs_diff=gap))
+    if model_entry(case.binary).task == "sr":
+        run.bicubic(engine.scale, case.size)
+    return comparisons, crossovers
+
+
+def _every_precision(network: str, fp32_target: float | None = None) -> tuple[Reference, ...]:
+    return tuple(
+        Reference(network, p, fp32_target if p == "fp32" else None) for p in ("fp32", "bf16", "int8")
+    )
+
+
+def network_cases(divisor: int = 1) -> dict[str, NetworkCase]:
+    """The networks of the bench and their references, inputs divided by ``divisor`` per side."""
+    sr = (LAYER_SIZE[0] // divisor, LAYER_SIZE[1] // divisor)
+    denoise = (DENOISE_SIZE[0] // divisor, DENOISE_SIZE[1] // divisor)
+    return {
+        "bbcu-m x4": NetworkCase(
+            "bbcu-m",
+            sr,
+            _every_precision("srresnet", 10.0) + _every_precision("srresnet-lite", 1.3),
+            {"scale": 4},
+        ),
+        "bbcu-m x2": NetworkCase("bbcu-m", sr, _every_precision("srresnet-lite"), {"scale": 2}),
+        "bbcu-l x4": NetworkCase("bbcu-l", sr, (Reference("srresnet"),), {"scale": 4}),
+        "dncnn-bbcu": NetworkCase(
+            "dncnn-bbcu", denoise, _every_precision("dncnn", 5.0) + _every_precision("dncnn-lite")
+        ),
+    }
+
+
+def run_benchmarks(
+    repeats: int = 5,
+    threads: int | None = None,
+    *,
+    divisor: int = 1,
+    weights: Sequence[Path] = (),
+    root: str | os.PathLike[str] | None = None,
+    cases: Sequence[str] | None = None,
+) -> dict[str, object]:
     """Every comparison of the engine's speed targets, plus what was measured on.
 
     Args:
         repeats: Timed runs per measurement (the median is kept).
         threads: Threads for both PyTorch and the kernels; default all the cores PyTorch sees.
+        divisor: Every input side is divided by it (``--tiny``: a smoke run, not a measurement).
+        weights: Trained weights files of reference or binary networks: run, and scored on Set5.
+        root: Data root (int8 calibration patches, Set5).
+        cases: Names of ``network_cases`` to run (default all); the layer always runs.
 
     Returns:
-        ``{"machine": ..., "threads": ..., "isa": ..., "repeats": ..., "comparisons": [...]}``.
+        ``{"machine", "threads", "isa", "repeats", "torch", "load_average", "ceilings", "bf16",
+        "comparisons", "networks", "crossovers"}``.
     """
     threads = threads or torch.get_num_threads()
     set_num_threads(threads)
-    cases: dict[str, Callable[[], list[Comparison]]] = {
-        "one binary layer": lambda: bench_layer(repeats),
-        "bbcu-m x4": lambda: bench_network("bbcu-m", "srresnet", LAYER_SIZE, repeats, 8.0, scale=4),
-        "bbcu-l x4": lambda: bench_network("bbcu-l", "srresnet", LAYER_SIZE, repeats, None, scale=4),
-        "dncnn-bbcu": lambda: bench_network("dncnn-bbcu", "dncnn", DENOISE_SIZE, repeats, 5.0),
+    flags = cpu_flags()
+    ceilings = kernels.measure_ceilings(threads)
+    run = BenchRun(repeats, ceilings, native_bf16(flags), tuple(Path(w) for w in weights), root)
+    run.calibration_patches = CALIBRATION_PATCHES if divisor == 1 else 4  # a smoke run calibrates lightly
+    chosen = network_cases(divisor)
+    chosen = {name: chosen[name] for name in (cases or chosen)}
+    steps: dict[str, Callable[[], tuple[list[Comparison], list[Crossover]]]] = {
+        "one binary layer": lambda: (
+            bench_layer(repeats, (LAYER_SIZE[0] // divisor, LAYER_SIZE[1] // divisor), run),
+            [],
+        ),
+        **{name: (lambda case=case: bench_network(case, run)) for name, case in chosen.items()},
     }
     load_before = os.getloadavg()[0]
-    comparisons = []
-    for number, (label, case) in enumerate(cases.items(), start=1):
-        logger.info("timing %s (%d of %d)", label, number, len(cases))
-        comparisons += case()
+    comparisons: list[Comparison] = []
+    crossovers: list[Crossover] = []
+    for number, (label, step) in enumerate(steps.items(), start=1):
+        logger.info("timing %s (%d of %d)", label, number, len(steps))
+        rows, arithmetic = step()
+        comparisons += rows
+        crossovers += arithmetic
     return {
         "machine": machine_description(),
         "threads": threads,
@@ -264,7 +499,11 @@ def run_benchmarks(repeats: int = 5, threads: int | None = None) -> dict[str, ob
         "repeats": repeats,
         "torch": torch.__version__,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "ceilings": {**asdict(ceilings), "per_mac_gain": ceilings.per_mac_gain},
+        "bf16": run.bf16,
         "comparisons": [row.as_dict() for row in comparisons],
+        "networks": [network.as_dict() for network in run.networks],
+        "crossovers": [row.as_dict() for row in crossovers],
     }
 
 
@@ -277,28 +516,3 @@ def machine_description() -> str:
         names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
         model = names[0] if names else model
     return f"{model}, {os.cpu_count()} logical cores"
-
-
-def format_table(result: dict[str, object]) -> str:
-    """A Markdown table of the comparisons, headed by what they ran on."""
-    before, after = result["load_average"]
-    lines = [
-        f"machine: {result['machine']}; threads: {result['threads']}; kernel ISA: {result['isa']}; "
-        f"median of {result['repeats']} runs after 1 warm-up; torch {result['torch']}; "
-        f"1-min load average {before} at start, {after} at end",
-        "",
-        "| measured | input | engine wall / CPU ms | reference | reference wall / CPU ms "
-        "| speed-up wall | speed-up CPU | target (wall) | OPs (G) engine / reference | mean abs diff |",
-        "|---|---|---:|---|---:|---:|---:|---|---:|---:|",
-    ]
-    for row in result["comparisons"]:
-        engine, reference = row["engine"], row["reference_time"]
-        target = "-" if row["target"] is None else f"{row['target']:g}x ({'met' if row['met'] else 'missed'})"
-        diff = "-" if row["mean_abs_diff"] is None else f"{row['mean_abs_diff']:.1e}"
-        lines.append(
-            f"| {row['name']} | {row['input']} | {engine['wall_ms']:.1f} / {engine['cpu_ms']:.1f} "
-            f"| {row['reference']} | {reference['wall_ms']:.1f} / {reference['cpu_ms']:.1f} "
-            f"| {row['speedup']:.2f}x | {row['cpu_speedup']:.2f}x | {target} "
-            f"| {row['engine_ops_g']:.3g} / {row['reference_ops_g']:.3g} | {diff} |"
-        )
-    return "\n".join(lines)

@@ -273,3 +273,45 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 150) ->
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     atomic_write_bytes(path, buffer.getvalue(), make_parents=True)
+
+
+def draw_k_sweep_chart(
+    series: dict[int, list[tuple[float, float, float]]],
+    candidates: dict[int, tuple[float, float]],
+    *,
+    title: str,
+) -> Figure:
+    """PSNR against the residual-alignment factor k (log axis), one line per channel width.
+
+    Args:
+        series: width -> [(k, PSNR, half-range over seeds)], drawn as a line with error bars.
+        candidates: width -> (the authors' rule's k, the paper's figure's k); the measured points at
+            those k are ringed (rule) and boxed (figure) in the width's colour, so the chart shows which
+            candidate sits nearer the top of each curve.
+        title: The chart's title.
+    """
+    figure = Figure(figsize=_CHART_SIZE, layout="constrained")
+    axes = figure.subplots()
+    for width, points in sorted(series.items()):
+        ks, psnrs, spreads = zip(*sorted(points), strict=True)
+        line = axes.errorbar(ks, psnrs, yerr=spreads, marker="o", capsize=3, label=f"{width} channels")
+        colour = line[0].get_color()
+        for index, marker in ((0, "o"), (1, "s")):
+            chosen = [(k, p) for k, p, _ in points if k == candidates[width][index]]
+            if chosen:
+                axes.scatter(
+                    *zip(*chosen, strict=True), s=180, marker=marker, facecolors="none", edgecolors=colour
+                )
+    axes.scatter([], [], s=120, marker="o", facecolors="none", edgecolors="grey", label="rule k = 130 w / 64")
+    axes.scatter(
+        [], [], s=120, marker="s", facecolors="none", edgecolors="grey", label="figure k = 130 * 64 / w"
+    )
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.ticklabel_format(axis="y", useOffset=False)
+    axes.set_xlabel("residual-alignment factor k (log scale)")
+    axes.set_ylabel("PSNR (dB), mean over the scored sets")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="best")
+    return figure

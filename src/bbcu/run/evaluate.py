@@ -23,6 +23,7 @@ from bbcu.archs.registry import model_entry
 from bbcu.core.atomic import atomic_write_bytes
 from bbcu.core.constants import SETTING_NAMES
 from bbcu.core.errors import InvalidArgumentError
+from bbcu.data.manifest import check_set
 from bbcu.data.published import ROW_LABELS, published_score
 from bbcu.data.testsets import load_test_set
 from bbcu.formats.image_io import write_image
@@ -118,11 +119,13 @@ def evaluate_set(
         device: Where the model runs (training validates on its own device).
 
     Returns:
-        Per-image scores.
+        Per-image scores. A folder that differs from the committed manifest of the standard sets
+        (``bbcu.data.manifest``) is scored all the same, after a one-line warning.
     """
     scale = int(getattr(model, "scale", 1))
     if task == "sr" and scale != setting:
         raise InvalidArgumentError(f"the model upscales x{scale}, but x{setting} was asked for")
+    check_set(dataset, root)  # one warning line when the folder is not the standard set
     pairs = load_test_set(dataset, task, root=root, **{SETTING_NAMES[task]: setting})
     result = SetResult(task, dataset, setting)
     label = setting_label(task, setting)

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from bbcu.archs import create_model, model_entry
-from bbcu.core.constants import TASKS
+from bbcu.core.constants import RESTORE_TASKS
 from bbcu.core.errors import InvalidArgumentError, MissingExtraError, ModelNotFoundError
 from bbcu.formats.convert import convert_checkpoint
+from bbcu.formats.dfdnet import convert_dfdnet_checkpoint
 from bbcu.formats.weights import load
 from bbcu.run import zoo
 
@@ -71,8 +72,8 @@ def resolve_model(
     """
     if engine not in ENGINES:
         raise InvalidArgumentError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if task is not None and task not in TASKS:
-        raise InvalidArgumentError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task is not None and task not in RESTORE_TASKS:
+        raise InvalidArgumentError(f"unknown task {task!r}; choose one of {', '.join(RESTORE_TASKS)}")
     if isinstance(model, ResolvedModel):
         resolved = model
     elif weights is not None:
@@ -91,6 +92,10 @@ def _from_name(name: str, scale: int | None, engine: str) -> ResolvedModel:
     if zoo.is_shipped(name):
         packed = zoo.packed_path(name) if engine == "packed" else None
         return _from_weights(packed or zoo.shipped_path(name), engine, label=name)
+    official = zoo.models_dir() / f"{name}{zoo.OFFICIAL_SUFFIX}"
+    if official.is_file():  # an ESRGAN-family checkpoint the user put in $BBCU_MODELS
+        architecture = zoo.checkpoint_architecture(official)
+        return _from_weights(official, engine, label=name, expected_architecture=architecture)
     if Path(name).suffix in _WEIGHTS_SUFFIXES or Path(name).is_file():
         return _from_weights(Path(name), engine)
     try:
@@ -123,7 +128,7 @@ def _from_weights(
     if packed_file:
         network = _packed_engine().load(path)
     elif path.suffix == OFFICIAL_SUFFIX:  # converted in memory, read without running pickled code
-        network = convert_checkpoint(path, expected_architecture)
+        network = _convert_official(path, expected_architecture)
     else:
         network = load(path)
     if expected_architecture not in (None, network.model_name):
@@ -132,6 +137,13 @@ def _from_weights(
     if packed_file:
         return ResolvedModel(network, label or path.stem, task, int(network.scale), engine)
     return _finish(network, label or path.stem, task, engine)
+
+
+def _convert_official(path: Path, name: str | None) -> nn.Module:
+    """An official ``.pth``: DFDNet's (a face model named) or one ``convert_checkpoint`` reads."""
+    if name is not None and model_entry(name).task == "face":
+        return convert_dfdnet_checkpoint(path)
+    return convert_checkpoint(path, name)
 
 
 def _from_module(module: nn.Module, engine: str) -> ResolvedModel:
@@ -149,6 +161,11 @@ def _finish(network: nn.Module, name: str, task: str | None, engine: str) -> Res
 
 
 def _checked(resolved: ResolvedModel, task: str | None, scale: int | None) -> ResolvedModel:
+    if resolved.task == "face" and task != "face":  # it needs part boxes and a dictionary besides the image
+        raise InvalidArgumentError(
+            f"{resolved.name} is a face model: it restores aligned faces with their part boxes and its "
+            "dictionary (bbcu restore --task face)"
+        )
     if task is not None and resolved.task not in (None, task):
         raise InvalidArgumentError(f"{resolved.name} is a {resolved.task} model, not a {task} model")
     if scale is not None and resolved.scale != scale:

@@ -10,23 +10,35 @@ A shipped model is a pair of files in the models folder::
 The folder is ``$BBCU_MODELS`` when set, else the package's own ``bbcu/models`` (package data, so a
 wheel carries them as a checkout does). Names say what the model does and
 at which scale, e.g. ``bbcu-l-x4``; ``default_model`` picks the one a task uses when none is named.
+
+A folder of the user's own (``bbcu compare`` / ``bbcu serve --models-dir``, or ``$BBCU_MODELS`` itself)
+may also hold official ESRGAN-family checkpoints as their authors publish them (``RRDB_PSNR_x4.pth``,
+``RRDB_ESRGAN_x4.pth``, ``RealESRGAN_x4plus.pth``): ``folder_models`` recognises them by their key layout
+(read with ``weights_only``, no pickled code runs) and names them by file name; they are converted in
+memory when used.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from bbcu.archs import model_entry
-from bbcu.core.errors import InvalidFileError, ModelNotFoundError
+from bbcu.core.errors import InvalidArgumentError, InvalidFileError, ModelNotFoundError
 from bbcu.core.paths import SHIPPED_MODELS_DIR
+from bbcu.formats.convert import read_checkpoint, unwrap_state_dict
+from bbcu.formats.esrgan import infer_config, to_basicsr_keys
 from bbcu.formats.weights import read_metadata
+
+logger = logging.getLogger(__name__)
 
 ENV_VAR = "BBCU_MODELS"
 WEIGHTS_SUFFIX = ".safetensors"
+OFFICIAL_SUFFIX = ".pth"
 PACKED_SUFFIX = ".bbcu"
 CARD_SUFFIX = ".md"
 DEFAULT_MODELS: dict[tuple[str, int], str] = {
@@ -132,6 +144,54 @@ def describe_weights(path: Path, *, name: str | None = None) -> ShippedModel:
         raise InvalidFileError(f"{path}: model_kwargs is not a JSON object")
     scale = int(kwargs.get("scale", factory_default(architecture, "scale", 1)))
     return ShippedModel(name or path.stem, path, architecture, kwargs, task, scale)
+
+
+def folder_models(folder: Path) -> list[ShippedModel]:
+    """Every model ``folder`` holds, by file name: bbcu weights files and ESRGAN-family checkpoints.
+
+    A file that is neither (an official BBCU checkpoint, which needs its network named: ``bbcu convert``
+    it first; a damaged file) is left out with a warning naming it, so one bad file hides nothing else.
+
+    Raises:
+        InvalidArgumentError: If ``folder`` is not a folder.
+    """
+    if not folder.is_dir():
+        raise InvalidArgumentError(f"models folder not found: {folder}")
+    models = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in (WEIGHTS_SUFFIX, OFFICIAL_SUFFIX) or not path.is_file():
+            continue
+        try:
+            models.append(
+                describe_weights(path) if path.suffix == WEIGHTS_SUFFIX else describe_checkpoint(path)
+            )
+        except InvalidFileError as err:
+            logger.warning("skipping %s", err)
+    return models
+
+
+def describe_checkpoint(path: Path) -> ShippedModel:
+    """Describe an official ESRGAN-family ``.pth`` from its tensors' names and shapes.
+
+    Raises:
+        InvalidFileError: If it is unreadable, needs code to unpickle, or is in no RRDBNet layout.
+    """
+    state = unwrap_state_dict(read_checkpoint(path), source=str(path))
+    kwargs = infer_config(to_basicsr_keys(state, source=str(path))[0], source=str(path))
+    architecture = checkpoint_architecture(path)
+    return ShippedModel(
+        path.stem, path, architecture, kwargs, model_entry(architecture).task, kwargs["scale"]
+    )
+
+
+def checkpoint_architecture(path: Path) -> str:
+    """The registry name an ESRGAN-family checkpoint runs under, from its file name.
+
+    The network is the same; the name decides which published scores ``bbcu eval`` prints beside it.
+    Only PSNR-oriented weights (ESRGAN's ``RRDB_PSNR_x4``) have them: ``rrdbnet``. Every other file
+    (``RRDB_ESRGAN_x4``, Real-ESRGAN's) is GAN-trained: ``esrgan``, no PSNR target.
+    """
+    return "rrdbnet" if "psnr" in path.stem.lower() else "esrgan"
 
 
 def factory_default(architecture: str, argument: str, fallback: object) -> object:

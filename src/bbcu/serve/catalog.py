@@ -3,21 +3,30 @@
 A client sends a model *name*; it is looked up here and never used as a path (``bbcu.restore`` would
 accept a weights path as a model name, which a web client must not reach). The catalogue holds the
 non-learned ``bicubic`` at every SR scale, which needs no file and keeps the page useful on a bare
-checkout, and every shipped model of ``bbcu.zoo``. Networks are loaded on first use and kept.
+checkout, every shipped model of ``bbcu.zoo``, and every model of the models folders: ``$BBCU_MODELS``
+(or the package's) and the one ``bbcu serve --models-dir`` names, whose official ESRGAN-family ``.pth``
+checkpoints are recognised by layout (``bbcu.run.zoo.folder_models``). A folder's file is found when the
+server starts and its path kept in the entry: no path ever comes from a request. Networks are loaded on
+first use and kept.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
 from bbcu.archs import create_model, model_entry
+from bbcu.archs.registry import without_initialisation
 from bbcu.core.constants import SR_SCALES
 from bbcu.metrics.complexity import CostReport, count_cost
 from bbcu.run import zoo
 from bbcu.run.resolve import ResolvedModel, resolve_model
 from bbcu.serve.limits import RequestError
+
+logger = logging.getLogger(__name__)
 
 BICUBIC = "bicubic"
 
@@ -36,6 +45,7 @@ class ModelChoice:
             importable and supports the architecture.
         file_bytes: Size of its weights file (0 for bicubic, which has none).
         reference: The network without weights, used only to count OPs and Params.
+        path: The file of a models-folder entry; None for bicubic and shipped models, found by name.
     """
 
     name: str
@@ -46,6 +56,7 @@ class ModelChoice:
     engines: tuple[str, ...]
     file_bytes: int
     reference: nn.Module = field(repr=False, compare=False)
+    path: Path | None = None
 
     def cost(self, width: int, height: int) -> CostReport:
         """OPs and Params of one pass over a ``width x height`` input (paper units, docs/protocols.md)."""
@@ -75,10 +86,22 @@ class Catalog:
         self._loaded: dict[tuple[str, int, str], ResolvedModel] = {}
 
     @classmethod
-    def discover(cls) -> Catalog:
-        """Bicubic at every SR scale, then every shipped model (``$BBCU_MODELS`` or ``models/``)."""
+    def discover(cls, models_dir: Path | None = None) -> Catalog:
+        """Bicubic at every SR scale, every shipped model (``$BBCU_MODELS`` or ``models/``), then the
+        other models of that folder and of ``models_dir`` (official checkpoints); a name already
+        offered keeps its first entry."""
         choices = [_bicubic_choice(scale) for scale in SR_SCALES]
         choices += [_shipped_choice(name) for name in zoo.list_shipped()]
+        offered: dict[str, Path | None] = {BICUBIC: None}
+        offered.update((name, zoo.shipped_path(name)) for name in zoo.list_shipped())
+        folders = [zoo.models_dir()] if zoo.models_dir().is_dir() else []
+        for folder in dict.fromkeys([*folders, *([models_dir] if models_dir else [])]):
+            for model in zoo.folder_models(folder):
+                if model.name not in offered:
+                    offered[model.name] = model.path
+                    choices.append(_folder_choice(model))
+                elif offered[model.name] != model.path:
+                    logger.warning("skipping %s: a model named %s is already offered", model.path, model.name)
         return cls(choices)
 
     def choose(self, name: str, task: str, scale: int, engine: str) -> ModelChoice:
@@ -104,7 +127,11 @@ class Catalog:
         key = (choice.name, choice.scale, engine)
         if key not in self._loaded:
             self._loaded[key] = resolve_model(
-                choice.name, task=choice.task, scale=choice.scale, engine=engine
+                choice.architecture if choice.path else choice.name,
+                task=choice.task,
+                scale=choice.scale,
+                weights=choice.path,
+                engine=engine,
             )
         return self._loaded[key]
 
@@ -122,6 +149,25 @@ def _shipped_choice(name: str) -> ModelChoice:
     reference = create_model(info.architecture, **info.model_kwargs)
     return ModelChoice(
         name, info.task, info.scale, info.architecture, binary, engines, info.path.stat().st_size, reference
+    )
+
+
+def _folder_choice(model: zoo.ShippedModel) -> ModelChoice:
+    """A models-folder file: its network is built only as shapes, for the cost (it may be 16.7 M weights)."""
+    binary = model_entry(model.architecture).binary
+    engines = ("torch", "packed") if _packed_engine_runs(model.architecture) else ("torch",)
+    with without_initialisation(shapes_only=True):
+        reference = create_model(model.architecture, **model.model_kwargs)
+    return ModelChoice(
+        model.name,
+        model.task,
+        model.scale,
+        model.architecture,
+        binary,
+        engines,
+        model.path.stat().st_size,
+        reference,
+        model.path,
     )
 
 

@@ -1,0 +1,113 @@
+"""The arithmetic of 1-bit speed: kernel efficiency against the CPU's ceilings, and where a binary
+network can beat a float one at all.
+
+A binary MAC is cheaper than a float MAC by at most the per-MAC gain ``G`` of this CPU (its measured
+XOR-popcount ceiling over its fp32 FMA ceiling, ``bbcu.engine.kernels.measure_ceilings``), and a kernel
+reaches a fraction ``E`` of its ceiling (its efficiency). A binary network doing ``R`` times the MACs of
+a float network (a 64-channel binary layer against a 12-channel float one: 64^2 / 12^2 = 28.4x) can
+therefore only be faster where ``G * E > R``, even if its float layers cost nothing and the float
+network ran at its own ceiling. The bench prints this beside the measured times, so a target that
+cannot be met on a CPU says why in numbers (issue 13).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+EFFICIENCY_TARGETS = {"avx512": 0.70, "avx2": 0.60}
+"""Fraction of its ceiling the 64->64 binary layer with its fused epilogue should reach, per kernel ISA."""
+
+
+def efficiency(macs: float, seconds: float, ceiling_macs_per_s: float) -> float:
+    """Achieved MACs per second as a fraction of the ceiling: ``macs / seconds / ceiling``.
+
+    Raises:
+        ValueError: If the time or the ceiling is not positive (no rate can be formed).
+    """
+    if seconds <= 0 or ceiling_macs_per_s <= 0:
+        raise ValueError(f"time and ceiling must be positive, got {seconds} s and {ceiling_macs_per_s} MAC/s")
+    return macs / seconds / ceiling_macs_per_s
+
+
+def efficiency_target(isa: str) -> float | None:
+    """The layer's efficiency target on kernel path ``isa``; None where the project sets none."""
+    return EFFICIENCY_TARGETS.get(isa)
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Whether a binary network can beat a float network on this CPU, by the ceilings.
+
+    Attributes:
+        binary: The binary network, e.g. ``"bbcu-m x2"``.
+        reference: The float network, e.g. ``"srresnet-lite x2 int8"``.
+        binary_macs: Binary MACs of one binary-network call.
+        reference_macs: MACs of one reference call (all its convolutions, whatever their precision).
+        per_mac_gain: ``G``, binary ceiling / fp32 ceiling, measured in this run.
+        kernel_efficiency: ``E``, the binary kernel's measured fraction of its ceiling.
+        reference_rate: The reference's measured MACs/s over the fp32 ceiling (above 1 for an int8
+            network faster per MAC than fp32 FMAs can be), so a reader sees how far from the ceiling
+            the float side ran; the verdict itself assumes the float side at the fp32 ceiling.
+        measured_speedup: Reference wall time / binary wall time in the same run.
+    """
+
+    binary: str
+    reference: str
+    binary_macs: int
+    reference_macs: int
+    per_mac_gain: float
+    kernel_efficiency: float
+    reference_rate: float
+    measured_speedup: float
+
+    @property
+    def mac_ratio(self) -> float:
+        """``R``: binary MACs / reference MACs."""
+        return self.binary_macs / self.reference_macs
+
+    @property
+    def available(self) -> float:
+        """``G * E``: how many binary MACs this kernel does in the time of one fp32 MAC at the ceiling."""
+        return self.per_mac_gain * self.kernel_efficiency
+
+    @property
+    def can_win(self) -> bool:
+        """Whether ``G * E`` exceeds ``R``."""
+        return self.available > self.mac_ratio
+
+    @property
+    def needed_efficiency(self) -> float:
+        """The kernel efficiency at which ``G * E = R``: above 1, no kernel on this CPU can win."""
+        return self.mac_ratio / self.per_mac_gain
+
+    def verdict(self) -> str:
+        """One phrase: ``can win`` with its margin, or ``cannot win on this CPU`` and by how much."""
+        if self.can_win:
+            return f"can win ({self.available / self.mac_ratio:.2f}x margin)"
+        return f"cannot win on this CPU: {self.mac_ratio / self.available:.2f}x short"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **asdict(self),
+            "mac_ratio": self.mac_ratio,
+            "available": self.available,
+            "needed_efficiency": self.needed_efficiency,
+            "can_win": self.can_win,
+            "verdict": self.verdict(),
+        }
+
+
+def format_crossovers(rows: list[dict[str, object]]) -> str:
+    """A Markdown table of crossover rows (``Crossover.as_dict`` output)."""
+    lines = [
+        "| binary | vs | MACs ratio R | per-MAC gain G | kernel efficiency E | G x E | E needed (R / G) "
+        "| reference MAC/s / fp32 ceiling | verdict (float side at the fp32 ceiling) | measured speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['binary']} | {row['reference']} | {row['mac_ratio']:.1f}x | {row['per_mac_gain']:.1f}x "
+            f"| {row['kernel_efficiency']:.0%} | {row['available']:.1f}x | {row['needed_efficiency']:.0%} "
+            f"| {row['reference_rate']:.0%} | {row['verdict']} | {row['measured_speedup']:.2f}x |"
+        )
+    return "\n".join(lines)
