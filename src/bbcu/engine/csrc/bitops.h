@@ -145,8 +145,9 @@ int bbcu_threads_for(const ConvArgs *a, int num_threads);
 void bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x, int threads);
 /* The float conv `a` on isa's vectorisation and num_threads threads (1 for small convs). */
 void bbcu_float_conv3x3(const FloatConvArgs *a, const IsaKernels *isa, int num_threads);
-/* Runs loop(rounds) on num_threads threads at once; returns the MACs done by all of them per second of
- * wall time, or a negative value when a thread could not start. */
+/* Runs loop(rounds) on num_threads threads at once (the band runner: a thread that cannot start runs
+ * its loop on the caller, so the rate is then lower, never wrong); returns the MACs done by all of
+ * them per second of wall time. */
 double bbcu_ceiling_rate(CeilingFn loop, long rounds, int num_threads);
 
 #endif

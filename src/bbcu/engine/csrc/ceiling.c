@@ -8,7 +8,7 @@
  * enough to cover the FMA latency. Every loop returns the MACs it did.
  */
 #include <pthread.h>
-#include <stdlib.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "bitops.h"
@@ -223,18 +223,18 @@ long bbcu_fma_ceiling_neon(long rounds)
 }
 #endif
 
+/* One loop per "row" of the shared band runner, so each thread runs exactly one. */
 typedef struct CeilingJob {
     CeilingFn loop;
-    long rounds, macs;
-    pthread_t thread;
-    int started;
+    long rounds;
+    atomic_long macs;
 } CeilingJob;
 
-static void *run_job(void *arg)
+static void run_loops(void *context, int first, int last)
 {
-    CeilingJob *job = arg;
-    job->macs = job->loop(job->rounds);
-    return NULL;
+    CeilingJob *job = context;
+    for (int i = first; i < last; i++)
+        atomic_fetch_add(&job->macs, job->loop(job->rounds));
 }
 
 static double seconds_now(void)
@@ -246,25 +246,9 @@ static double seconds_now(void)
 
 double bbcu_ceiling_rate(CeilingFn loop, long rounds, int num_threads)
 {
-    CeilingJob *jobs = calloc((size_t)num_threads, sizeof *jobs);
-    if (!jobs)
-        return -1.0;
+    CeilingJob job = {loop, rounds, 0};
     pthread_once(&filled, fill); /* before the clock starts */
     const double start = seconds_now();
-    int failed = 0;
-    for (int i = 0; i < num_threads; i++) {
-        jobs[i] = (CeilingJob){loop, rounds, 0, 0, 0};
-        if (i > 0)
-            failed |= !(jobs[i].started = pthread_create(&jobs[i].thread, NULL, run_job, &jobs[i]) == 0);
-    }
-    run_job(&jobs[0]);
-    double macs = (double)jobs[0].macs;
-    for (int i = 1; i < num_threads; i++)
-        if (jobs[i].started) {
-            pthread_join(jobs[i].thread, NULL);
-            macs += (double)jobs[i].macs;
-        }
-    const double elapsed = seconds_now() - start;
-    free(jobs);
-    return failed ? -1.0 : macs / elapsed;
+    bbcu_parallel_rows(run_loops, &job, num_threads, num_threads);
+    return (double)atomic_load(&job.macs) / (seconds_now() - start);
 }

@@ -527,10 +527,6 @@ static PyObject *ceiling_rate(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS;
     rate = bbcu_ceiling_rate(loop, rounds, threads);
     Py_END_ALLOW_THREADS;
-    if (rate < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "ceiling_rate: could not start the threads");
-        return NULL;
-    }
     return PyFloat_FromDouble(rate);
 }
 
