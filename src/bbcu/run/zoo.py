@@ -15,7 +15,14 @@ A folder of the user's own (``bbcu compare`` / ``bbcu serve --models-dir``, or `
 may also hold official ESRGAN-family checkpoints as their authors publish them (``RRDB_PSNR_x4.pth``,
 ``RRDB_ESRGAN_x4.pth``, ``RealESRGAN_x4plus.pth``): ``folder_models`` recognises them by their key layout
 (read with ``weights_only``, no pickled code runs) and names them by file name; they are converted in
-memory when used.
+memory when used. A DFDNet checkpoint (BasicSR's or the original release's layout) is a face model there
+when its component dictionary sits beside it under the checkpoint's own name::
+
+    DFDNet.pth                 the weights (any file name: recognised by its keys)
+    DFDNet_dictionary.pth      its dictionary as BasicSR's .pth (the release's DFDNet_dict_512.pth, renamed)
+    DFDNet_dictionary/         or as the release's folder of <part>_<size>_center.npy (DictionaryCenter512)
+
+A checkpoint without either is left out with a warning naming the two it looked for.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ import inspect
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from bbcu.archs import model_entry
 from bbcu.core.errors import InvalidArgumentError, InvalidFileError, ModelNotFoundError
 from bbcu.core.paths import SHIPPED_MODELS_DIR
+from bbcu.formats import dfdnet
 from bbcu.formats.convert import read_checkpoint, unwrap_state_dict
 from bbcu.formats.esrgan import infer_config, to_basicsr_keys
 from bbcu.formats.weights import read_metadata
@@ -39,6 +50,8 @@ logger = logging.getLogger(__name__)
 ENV_VAR = "BBCU_MODELS"
 WEIGHTS_SUFFIX = ".safetensors"
 OFFICIAL_SUFFIX = ".pth"
+DICTIONARY_SUFFIX = "_dictionary"
+"""A face model ``<stem>.pth`` finds its dictionary as ``<stem>_dictionary.pth`` or ``<stem>_dictionary/``."""
 PACKED_SUFFIX = ".bbcu"
 CARD_SUFFIX = ".md"
 DEFAULT_MODELS: dict[tuple[str, int], str] = {
@@ -61,7 +74,9 @@ class ShippedModel:
         architecture: Registry name of the network, e.g. ``"bbcu-l"``.
         model_kwargs: Keyword arguments the network was built with.
         task: ``"sr"``, ``"denoise"`` or ``"jpeg"``.
-        scale: Upscaling factor (1 for denoising and JPEG).
+        scale: Upscaling factor (1 for denoising, JPEG and faces).
+        dictionary: A face model's component dictionary (a ``.pth`` file or a folder of ``.npy``); None
+            for every other model.
     """
 
     name: str
@@ -70,6 +85,7 @@ class ShippedModel:
     model_kwargs: dict[str, object]
     task: str
     scale: int
+    dictionary: Path | None = None
 
 
 def models_dir() -> Path:
@@ -147,10 +163,12 @@ def describe_weights(path: Path, *, name: str | None = None) -> ShippedModel:
 
 
 def folder_models(folder: Path) -> list[ShippedModel]:
-    """Every model ``folder`` holds, by file name: bbcu weights files and ESRGAN-family checkpoints.
+    """Every model ``folder`` holds, by file name: bbcu weights files, ESRGAN-family checkpoints, and
+    DFDNet checkpoints with their dictionaries (``<stem>_dictionary.pth`` files are those, not models).
 
-    A file that is neither (an official BBCU checkpoint, which needs its network named: ``bbcu convert``
-    it first; a damaged file) is left out with a warning naming it, so one bad file hides nothing else.
+    A file that is none of these (an official BBCU checkpoint, which needs its network named: ``bbcu
+    convert`` it first; a DFDNet without its dictionary; a damaged file) is left out with a warning naming
+    it, so one bad file hides nothing else.
 
     Raises:
         InvalidArgumentError: If ``folder`` is not a folder.
@@ -160,6 +178,8 @@ def folder_models(folder: Path) -> list[ShippedModel]:
     models = []
     for path in sorted(folder.iterdir()):
         if path.suffix not in (WEIGHTS_SUFFIX, OFFICIAL_SUFFIX) or not path.is_file():
+            continue
+        if path.stem.endswith(DICTIONARY_SUFFIX):  # a face model's dictionary, found through its model
             continue
         try:
             models.append(
@@ -171,17 +191,39 @@ def folder_models(folder: Path) -> list[ShippedModel]:
 
 
 def describe_checkpoint(path: Path) -> ShippedModel:
-    """Describe an official ESRGAN-family ``.pth`` from its tensors' names and shapes.
+    """Describe an official ESRGAN-family or DFDNet ``.pth`` from its tensors' names and shapes.
 
     Raises:
-        InvalidFileError: If it is unreadable, needs code to unpickle, or is in no RRDBNet layout.
+        InvalidFileError: If it is unreadable, needs code to unpickle, is in no RRDBNet or DFDNet layout,
+            or is a DFDNet without its dictionary beside it.
     """
     state = unwrap_state_dict(read_checkpoint(path), source=str(path))
+    if any(marker in state for marker in dfdnet.LAYOUTS.values()):
+        return describe_face_checkpoint(path, state)
     kwargs = infer_config(to_basicsr_keys(state, source=str(path))[0], source=str(path))
     architecture = checkpoint_architecture(path)
     return ShippedModel(
         path.stem, path, architecture, kwargs, model_entry(architecture).task, kwargs["scale"]
     )
+
+
+def describe_face_checkpoint(path: Path, state: Mapping[str, torch.Tensor]) -> ShippedModel:
+    """A DFDNet checkpoint (its width read off VGG's first conv) with the dictionary found beside it.
+
+    Raises:
+        InvalidFileError: If neither ``<stem>_dictionary.pth`` nor ``<stem>_dictionary/`` exists.
+    """
+    first_conv = state[dfdnet.LAYOUTS[dfdnet.detect_layout(state, source=str(path))]]
+    name = f"{path.stem}{DICTIONARY_SUFFIX}"
+    places = (path.with_name(f"{name}{OFFICIAL_SUFFIX}"), path.with_name(name))
+    dictionary = next((place for place in places if place.exists()), None)
+    if dictionary is None:
+        raise InvalidFileError(
+            f"{path}: a DFDNet checkpoint without its component dictionary (put {places[0].name} or a "
+            f"{name}/ folder of .npy files beside it)"
+        )
+    kwargs = {"channels": int(first_conv.shape[0])}
+    return ShippedModel(path.stem, path, dfdnet.MODEL_NAME, kwargs, "face", 1, dictionary)
 
 
 def checkpoint_architecture(path: Path) -> str:

@@ -4,7 +4,9 @@ The upload is decoded by the same ``read_image`` as ``bbcu restore`` (through a 
 that is removed at once), so the page and the command line give the same pixels for the same file.
 With ``degrade`` the upload is taken as the clean original: it is degraded first with the published
 protocol of the task (MATLAB bicubic down, seeded Gaussian noise, Pillow JPEG) and both the degraded
-input and the restored result are scored against it with that task's metric.
+input and the restored result are scored against it with that task's metric. A face model takes the
+upload as a whole photo: every face found is restored and pasted back (``bbcu.run.faces``); faces have no
+degradation protocol, so they are not scored.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import base64
 import io
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from bbcu.core.constants import TASKS
+from bbcu.core.constants import RESTORE_TASKS
 from bbcu.data.degradations import add_test_noise, jpeg_compress
 from bbcu.formats.image_io import ImageReadError, read_image
 from bbcu.imaging.imresize import bicubic_downsample, modcrop
@@ -40,7 +43,7 @@ class Order:
 
     Attributes:
         filename: The client's name for the upload, only ever shown in messages and download names.
-        task: ``"sr"``, ``"denoise"`` or ``"jpeg"``.
+        task: ``"sr"``, ``"denoise"``, ``"jpeg"`` or ``"face"``.
         scale: SR factor (1 for the other tasks).
         model: A name from the catalogue.
         engine: ``"torch"`` or ``"packed"``.
@@ -59,12 +62,14 @@ class Order:
     quality: int = 10
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise RequestError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task not in RESTORE_TASKS:
+            raise RequestError(f"unknown task {self.task!r}; choose one of {', '.join(RESTORE_TASKS)}")
         if self.engine not in ENGINES:
             raise RequestError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.task != "sr" and self.scale != 1:
             raise RequestError(f"{self.task} works at scale 1, not {self.scale}")
+        if self.task == "face" and self.degrade:
+            raise RequestError("face restoration has no degradation protocol: it cannot be scored")
         if not SIGMA_RANGE[0] <= self.sigma <= SIGMA_RANGE[1]:
             raise RequestError(f"sigma must lie within {SIGMA_RANGE[0]:g}..{SIGMA_RANGE[1]:g}")
         if not QUALITY_RANGE[0] <= self.quality <= QUALITY_RANGE[1]:
@@ -81,21 +86,21 @@ def run_order(data: bytes, order: Order, choice: ModelChoice, catalog: Catalog) 
     image = decode_upload(data, order.filename)
     original = image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image  # alpha is not scored
     lq = degrade(original, order) if order.degrade else image
-    network = catalog.network(choice, order.engine)
+    restore = restorer(order, choice, catalog)
     start = time.perf_counter()
-    restored = restore_pixels(network, lq)
+    restored = restore(lq)
     elapsed = time.perf_counter() - start
     output = restored if restored.dtype == np.uint8 else to_uint8(restored)
     shown_input = lq if lq.dtype == np.uint8 else to_uint8(lq)
-    cost = choice.cost(shown_input.shape[1], shown_input.shape[0])
+    ops_g, params_k = choice.figures(shown_input.shape[1], shown_input.shape[0])
     answer: dict[str, object] = {
         "model": choice.name,
         "engine": order.engine,
         "elapsed_s": round(elapsed, 4),
         "input_size": [shown_input.shape[1], shown_input.shape[0]],
         "output_size": [output.shape[1], output.shape[0]],
-        "ops_g": round(cost.ops_g, 4),
-        "params_k": round(cost.params_k, 2),
+        "ops_g": None if ops_g is None else round(ops_g, 4),
+        "params_k": round(params_k, 2),
         "file_bytes": choice.file_bytes,
         "input_png": png_base64(shown_input),
         "output_png": png_base64(output),
@@ -103,6 +108,16 @@ def run_order(data: bytes, order: Order, choice: ModelChoice, catalog: Catalog) 
     if order.degrade:
         answer["psnr"] = scores(shown_input, output, original, order)
     return answer
+
+
+def restorer(order: Order, choice: ModelChoice, catalog: Catalog) -> Callable[[np.ndarray], np.ndarray]:
+    """What restores the image: the network, or for a face model its whole-photo pipeline (loaded now,
+    so the timing counts only the restoration)."""
+    if order.task == "face":
+        faces = catalog.faces(choice)
+        return lambda image: faces.restore(image, Path(order.filename))  # the name only shows in messages
+    network = catalog.network(choice, order.engine)
+    return lambda image: restore_pixels(network, image)
 
 
 def decode_upload(data: bytes, filename: str) -> np.ndarray:

@@ -64,6 +64,8 @@ function refreshEngines() {
 
 function refreshFields() {
   const task = $("task").value;
+  $("degrade").disabled = task === "face"; // faces have no degradation protocol to score with
+  if (task === "face") $("degrade").checked = false;
   const degrade = $("degrade").checked;
   $("scale-field").hidden = task !== "sr";
   $("degrade-fields").hidden = !degrade;
@@ -176,7 +178,9 @@ function showFacts(answer, roundTrip) {
   const [outW, outH] = answer.output_size;
   $("fact-time").textContent = `${answer.elapsed_s.toFixed(3)} s restoring (${roundTrip.toFixed(2)} s round trip)`;
   $("fact-model").textContent = `${answer.model} on the ${answer.engine} engine`;
-  $("fact-ops").textContent = `${answer.ops_g.toFixed(3)} G for this ${inW}x${inH} input`;
+  $("fact-ops").textContent = answer.ops_g === null
+    ? "not counted (a face model's cost depends on the faces found)"
+    : `${answer.ops_g.toFixed(3)} G for this ${inW}x${inH} input`;
   $("fact-params").textContent = `${answer.params_k} K`;
   $("fact-file").textContent = answer.file_bytes ? formatBytes(answer.file_bytes) : "none (not learned)";
   $("fact-size").textContent = `${inW}x${inH} -> ${outW}x${outH}`;
