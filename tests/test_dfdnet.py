@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+import bbcu
 from bbcu.archs import create_model
 from bbcu.archs.dfdnet import swap_part
 from bbcu.archs.registry import without_initialisation
@@ -447,6 +448,29 @@ def test_every_layout_converts_to_the_reference_network(
         torch.testing.assert_close(
             model(face, BOXES), reference_forward(state, dictionary, face, BOXES), rtol=0, atol=2e-5
         )
+
+
+def test_bbcu_convert_writes_a_dfdnet_weights_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``bbcu convert --model dfdnet`` gives a weights file that loads as the same network."""
+    state = basicsr_state()
+    torch.save({"params": state}, tmp_path / "DFDNet.pth")
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "DFDNet.pth"),
+                "--model",
+                "dfdnet",
+                "-o",
+                str(tmp_path / "d.safetensors"),
+            ]
+        )
+        == 0
+    )
+    assert "dfdnet" in capsys.readouterr().out
+    loaded, direct = bbcu.load(tmp_path / "d.safetensors"), convert_dfdnet_checkpoint(tmp_path / "DFDNet.pth")
+    for (name, a), (_, b) in zip(loaded.state_dict().items(), direct.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def write_dictionary_pth(path: Path, dictionary: dict) -> Path:

@@ -1,11 +1,15 @@
-"""``bbcu convert``: an official BBCU or ESRGAN-family checkpoint (.pth) -> a bbcu weights file."""
+"""``bbcu convert``: an official BBCU, ESRGAN-family or DFDNet checkpoint (.pth) -> a bbcu weights file."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from torch import nn
+
 from bbcu.formats.convert import BASICSR_PARAM_KEYS, convert_file
+from bbcu.formats.dfdnet import convert_dfdnet_checkpoint
+from bbcu.formats.weights import save
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", type=Path, help="official .pth file")
     parser.add_argument(
         "--model",
-        help="registry name: bbcu-l, bbcu-m, dncnn-bbcu, dncnn3-bbcu, rrdbnet (PSNR-oriented RRDB weights) "
-        "or esrgan (GAN-trained); default: rrdbnet for an ESRGAN-family file, required otherwise",
+        help="registry name: bbcu-l, bbcu-m, dncnn-bbcu, dncnn3-bbcu, rrdbnet (PSNR-oriented RRDB weights), "
+        "esrgan (GAN-trained) or dfdnet (the network; its dictionary stays a file of its own); default: "
+        "rrdbnet for an ESRGAN-family file, required otherwise",
     )
     parser.add_argument("--scale", type=int, help="SR scale (default: read off the checkpoint)")
     parser.add_argument(
@@ -38,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, write atomically, and say what was written."""
-    model = convert_file(args.checkpoint, args.output, args.model, scale=args.scale, param_key=args.param_key)
+    model = convert(args)
     tensors = len(model.state_dict())
     shape = ", ".join(f"{key} {value}" for key, value in model.model_kwargs.items() if key != "scale")
     details = f" ({shape})" if shape else ""
@@ -46,3 +51,15 @@ def run(args: argparse.Namespace) -> int:
         f"{args.checkpoint} -> {args.output}: {model.model_name} x{model.scale}{details}, {tensors} tensors"
     )
     return 0
+
+
+def convert(args: argparse.Namespace) -> nn.Module:
+    """The converted network, written to ``args.output``: DFDNet through its own loader, every other
+    family through ``bbcu.formats.convert``."""
+    if args.model != "dfdnet":
+        return convert_file(
+            args.checkpoint, args.output, args.model, scale=args.scale, param_key=args.param_key
+        )
+    model = convert_dfdnet_checkpoint(args.checkpoint, param_key=args.param_key)
+    save(model, args.output, extra_metadata={"converted_from": args.checkpoint.name})
+    return model
