@@ -13,6 +13,7 @@ BBCU-U's sub-pixel upsampler runs as one such fused call with the pixel shuffle 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -271,9 +272,14 @@ class _BinaryUnit:
             f"{self.channels}->{self.bits.shape[0]} 3x3 at {height}x{width}, "
             f"threads {kernels.get_num_threads()}/{torch.get_num_threads()}"
         )
-        features = np.random.default_rng(0).standard_normal((height, width, self.channels), np.float32)
+        shape = (height, width, self.channels)
+
+        @functools.cache
+        def features() -> np.ndarray:  # made only if the choice is not remembered, then reused
+            return np.random.default_rng(0).standard_normal(shape, np.float32)
+
         runs = {
-            name: lambda run=run: run(_Flow(features.copy(), flow.skip))
+            name: lambda run=run: run(_Flow(features().copy(), flow.skip))
             for name, run in (("popcount", self.run_popcount), ("onednn", self.run_onednn))
         }
         return self.choices.choose(layer, runs)
