@@ -50,22 +50,30 @@ static inline __attribute__((always_inline)) void count_block(const ConvArgs *a,
         _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
 }
 
-/* The popcounts of output channels [o, o + 8 * nv) of an interior pixel with C <= 64 (one word per tap):
- * the hot case, as in conv_avx2.c, taps unrolled, left in nv registers of 8 int64 lanes. */
+/* The popcounts of output channels [o, o + 8 * nv) of `pixels` neighbouring interior pixels (w, w + 1,
+ * ...) with C <= 64 (one word per tap): the hot case, as in conv_avx2.c, taps unrolled, left in nv
+ * registers of 8 int64 lanes per pixel. Each weight register is loaded once for all the pixels: one
+ * pixel at a time issues a load per three vector operations, and two pixels run about 8 % faster
+ * (benchmarks/kernels_session5.md). */
 static inline __attribute__((always_inline)) void interior_totals(const ConvArgs *a, int h, int w, int o, int nv,
-                                                                  __m512i *total)
+                                                                  int pixels, __m512i (*total)[8])
 {
-    for (int j = 0; j < nv; j++)
-        total[j] = _mm512_setzero_si512();
+    for (int p = 0; p < pixels; p++)
+        for (int j = 0; j < nv; j++)
+            total[p][j] = _mm512_setzero_si512();
 #pragma GCC unroll 9
     for (int tap = 0; tap < 9; tap++) {
         const size_t pixel = (size_t)(h + tap / 3 - 1) * a->width + (w + tap % 3 - 1);
-        const __m512i xb = _mm512_set1_epi64((long long)a->x[pixel]);
+        __m512i xb[2];
+        for (int p = 0; p < pixels; p++)
+            xb[p] = _mm512_set1_epi64((long long)a->x[pixel + p]);
         const uint64_t *ww = a->wl + (size_t)tap * a->o_lanes + o;
         for (int j = 0; j < nv; j++) {
             const __m512i wv = _mm512_loadu_si512((const void *)(ww + LANES * j));
-            total[j] = _mm512_add_epi64(total[j], _mm512_popcnt_epi64(_mm512_xor_si512(xb, wv)));
-            __asm__("" : "+v"(total[j]));
+            for (int p = 0; p < pixels; p++) {
+                total[p][j] = _mm512_add_epi64(total[p][j], _mm512_popcnt_epi64(_mm512_xor_si512(xb[p], wv)));
+                __asm__("" : "+v"(total[p][j]));
+            }
         }
     }
 }
@@ -73,10 +81,10 @@ static inline __attribute__((always_inline)) void interior_totals(const ConvArgs
 static inline __attribute__((always_inline)) void count_interior_one_word(const ConvArgs *a, int h, int w, int o,
                                                                           int nv, int32_t *count)
 {
-    __m512i total[8];
-    interior_totals(a, h, w, o, nv, total);
+    __m512i total[1][8];
+    interior_totals(a, h, w, o, nv, 1, total);
     for (int j = 0; j < nv; j++)
-        _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
+        _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[0][j]));
 }
 
 /* finish_pixel (epilogue.h) for 64 output channels [o, o + 64) of one interior pixel, straight from the
@@ -135,12 +143,14 @@ static int registers_path(const ConvArgs *a)
     return a->channel_words == 1 && (a->out_channels / subpixels) % 64 == 0;
 }
 
-static void interior_pixel(const ConvArgs *a, int h, int w)
+/* `pixels` (1 or 2) neighbouring interior pixels from (h, w), through the registers. */
+static inline __attribute__((always_inline)) void interior_pixels(const ConvArgs *a, int h, int w, int pixels)
 {
     for (int o = 0; o < a->out_channels; o += 64) {
-        __m512i total[8];
-        interior_totals(a, h, w, o, 8, total);
-        finish_block(a, h, w, o, total);
+        __m512i total[2][8];
+        interior_totals(a, h, w, o, 8, pixels, total);
+        for (int p = 0; p < pixels; p++)
+            finish_block(a, h, w + p, o, total[p]);
     }
 }
 
@@ -199,8 +209,11 @@ void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const 
             count_pixel_avx512(a, h, w, scratch, scratch->count);
             finish_pixel(a, h, w, scratch->count, scratch->values, bbcu_pack_signs_avx512);
         }
-        for (int w = 1; w < a->width - 1; w++)
-            interior_pixel(a, h, w);
+        int w = 1;
+        for (; w + 1 < a->width - 1; w += 2)
+            interior_pixels(a, h, w, 2);
+        if (w < a->width - 1)
+            interior_pixels(a, h, w, 1);
     }
 }
 

@@ -1,12 +1,18 @@
 /*
  * Threads for one call: the rows are cut into contiguous bands, one per thread, and each thread writes
- * only its own rows and its own scratch. Plain per-call pthreads rather than OpenMP: torch ships its
- * own libgomp, and two OpenMP runtimes in one process can misbehave. The C runtime's full-precision
- * layers (runtime/src/ops.c) run on the same band runner.
+ * only its own rows and its own scratch. The threads are a pool started once and kept: creating and
+ * joining a thread per call cost about 50 us on the KVM guests measured (docs/engine_kernels.md), more
+ * than a whole 48x48 layer, and a network makes a hundred calls. Between jobs a worker spins for a
+ * short while (the next layer usually follows within microseconds), then sleeps on a condition
+ * variable. Plain pthreads rather than OpenMP: torch ships its own libgomp, and two OpenMP runtimes in
+ * one process can misbehave. The C runtime's full-precision layers (runtime/src/ops.c) run on the
+ * same band runner.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "bitops.h"
 
@@ -14,42 +20,130 @@
  * multiply-adds, a float conv. */
 #define MIN_WORK_FOR_THREADS (1L << 18)
 #define MIN_FLOAT_WORK_FOR_THREADS (1L << 20)
+#define MAX_WORKERS 255
+#define SPIN_NANOSECONDS 200000L /* how long an idle worker polls for the next job before sleeping */
 
-typedef struct Band {
+/* The job being run: published by bumping `generation`, finished when `pending` reaches zero. */
+typedef struct Pool {
+    pthread_mutex_t lock; /* with `wake`: sleeping workers wait for a new generation */
+    pthread_cond_t wake;
+    pthread_mutex_t dispatch; /* one job at a time, whichever thread asks */
+    atomic_ulong generation;
+    atomic_int pending;
+    int workers; /* started so far; worker i runs band i (band 0 is the caller's) */
     RowsFn fn;
     void *context;
-    int begin, end;
-    pthread_t thread;
-    int started;
-} Band;
+    int rows, count;
+} Pool;
 
-static void *run_band(void *arg)
+static Pool pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, 0, 0, 0,
+                    NULL, NULL, 0, 0};
+static _Thread_local int inside_band;
+/* The generation current when worker i was started (it is started during a dispatch, before that job
+ * is published: the job it must take is the next generation, whenever it gets to look). */
+static unsigned long born_at[MAX_WORKERS + 1]; /* a band that asks for threads itself runs inline */
+
+static void run_band(int band)
 {
-    Band *band = arg;
-    band->fn(band->context, band->begin, band->end);
+    const int rows = pool.rows, count = pool.count;
+    inside_band = 1;
+    pool.fn(pool.context, (int)((long)rows * band / count), (int)((long)rows * (band + 1) / count));
+    inside_band = 0;
+}
+
+static long elapsed_ns(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000000000L + (now.tv_nsec - since->tv_nsec);
+}
+
+/* Waits for a generation after `seen`: polls for SPIN_NANOSECONDS, then sleeps. */
+static unsigned long next_generation(unsigned long seen)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (int polls = 0;; polls++) {
+        const unsigned long now = atomic_load_explicit(&pool.generation, memory_order_acquire);
+        if (now != seen)
+            return now;
+        if ((polls & 255) == 255 && elapsed_ns(&start) > SPIN_NANOSECONDS)
+            break;
+    }
+    pthread_mutex_lock(&pool.lock);
+    while (atomic_load_explicit(&pool.generation, memory_order_acquire) == seen)
+        pthread_cond_wait(&pool.wake, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+    return atomic_load_explicit(&pool.generation, memory_order_acquire);
+}
+
+/* Every worker acknowledges every job, its band or not, so no job's fields change under a worker still
+ * reading the previous one's. */
+static void *worker(void *arg)
+{
+    const int band = (int)(long)arg;
+    unsigned long seen = born_at[band];
+    for (;;) {
+        seen = next_generation(seen);
+        if (band < pool.count)
+            run_band(band);
+        atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_acq_rel);
+    }
     return NULL;
 }
+
+/* Starts workers up to band count - 1; returns how many bands to cut: count, or fewer where no more
+ * threads could be started. */
+static int start_workers(int count)
+{
+    while (pool.workers + 1 < count && pool.workers < MAX_WORKERS) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        born_at[pool.workers + 1] = atomic_load_explicit(&pool.generation, memory_order_relaxed);
+        const int started = pthread_create(&thread, &attr, worker, (void *)(long)(pool.workers + 1)) == 0;
+        pthread_attr_destroy(&attr);
+        if (!started)
+            break;
+        pool.workers++;
+    }
+    return pool.workers + 1 < count ? pool.workers + 1 : count;
+}
+
+/* A forked child has none of its parent's threads: it starts its own pool when it needs one. */
+static void forget_workers(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_mutex_init(&pool.dispatch, NULL);
+    pool.workers = 0;
+}
+
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+
+static void install_fork_handler(void) { pthread_atfork(NULL, NULL, forget_workers); }
 
 void bbcu_parallel_rows(RowsFn fn, void *context, int rows, int threads)
 {
     const int count = threads < rows ? threads : rows;
-    Band *bands = count > 1 ? calloc((size_t)count, sizeof *bands) : NULL;
-    if (!bands) { /* one thread, or no memory for more: same result, run here */
+    if (count <= 1 || inside_band) {
         fn(context, 0, rows);
         return;
     }
-    for (int i = 0; i < count; i++)
-        bands[i] = (Band){fn, context, (int)((long)rows * i / count), (int)((long)rows * (i + 1) / count), 0, 0};
-    for (int i = 1; i < count; i++)
-        bands[i].started = pthread_create(&bands[i].thread, NULL, run_band, &bands[i]) == 0;
-    run_band(&bands[0]);
-    for (int i = 1; i < count; i++) {
-        if (bands[i].started)
-            pthread_join(bands[i].thread, NULL);
-        else
-            run_band(&bands[i]);
-    }
-    free(bands);
+    pthread_once(&fork_handler_once, install_fork_handler);
+    pthread_mutex_lock(&pool.dispatch);
+    pool.fn = fn, pool.context = context, pool.rows = rows, pool.count = start_workers(count);
+    atomic_store_explicit(&pool.pending, pool.workers, memory_order_relaxed);
+    pthread_mutex_lock(&pool.lock);
+    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    run_band(0);
+    for (int polls = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) > 0; polls++)
+        if (polls > 1000) /* a worker is off its core (a busy machine): let it have ours */
+            sched_yield();
+    pthread_mutex_unlock(&pool.dispatch);
 }
 
 /* ------------------------------------------------------------------ binary convs */
