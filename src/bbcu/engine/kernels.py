@@ -98,6 +98,7 @@ def binary_conv3x3(
     out: np.ndarray | None = None,
     shuffle: int = 1,
     leaky: float | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Binary 3x3 conv with its float epilogue fused, so the float glue never takes a separate pass.
 
@@ -128,6 +129,11 @@ def binary_conv3x3(
         leaky: The slope of a LeakyReLU applied last (``y = y if y > 0 else leaky * y``, after the
             residual, before the next signs are packed), as a network applies it to a unit's output;
             None for none.
+        rows: ``(begin, end)``: compute only output rows ``begin .. end - 1`` (rows of ``xp``; ``s``
+            times as many under ``shuffle``), reading the rows of ``xp`` around them as their real
+            neighbours rather than as padding: how a band of a larger image is computed without
+            recomputing its edges. The other rows of ``y`` and ``next_bits`` are left as they were in
+            ``out``, zeros in a new array. None: every row.
 
     Returns:
         ``(y, next_bits)``: y float32 ``(H, W, O)``; next_bits uint64 ``(H, W, channel_words(O))`` or
@@ -135,7 +141,7 @@ def binary_conv3x3(
     """
     gamma, beta, zeta = rprelu if rprelu is not None else (None, None, None)
     return _bitops.binary_conv3x3(
-        xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle, leaky
+        xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle, leaky, rows
     )
 
 
@@ -146,7 +152,9 @@ def float_conv_weight(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(out_channels, channels, 9).transpose(0, 2, 1), np.float32)
 
 
-def float_conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+def float_conv3x3(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, rows: tuple[int, int] | None = None
+) -> np.ndarray:
     """Full-precision 3x3 conv with zero padding, for convs with few output channels (a network's
     last conv), which oneDNN runs far below the FMA peak.
 
@@ -158,11 +166,13 @@ def float_conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = N
         x: float32 ``(H, W, C)``, C-contiguous.
         weight: float32 ``(O, 9, C)`` from ``float_conv_weight``.
         bias: float32 ``(O,)`` or None.
+        rows: ``(begin, end)``: only output rows ``begin .. end - 1``, the rows of ``x`` around them
+            read as real neighbours (as in ``binary_conv3x3``); the other rows are zeros. None: all.
 
     Returns:
         float32 ``(H, W, O)``.
     """
-    return _bitops.float_conv3x3(x, weight, bias)
+    return _bitops.float_conv3x3(x, weight, bias, rows)
 
 
 def add_bilinear(skip: np.ndarray, scale: int, x: np.ndarray) -> None:

@@ -352,9 +352,10 @@ class _BandedTail:
     Run one after the other, these steps write and read the whole high-resolution feature map (236 MB
     at 1280x720) several times, and at that size they wait on memory, not on the kernels: two threads
     are barely faster than one. Band by band, each band of features is made, used and overwritten in
-    cache, and only the network's 3-channel output reaches memory. Each band is computed with enough
-    extra rows (two at high resolution, one more at the upsampler's input) that the rows it keeps see
-    exactly the neighbours the whole-image run would: the result is the same bit for bit.
+    cache, and only the network's 3-channel output reaches memory. Each conv computes only the rows
+    the next one reads (``rows=``), with the rows around them as real neighbours, so the result is the
+    same bit for bit as the whole-image run; what bands recompute is the two rows of unit output and
+    the upsampler's input rows where neighbouring bands meet.
     """
 
     BAND_ROWS = 32  # high-resolution rows kept per band: about 13 MB of 64-channel band at 1280 wide
@@ -381,49 +382,57 @@ class _BandedTail:
         height, width = s * x.shape[0], s * x.shape[1]
         out = np.empty((height, width, self.conv.weight.shape[0]), np.float32)
         # One band buffer for the whole image (a fresh one per band would cost page faults each time):
-        # the band's rows, plus the upsampler's extra low-resolution row on each side.
-        scratch = np.empty((min(height, self.BAND_ROWS + 4 + 3 * s), width, self.unit.channels), np.float32)
+        # the band's rows, two more each side, and the upsampler's rounding to whole input rows.
+        scratch = np.empty((min(height, self.BAND_ROWS + 4 + 4 * s), width, self.unit.channels), np.float32)
         for top in range(0, height, self.BAND_ROWS):
             bottom = min(height, top + self.BAND_ROWS)
-            first, last = max(0, top - 2), min(height, bottom + 2)  # unit input rows this band needs
-            features, bits = self.high_resolution_rows(x, packed, first, last, scratch)
-            y, _ = kernels.binary_conv3x3(
+            y_first, y_last = max(0, top - 1), min(height, bottom + 1)  # unit outputs the last conv reads
+            features, bits, first = self.high_resolution_rows(
+                x, packed, max(0, y_first - 1), min(height, y_last + 1), scratch
+            )
+            kernels.binary_conv3x3(
                 bits,
                 self.unit.bits,
                 self.unit.channels,
                 residual=features,
                 out=features,
                 leaky=self.slope,
+                rows=(y_first - first, y_last - first),
                 **self.unit.epilogue,
             )
-            band = kernels.float_conv3x3(y, self.conv.weight, self.conv.bias)
-            out[top:bottom] = band[top - first : bottom - first]
+            y = features[y_first - first : y_last - first]
+            band = kernels.float_conv3x3(
+                y, self.conv.weight, self.conv.bias, rows=(top - y_first, bottom - y_first)
+            )
+            out[top:bottom] = band[top - y_first : bottom - y_first]
         flow.update(out)
 
     def high_resolution_rows(
         self, x: np.ndarray, packed: np.ndarray, first: int, last: int, scratch: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """High-resolution features rows [first, last) (in ``scratch``) and their signs for the unit:
-        made by the upsampler from the low-resolution rows around them, or, without one, read from
-        ``x``."""
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """High-resolution feature rows covering [first, last) (in ``scratch``), their signs for the
+        unit, and the image row their first row is: made by the upsampler from the low-resolution rows
+        they come from (each computed once, its neighbours read, not recomputed), or, without one, read
+        from ``x``."""
         if self.upsample is None:
             features = scratch[: last - first]
             np.copyto(features, x[first:last])
-            return features, packed[first:last]
+            return features, packed[first:last], first
         s, unit = self.upsample.scale, self.upsample.unit
-        low_first = max(0, first // s - 1)  # one more low-resolution row each side: the conv's reach
-        low_last = min(x.shape[0], -(-last // s) + 1)
+        low_first, low_last = first // s, -(-last // s)  # the input rows these rows come from
+        read_first, read_last = max(0, low_first - 1), min(x.shape[0], low_last + 1)  # and their neighbours
         features, bits = kernels.binary_conv3x3(
-            packed[low_first:low_last],
+            packed[read_first:read_last],
             unit.bits,
             unit.channels,
-            residual=x[low_first:low_last],
-            out=scratch[: s * (low_last - low_first)],
+            residual=x[read_first:read_last],
+            out=scratch[: s * (read_last - read_first)],
             shuffle=s,
+            rows=(low_first - read_first, low_last - read_first),
             **unit.epilogue,
         )
-        keep = slice(first - s * low_first, last - s * low_first)
-        return features[keep], bits[keep]
+        made = slice(s * (low_first - read_first), s * (low_last - read_first))
+        return features[made], bits[made], s * low_first
 
 
 def _band_tails(steps: list[Step]) -> list[Step]:

@@ -48,6 +48,11 @@ typedef struct ConvArgs {
     /* Epilogue parameters, each float32 (O,) or (H, W, O); NULL when absent. */
     const float *scale, *bias, *gamma, *beta, *zeta, *residual, *next_shift;
     uint64_t *next_bits; /* uint64 (H, W, ceil(O / 64)) when next_shift is set */
+
+    /* Output rows [rows_from, rows_to) only (rows of x; s times as many with a shuffle), the others not
+     * written; both 0: every row. The rows of x around them are real neighbours, not padding, which is
+     * how a band of a larger image is computed without recomputing its edges. */
+    int rows_from, rows_to;
 } ConvArgs;
 
 /* Packs the signs of v[i] + shift[i] (bit 1 where >= 0) for i < n into ceil(n / 64) words, padding 0. */
@@ -70,6 +75,7 @@ typedef struct FloatConvArgs {
     const float *x, *weight, *bias;
     int height, width, channels, out_channels;
     float *y;
+    int rows_from, rows_to; /* as in ConvArgs: output rows [rows_from, rows_to) only; both 0: all */
 } FloatConvArgs;
 
 /* Computes output rows [row_begin, row_end) of a FloatConvArgs conv. */

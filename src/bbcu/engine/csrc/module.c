@@ -257,11 +257,39 @@ static PyObject *binary_conv3x3_raw(PyObject *self, PyObject *args)
     return (PyObject *)raw;
 }
 
+/* An optional row range (begin, end) with 0 <= begin < end <= height into *from, *to (0, 0 for None:
+ * every row). */
+static int parse_rows(PyObject *rows_obj, int height, const char *fn, int *from, int *to)
+{
+    *from = *to = 0;
+    if (rows_obj == Py_None)
+        return 0;
+    int begin, end;
+    if (!PyTuple_Check(rows_obj) || !PyArg_ParseTuple(rows_obj, "ii", &begin, &end)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s: rows must be a (begin, end) pair of ints", fn);
+        return -1;
+    }
+    if (begin < 0 || begin >= end || end > height) {
+        PyErr_Format(PyExc_ValueError, "%s: rows (%d, %d) must satisfy 0 <= begin < end <= H = %d", fn, begin, end,
+                     height);
+        return -1;
+    }
+    *from = begin, *to = end;
+    return 0;
+}
+
+/* A new float32 array for an output: zeros where only some rows are computed, so none is left undefined. */
+static PyArrayObject *new_output(int nd, const npy_intp *dims, int type, int some_rows)
+{
+    return (PyArrayObject *)(some_rows ? PyArray_ZEROS(nd, dims, type, 0) : PyArray_EMPTY(nd, dims, type, 0));
+}
+
 /* The output array: `out` when given (checked), else a new one. Returns a new reference. */
-static PyArrayObject *output_array(PyObject *out_obj, const npy_intp *dims, const char *fn)
+static PyArrayObject *output_array(PyObject *out_obj, const npy_intp *dims, const char *fn, int some_rows)
 {
     if (out_obj == Py_None)
-        return (PyArrayObject *)PyArray_EMPTY(3, dims, NPY_FLOAT32, 0);
+        return new_output(3, dims, NPY_FLOAT32, some_rows);
     PyArrayObject *out = expect_array(out_obj, fn, "out", NPY_FLOAT32, 3, dims, "(H, W, O)");
     if (!out)
         return NULL;
@@ -297,15 +325,17 @@ static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
 {
     static const char *fn = "binary_conv3x3";
     PyObject *xp_obj, *wp_obj, *scale_obj, *bias_obj, *gamma_obj, *beta_obj, *zeta_obj, *residual_obj,
-        *next_shift_obj, *out_obj, *leaky_obj;
+        *next_shift_obj, *out_obj, *leaky_obj, *rows_obj;
     int channels, shuffle;
-    if (!PyArg_ParseTuple(args, "OOiOOOOOOOOiO:binary_conv3x3", &xp_obj, &wp_obj, &channels, &scale_obj, &bias_obj,
+    if (!PyArg_ParseTuple(args, "OOiOOOOOOOOiOO:binary_conv3x3", &xp_obj, &wp_obj, &channels, &scale_obj, &bias_obj,
                           &gamma_obj, &beta_obj, &zeta_obj, &residual_obj, &next_shift_obj, &out_obj, &shuffle,
-                          &leaky_obj))
+                          &leaky_obj, &rows_obj))
         return NULL;
     ConvArgs a = {0};
-    if (parse_geometry(xp_obj, wp_obj, channels, fn, &a) || parse_shuffle(shuffle, &a, fn))
+    if (parse_geometry(xp_obj, wp_obj, channels, fn, &a) || parse_shuffle(shuffle, &a, fn)
+        || parse_rows(rows_obj, a.height, fn, &a.rows_from, &a.rows_to))
         return NULL;
+    const int some_rows = a.rows_to > 0;
     if (leaky_obj != Py_None) {
         a.leaky = 1;
         a.leaky_slope = (float)PyFloat_AsDouble(leaky_obj);
@@ -332,7 +362,7 @@ static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
         || optional_floats(residual_obj, fn, "residual", 3, per_input, "(H, W, O / shuffle^2)", &a.residual)
         || optional_floats(next_shift_obj, fn, "next_shift", 1, per_channel, "(O,)", &a.next_shift))
         return NULL;
-    PyArrayObject *y = output_array(out_obj, per_output, fn);
+    PyArrayObject *y = output_array(out_obj, per_output, fn, some_rows);
     if (!y)
         return NULL;
     a.y = PyArray_DATA(y);
@@ -349,7 +379,7 @@ static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
     PyObject *bits = Py_None;
     if (a.next_shift) {
         const npy_intp bit_dims[3] = {per_output[0], per_output[1], words_for(group)};
-        bits = PyArray_EMPTY(3, bit_dims, NPY_UINT64, 0);
+        bits = (PyObject *)new_output(3, bit_dims, NPY_UINT64, some_rows);
         if (!bits) {
             Py_DECREF(y);
             return NULL;
@@ -371,8 +401,8 @@ static PyObject *binary_conv3x3(PyObject *self, PyObject *args)
 static PyObject *float_conv3x3(PyObject *self, PyObject *args)
 {
     static const char *fn = "float_conv3x3";
-    PyObject *x_obj, *w_obj, *bias_obj;
-    if (!PyArg_ParseTuple(args, "OOO:float_conv3x3", &x_obj, &w_obj, &bias_obj))
+    PyObject *x_obj, *w_obj, *bias_obj, *rows_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:float_conv3x3", &x_obj, &w_obj, &bias_obj, &rows_obj))
         return NULL;
     const npy_intp any3[3] = {-1, -1, -1};
     PyArrayObject *x = expect_array(x_obj, fn, "x", NPY_FLOAT32, 3, any3, "(H, W, C)");
@@ -389,12 +419,13 @@ static PyObject *float_conv3x3(PyObject *self, PyObject *args)
         return NULL;
     }
     FloatConvArgs a = {PyArray_DATA(x), PyArray_DATA(w), NULL, (int)PyArray_DIM(x, 0), (int)PyArray_DIM(x, 1),
-                       (int)PyArray_DIM(x, 2), (int)PyArray_DIM(w, 0), NULL};
+                       (int)PyArray_DIM(x, 2), (int)PyArray_DIM(w, 0), NULL, 0, 0};
     const npy_intp per_channel[1] = {a.out_channels};
-    if (optional_floats(bias_obj, fn, "bias", 1, per_channel, "(O,)", &a.bias))
+    if (optional_floats(bias_obj, fn, "bias", 1, per_channel, "(O,)", &a.bias)
+        || parse_rows(rows_obj, a.height, fn, &a.rows_from, &a.rows_to))
         return NULL;
     const npy_intp y_dims[3] = {a.height, a.width, a.out_channels};
-    PyArrayObject *y = (PyArrayObject *)PyArray_EMPTY(3, y_dims, NPY_FLOAT32, 0);
+    PyArrayObject *y = new_output(3, y_dims, NPY_FLOAT32, a.rows_to > 0);
     if (!y)
         return NULL;
     a.y = PyArray_DATA(y);
@@ -535,10 +566,10 @@ static PyMethodDef METHODS[] = {
     {"pack_weights", pack_weights, METH_VARARGS, "pack_weights(w) -> uint64 (O, 3, 3, Cw)"},
     {"binary_conv3x3_raw", binary_conv3x3_raw, METH_VARARGS, "binary_conv3x3_raw(xp, wp, channels) -> int32"},
     {"binary_conv3x3", binary_conv3x3, METH_VARARGS,
-     "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle, leaky) "
-     "-> (y, bits)"},
+     "binary_conv3x3(xp, wp, channels, scale, bias, gamma, beta, zeta, residual, next_shift, out, shuffle, leaky, "
+     "rows) -> (y, bits)"},
     {"float_conv3x3", float_conv3x3, METH_VARARGS,
-     "float_conv3x3(x, weight, bias) -> float32 (H, W, O); weight (O, 9, C), zero padding"},
+     "float_conv3x3(x, weight, bias, rows) -> float32 (H, W, O); weight (O, 9, C), zero padding"},
     {"add_bilinear", add_bilinear, METH_VARARGS,
      "add_bilinear(skip, scale, x): x += bilinear_up(skip, scale), as F.interpolate(align_corners=False)"},
     {"available_isas", available_isas, METH_NOARGS, "available_isas() -> list of ISA names this CPU runs"},

@@ -154,16 +154,26 @@ typedef struct BinaryJob {
     atomic_int out_of_memory;
 } BinaryJob;
 
-/* One band of a binary conv, with scratch of its own. */
+/* The output rows a conv computes: [*from, *to). */
+static void computed_rows(int rows_from, int rows_to, int height, int *from, int *to)
+{
+    *from = rows_to > 0 ? rows_from : 0;
+    *to = rows_to > 0 ? rows_to : height;
+}
+
+/* One band of a binary conv (row_begin, row_end count from the first computed row), with scratch of
+ * its own. */
 static void binary_rows(void *context, int row_begin, int row_end)
 {
     BinaryJob *job = context;
     const ConvArgs *a = job->args;
+    int from, to;
+    computed_rows(a->rows_from, a->rows_to, a->height, &from, &to);
     const size_t plane_words = (size_t)3 * a->width * a->channel_words * job->isa->activation_planes;
     RowScratch scratch = {malloc((size_t)a->o_lanes * sizeof(int32_t)), malloc((size_t)a->out_channels * sizeof(float)),
                           plane_words ? malloc(plane_words * sizeof(uint64_t)) : NULL};
     if (scratch.count && scratch.values && (!plane_words || scratch.x_planes))
-        job->isa->conv_rows(a, row_begin, row_end, &scratch);
+        job->isa->conv_rows(a, from + row_begin, from + row_end, &scratch);
     else
         atomic_store(&job->out_of_memory, 1);
     free(scratch.count);
@@ -174,13 +184,17 @@ static void binary_rows(void *context, int row_begin, int row_end)
 int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads)
 {
     BinaryJob job = {a, isa, 0};
-    bbcu_parallel_rows(binary_rows, &job, a->height, num_threads);
+    int from, to;
+    computed_rows(a->rows_from, a->rows_to, a->height, &from, &to);
+    bbcu_parallel_rows(binary_rows, &job, to - from, num_threads);
     return atomic_load(&job.out_of_memory) ? -1 : 0;
 }
 
 int bbcu_threads_for(const ConvArgs *a, int num_threads)
 {
-    const double work = (double)a->height * a->width * a->out_channels * 9 * a->channel_words;
+    int from, to;
+    computed_rows(a->rows_from, a->rows_to, a->height, &from, &to);
+    const double work = (double)(to - from) * a->width * a->out_channels * 9 * a->channel_words;
     return work < (double)MIN_WORK_FOR_THREADS ? 1 : num_threads;
 }
 
@@ -194,12 +208,16 @@ typedef struct FloatJob {
 static void float_rows(void *context, int row_begin, int row_end)
 {
     const FloatJob *job = context;
-    job->rows(job->args, row_begin, row_end);
+    int from, to;
+    computed_rows(job->args->rows_from, job->args->rows_to, job->args->height, &from, &to);
+    job->rows(job->args, from + row_begin, from + row_end);
 }
 
 void bbcu_float_conv3x3(const FloatConvArgs *a, const IsaKernels *isa, int num_threads)
 {
-    const double work = (double)a->height * a->width * a->out_channels * 9 * a->channels;
+    int from, to;
+    computed_rows(a->rows_from, a->rows_to, a->height, &from, &to);
+    const double work = (double)(to - from) * a->width * a->out_channels * 9 * a->channels;
     FloatJob job = {a, isa->float_conv};
-    bbcu_parallel_rows(float_rows, &job, a->height, work < (double)MIN_FLOAT_WORK_FOR_THREADS ? 1 : num_threads);
+    bbcu_parallel_rows(float_rows, &job, to - from, work < (double)MIN_FLOAT_WORK_FOR_THREADS ? 1 : num_threads);
 }
