@@ -110,6 +110,45 @@ def test_compare_draws_every_face_model_of_the_folder(
     assert ours.shape == expected.shape and np.abs(ours - expected).max() <= 1
 
 
+@pytest.mark.parametrize("name", ["DFDNet", "release"])
+def test_restore_finds_a_face_model_in_bbcu_models_by_name(
+    name: str, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``restore --task face --model NAME`` runs ``$BBCU_MODELS/NAME.pth`` with the dictionary beside it
+    (a ``.pth`` file or a folder of ``.npy`` parts), as ``compare`` and ``serve`` list it."""
+    monkeypatch.setenv(zoo.ENV_VAR, str(folder))
+    face = a_face()
+    write_image(tmp_path / "face.png", face)
+    boxes = ["--part-boxes", *map(str, BOXES.ravel())]
+    argv = ["restore", "--task", "face", "--model", name, *boxes, str(tmp_path / "face.png")]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    ours = read_image(tmp_path / "out" / "face.png").astype(int)
+    seeds = {"DFDNet": (0, 1), "release": (2, 3)}[name]
+    assert np.abs(ours - reference_face(face, *seeds).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "DFDNet"], "DFDNet is a face model: it restores aligned faces"),
+        (
+            ["--task", "face", "--model", "lonely"],
+            "lonely.pth: a DFDNet checkpoint without its component dictionary",
+        ),
+    ],
+    ids=["without-task-face", "no-dictionary"],
+)
+def test_restore_refuses_a_folder_face_model_it_cannot_run_in_one_line(
+    argv: list[str], message: str, folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv(zoo.ENV_VAR, str(folder))
+    write_image(tmp_path / "face.png", a_face())
+    assert main(["restore", *argv, str(tmp_path / "face.png"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

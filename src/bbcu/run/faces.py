@@ -35,6 +35,7 @@ from bbcu.archs.dfdnet import FACE_SIZE, MODEL_NAME, PARTS, DFDNet, check_part_b
 from bbcu.core.errors import InvalidArgumentError, InvalidFileError, MissingExtraError
 from bbcu.formats.dfdnet import load_dictionary
 from bbcu.imaging.pixels import image_to_tensor, tensor_to_image, to_float, to_uint8
+from bbcu.run import zoo
 from bbcu.run.resolve import ResolvedModel, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -363,6 +364,8 @@ def face_restorer(
             the boxes are bad, or another engine than torch is asked for.
         InvalidFileError: If the weights or the dictionary cannot be used.
     """
+    if weights is None and model is not None and _folder_checkpoint(model).is_file():
+        weights, dictionary, model = *_folder_face_model(model, dictionary), None
     if weights is None or dictionary is None:
         raise InvalidArgumentError(
             "face restoration needs DFDNet's weights (--weights: its .pth or a converted .safetensors) and "
@@ -378,3 +381,26 @@ def face_restorer(
     checked = None if boxes is None else check_part_boxes(np.reshape(boxes, (len(PARTS), 4))).numpy()
     restorer = FaceRestorer(network.to(device), checked, None if landmarks is None else Path(landmarks))
     return resolved, restorer
+
+
+def _folder_checkpoint(name: str) -> Path:
+    return zoo.models_dir() / f"{name}{zoo.OFFICIAL_SUFFIX}"
+
+
+def _folder_face_model(
+    name: str, dictionary: str | os.PathLike[str] | None
+) -> tuple[Path, str | os.PathLike[str] | Path]:
+    """A DFDNet checkpoint the user put in the models folder (``$BBCU_MODELS``), named by its file stem as
+    ``bbcu compare`` and ``bbcu serve`` list it, and its dictionary: the one given, else the one beside it.
+
+    Raises:
+        InvalidFileError: If the file is unusable or has no dictionary beside it (and none was given).
+        InvalidArgumentError: If it is not a face model.
+    """
+    path = _folder_checkpoint(name)
+    if dictionary is not None:
+        return path, dictionary
+    entry = zoo.describe_checkpoint(path)
+    if entry.task != "face" or entry.dictionary is None:
+        raise InvalidArgumentError(f"{name} in {zoo.models_dir()} is a {entry.task} model, not a face model")
+    return path, entry.dictionary

@@ -93,9 +93,11 @@ def _from_name(name: str, scale: int | None, engine: str) -> ResolvedModel:
         packed = zoo.packed_path(name) if engine == "packed" else None
         return _from_weights(packed or zoo.shipped_path(name), engine, label=name)
     official = zoo.models_dir() / f"{name}{zoo.OFFICIAL_SUFFIX}"
-    if official.is_file():  # an ESRGAN-family checkpoint the user put in $BBCU_MODELS
-        architecture = zoo.checkpoint_architecture(official)
-        return _from_weights(official, engine, label=name, expected_architecture=architecture)
+    if official.is_file():  # an ESRGAN-family or DFDNet checkpoint the user put in $BBCU_MODELS
+        entry = zoo.describe_checkpoint(official)
+        if entry.task == "face":
+            raise _needs_the_face_task(name)
+        return _from_weights(official, engine, label=name, expected_architecture=entry.architecture)
     if Path(name).suffix in _WEIGHTS_SUFFIXES or Path(name).is_file():
         return _from_weights(Path(name), engine)
     try:
@@ -161,16 +163,21 @@ def _finish(network: nn.Module, name: str, task: str | None, engine: str) -> Res
 
 
 def _checked(resolved: ResolvedModel, task: str | None, scale: int | None) -> ResolvedModel:
-    if resolved.task == "face" and task != "face":  # it needs part boxes and a dictionary besides the image
-        raise InvalidArgumentError(
-            f"{resolved.name} is a face model: it restores aligned faces with their part boxes and its "
-            "dictionary (bbcu restore --task face)"
-        )
+    if resolved.task == "face" and task != "face":
+        raise _needs_the_face_task(resolved.name)
     if task is not None and resolved.task not in (None, task):
         raise InvalidArgumentError(f"{resolved.name} is a {resolved.task} model, not a {task} model")
     if scale is not None and resolved.scale != scale:
         raise InvalidArgumentError(f"{resolved.name} restores at scale {resolved.scale}, not {scale}")
     return resolved
+
+
+def _needs_the_face_task(name: str) -> InvalidArgumentError:
+    """A face model needs part boxes and a dictionary besides the image: not a plain restore."""
+    return InvalidArgumentError(
+        f"{name} is a face model: it restores aligned faces with their part boxes and its dictionary "
+        "(bbcu restore --task face)"
+    )
 
 
 def _default_name(task: str | None, scale: int | None) -> str:
