@@ -224,14 +224,26 @@ def test_fused_shuffle_equals_conv_then_pixel_shuffle(
 
 @pytest.mark.parametrize(
     ("height", "width", "c", "o"),
-    [(7, 13, 64, 3), (6, 11, 32, 1), (5, 4, 20, 1), (1, 1, 64, 3), (4, 9, 48, 5)],
+    [
+        (7, 13, 64, 3),
+        (6, 11, 32, 1),
+        (5, 4, 20, 1),
+        (1, 1, 64, 3),
+        (4, 9, 48, 5),
+        (5, 21, 64, 3),
+        (4, 19, 32, 1),
+        (1, 30, 64, 3),
+        (3, 12, 16, 2),
+    ],
 )
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_float_conv_equals_torch_and_is_the_same_on_every_isa(
     isa: str, height: int, width: int, c: int, o: int, with_bias: bool
 ) -> None:
     """The few-output float conv: PyTorch's conv to float rounding, and (fixed order of the sums)
-    the portable path's result bit for bit, whatever blocking the ISA path uses."""
+    the portable path's result bit for bit, whatever blocking the ISA path uses. The widths give
+    whole blocks plus an overlapping last one (8 pixels on AVX-512, 6 on AVX2, 4 portable), the
+    single row has its taps above and below out of the image, and 2 outputs get no blocks."""
     rng = np.random.default_rng(12)
     x = rng.standard_normal((height, width, c)).astype(np.float32)
     w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
@@ -696,3 +708,63 @@ def test_standin_check_catches_a_ge_to_gt_slip(simd: str, tmp_path: Path) -> Non
 
     ties = int(run_standin_check(simd, tmp_path, slip).split()[-1])
     assert ties > 0
+
+
+@pytest.mark.parametrize("shuffle", [1, 2])
+@pytest.mark.parametrize(("first", "last", "rows"), [(3, 10, (1, 6)), (0, 5, (0, 4)), (8, 12, (1, 4))])
+def test_rows_of_a_band_equal_those_rows_of_the_whole_image(
+    isa: str, shuffle: int, first: int, last: int, rows: tuple[int, int]
+) -> None:
+    """``rows=`` computes rows of a larger image from a slice of it, the slice's other rows read as
+    real neighbours (zero padding only at the image's own edges): the same rows as the whole-image
+    call, bit for bit (on 1 and 3 threads), and zeros in every row it did not compute."""
+    rng = np.random.default_rng(9)
+    layer = random_layer(rng, 12, 19, 64, 64 * shuffle**2)
+    layer["residual"] = (rng.standard_normal((12, 19, 64)) * 50).astype(np.float32)
+    whole = run_fused(layer, shuffle=shuffle)
+    band_layer = {**layer, "x": layer["x"][first:last], "residual": layer["residual"][first:last]}
+    s, (begin, end) = shuffle, rows
+    for threads in (1, 3):
+        kernels.set_num_threads(threads)
+        band = run_fused(band_layer, shuffle=shuffle, rows=rows)
+        for got, want in zip(band, whole, strict=True):
+            np.testing.assert_array_equal(
+                got[s * begin : s * end], want[s * (first + begin) : s * (first + end)]
+            )
+            assert not got[: s * begin].any() and not got[s * end :].any()
+
+
+def test_float_conv_rows_of_a_band_equal_those_rows_of_the_whole_image(isa: str) -> None:
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((12, 19, 64)).astype(np.float32)
+    weight = kernels.float_conv_weight(rng.standard_normal((3, 64, 3, 3)).astype(np.float32))
+    bias = rng.standard_normal(3).astype(np.float32)
+    whole = kernels.float_conv3x3(x, weight, bias)
+    band = kernels.float_conv3x3(x[2:9], weight, bias, rows=(1, 6))
+    np.testing.assert_array_equal(band[1:6], whole[3:8])
+    assert not band[:1].any() and not band[6:].any()
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ((3, 3), r"rows \(3, 3\) must satisfy 0 <= begin < end <= H = 5"),
+        ((0, 6), r"\(0, 6\)"),
+        ((-1, 2), r"\(-1, 2\)"),
+        ("ab", r"rows must be a \(begin, end\) pair of ints"),
+        ((1,), "pair"),
+    ],
+)
+def test_a_bad_row_range_is_refused(rows: object, message: str) -> None:
+    x = np.zeros((5, 4, 64), np.float32)
+    weight = np.zeros((3, 9, 64), np.float32)
+    with pytest.raises(ValueError, match=message):
+        kernels.float_conv3x3(x, weight, rows=rows)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        kernels.binary_conv3x3(
+            kernels.pack_activations(x, np.zeros(64, np.float32)),
+            kernels.pack_weights(np.ones((64, 64, 3, 3), np.float32)),
+            64,
+            scale=np.ones(64, np.float32),
+            rows=rows,  # type: ignore[arg-type]
+        )
