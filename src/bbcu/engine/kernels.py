@@ -17,8 +17,11 @@ the GIL and split output rows over ``get_num_threads()`` threads. Bad arrays rai
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -186,6 +189,13 @@ def add_bilinear(skip: np.ndarray, scale: int, x: np.ndarray) -> None:
         x: float32 ``(scale*H, scale*W, C)``, C-contiguous, writeable, not overlapping ``skip``.
     """
     _bitops.add_bilinear(skip, scale, x)
+
+
+@cache
+def build_id() -> str:
+    """A digest of the compiled kernels: a speed measured against one build (the engine's cached
+    per-layer path choices) is not reused by another."""
+    return hashlib.sha256(Path(_bitops.__file__).read_bytes()).hexdigest()[:12]
 
 
 def available_isas() -> list[str]:

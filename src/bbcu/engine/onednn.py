@@ -95,9 +95,13 @@ def available() -> bool:
 
 @cache
 def machine() -> str:
-    """What a cached choice is only valid for: CPU model, the kernels' ISA, the int8 unit, PyTorch."""
+    """What a cached choice is only valid for: CPU model, the kernels' ISA and build, the int8 unit,
+    PyTorch."""
     _, model = _cpu_flags_and_model()
-    return f"{model} | {kernels.get_isa()} | int8 {matrix_unit() or 'none'} | torch {torch.__version__}"
+    return (
+        f"{model} | {kernels.get_isa()} {kernels.build_id()} | int8 {matrix_unit() or 'none'} | "
+        f"torch {torch.__version__}"
+    )
 
 
 def sign_bytes(packed: np.ndarray, channels: int) -> np.ndarray:
