@@ -5,14 +5,11 @@ a closed form, the fused float epilogue against PyTorch's float64 conv2d and a f
 in the same order, the bit packing against ``numpy.packbits``; the paths against each other bit for
 bit. Tests taking the ``isa`` fixture run once per path and are reported as skipped, with the reason,
 for a path this CPU lacks. The SIMD sources (AVX2 and AVX-512) are also checked where their instructions
-are missing, through plain-C stand-ins for their intrinsics (last tests).
+are missing, through plain-C stand-ins for their intrinsics (``standin_intrinsics.py``).
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import torch
 
 from bbcu.engine import kernels
 from conftest import ISA_REQUIREMENTS
+from standin_intrinsics import run_with_standins
 
 ISAS = kernels.available_isas()
 
@@ -418,129 +416,6 @@ def test_bad_inputs_raise_clear_value_errors(case: str, call: object, message: s
         call()
 
 
-CSRC = Path(kernels.__file__).parent / "csrc"
-
-# Plain-C stand-ins for the intrinsics conv_avx2.c and conv_avx512.c use, so that their logic (indexing,
-# masks, blocking, byte-counter flushes, epilogue) is checked on CPUs without those instructions too.
-# Each one does what Intel's guide says the instruction does, comparisons included: a predicate is
-# honoured, never assumed, so a GE/GT slip in a source shows.
-STANDINS = r"""
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-typedef union { uint64_t q[4]; int32_t d[8]; uint8_t b[32]; } __m256i;
-typedef union { uint64_t q[2]; uint8_t b[16]; } __m128i;
-typedef struct { float v[8]; } __m256;
-typedef union { uint64_t v[8]; int32_t d[16]; } __m512i;
-typedef struct { float v[16]; } __m512;
-typedef uint16_t __mmask16;
-#define EACH(n, ...) for (int i = 0; i < (n); i++) { __VA_ARGS__ }
-
-/* Comparison predicates (Intel's values). Bit 4 only selects which NaNs signal; the low 4 bits decide. */
-#define _CMP_EQ_OQ 0x00
-#define _CMP_LT_OS 0x01
-#define _CMP_LE_OS 0x02
-#define _CMP_NEQ_UQ 0x04
-#define _CMP_GE_OS 0x0d
-#define _CMP_GT_OS 0x0e
-#define _CMP_LT_OQ 0x11
-#define _CMP_LE_OQ 0x12
-#define _CMP_GE_OQ 0x1d
-#define _CMP_GT_OQ 0x1e
-static inline int standin_compare(float a, float b, int predicate) {
-    const int unordered = a != a || b != b;
-    switch (predicate & 15) {
-    case 0: return a == b;
-    case 1: return a < b;
-    case 2: return a <= b;
-    case 3: return unordered;
-    case 4: return !(a == b);
-    case 5: return !(a < b);
-    case 6: return !(a <= b);
-    case 7: return !unordered;
-    case 8: return a == b || unordered;
-    case 9: return !(a >= b);
-    case 10: return !(a > b);
-    case 11: return 0;
-    case 12: return a != b && !unordered;
-    case 13: return a >= b;
-    case 14: return a > b;
-    default: return 1;
-    }
-}
-
-/* AVX2 */
-static inline __m256i standin_bytes(const int8_t *e) { __m256i r; memcpy(r.b, e, 32); return r; }
-static inline __m256i standin_ints(const int32_t *e) { __m256i r; memcpy(r.d, e, 32); return r; }
-#define _mm256_setr_epi8(...) standin_bytes((const int8_t[32]){__VA_ARGS__})
-#define _mm256_setr_epi32(...) standin_ints((const int32_t[8]){__VA_ARGS__})
-static inline __m256i _mm256_setzero_si256(void) { __m256i r = {{0}}; return r; }
-static inline __m256i _mm256_set1_epi64x(long long x) { __m256i r; EACH(4, r.q[i] = (uint64_t)x;) return r; }
-static inline __m256i _mm256_loadu_si256(const __m256i *p) { __m256i r; memcpy(&r, p, 32); return r; }
-static inline void _mm256_storeu_si256(__m256i *p, __m256i a) { memcpy(p, &a, 32); }
-static inline void _mm_storeu_si128(__m128i *p, __m128i a) { memcpy(p, &a, 16); }
-static inline __m128i _mm256_castsi256_si128(__m256i a) { __m128i r; memcpy(&r, &a, 16); return r; }
-static inline __m256i _mm256_xor_si256(__m256i a, __m256i b) { EACH(4, a.q[i] ^= b.q[i];) return a; }
-static inline __m256i _mm256_add_epi8(__m256i a, __m256i b) { EACH(32, a.b[i] += b.b[i];) return a; }
-static inline __m256i _mm256_add_epi64(__m256i a, __m256i b) { EACH(4, a.q[i] += b.q[i];) return a; }
-/* vpshufb: byte i of each 128-bit half takes byte (index & 15) of the same half, or 0 if bit 7 is set. */
-static inline __m256i _mm256_shuffle_epi8(__m256i table, __m256i index) {
-    __m256i r; EACH(32, r.b[i] = index.b[i] & 0x80 ? 0 : table.b[(i & 16) | (index.b[i] & 15)];) return r; }
-/* vpsadbw: each 64-bit lane holds the sum of |a - b| over its 8 bytes. */
-static inline __m256i _mm256_sad_epu8(__m256i a, __m256i b) {
-    __m256i r = {{0}}; EACH(32, r.q[i / 8] += (uint64_t)abs(a.b[i] - b.b[i]);) return r; }
-static inline __m256i _mm256_permutevar8x32_epi32(__m256i a, __m256i index) {
-    __m256i r; EACH(8, r.d[i] = a.d[index.d[i] & 7];) return r; }
-static inline __m256 _mm256_setzero_ps(void) { __m256 r = {{0}}; return r; }
-static inline __m256 _mm256_loadu_ps(const float *p) { __m256 r; memcpy(&r, p, 32); return r; }
-static inline __m256 _mm256_add_ps(__m256 a, __m256 b) { EACH(8, a.v[i] += b.v[i];) return a; }
-/* vcmpps: all bits of a lane set where the predicate holds, none where it does not. */
-static inline __m256 _mm256_cmp_ps(__m256 a, __m256 b, int predicate) {
-    __m256 r; EACH(8, const uint32_t m = standin_compare(a.v[i], b.v[i], predicate) ? ~0u : 0u;
-                      memcpy(&r.v[i], &m, 4);) return r; }
-static inline int _mm256_movemask_ps(__m256 a) {
-    int m = 0; EACH(8, uint32_t u; memcpy(&u, &a.v[i], 4); m |= (int)(u >> 31) << i;) return m; }
-
-/* AVX-512 */
-static inline __m512i _mm512_setzero_si512(void) { __m512i r = {{0}}; return r; }
-static inline __m512i _mm512_set1_epi64(long long x) { __m512i r; EACH(8, r.v[i] = (uint64_t)x;) return r; }
-static inline __m512i _mm512_loadu_si512(const void *p) { __m512i r; memcpy(&r, p, 64); return r; }
-static inline __m512i _mm512_add_epi64(__m512i a, __m512i b) { EACH(8, a.v[i] += b.v[i];) return a; }
-static inline __m512i _mm512_xor_si512(__m512i a, __m512i b) { EACH(8, a.v[i] ^= b.v[i];) return a; }
-static inline __m512i _mm512_popcnt_epi64(__m512i a) {
-    EACH(8, a.v[i] = __builtin_popcountll(a.v[i]);) return a; }
-static inline __m256i _mm512_cvtepi64_epi32(__m512i a) {
-    __m256i r; EACH(8, r.d[i] = (int32_t)a.v[i];) return r; }
-static inline __m512 _mm512_setzero_ps(void) { __m512 r = {{0}}; return r; }
-static inline __m512 _mm512_add_ps(__m512 a, __m512 b) { EACH(16, a.v[i] += b.v[i];) return a; }
-static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const float *p) {
-    __m512 r; EACH(16, r.v[i] = (k >> i) & 1 ? p[i] : 0.0f;) return r; }
-static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int predicate) {
-    __mmask16 m = 0; EACH(16, m |= (__mmask16)(standin_compare(a.v[i], b.v[i], predicate) << i);) return m; }
-static inline __m512i _mm512_set1_epi32(int x) { __m512i r; EACH(16, r.d[i] = x;) return r; }
-static inline __m512i standin_dwords(const int32_t *e) { __m512i r; memcpy(r.d, e, 64); return r; }
-#define _mm512_setr_epi32(...) standin_dwords((const int32_t[16]){__VA_ARGS__})
-/* vpermt2d: lane i takes dword (index & 15) of a, or of b when bit 4 of the index is set. */
-static inline __m512i _mm512_permutex2var_epi32(__m512i a, __m512i index, __m512i b) {
-    __m512i r; EACH(16, r.d[i] = index.d[i] & 16 ? b.d[index.d[i] & 15] : a.d[index.d[i] & 15];) return r; }
-static inline __m512i _mm512_castsi256_si512(__m256i a) { __m512i r = {{0}}; memcpy(&r, &a, 32); return r; }
-static inline __m512i _mm512_inserti64x4(__m512i a, __m256i b, int upper) {
-    memcpy((char *)&a + 32 * (upper & 1), &b, 32); return a; }
-static inline __m512i _mm512_sub_epi32(__m512i a, __m512i b) {
-    EACH(16, a.d[i] = (int32_t)((uint32_t)a.d[i] - (uint32_t)b.d[i]);) return a; }
-static inline __m512i _mm512_slli_epi32(__m512i a, unsigned n) {
-    EACH(16, a.d[i] = n > 31 ? 0 : (int32_t)((uint32_t)a.d[i] << n);) return a; }
-static inline void _mm512_storeu_si512(void *p, __m512i a) { memcpy(p, &a, 64); }
-static inline __m512 _mm512_loadu_ps(const float *p) { __m512 r; memcpy(&r, p, 64); return r; }
-static inline void _mm512_storeu_ps(float *p, __m512 a) { memcpy(p, &a, 64); }
-static inline __m512 _mm512_mul_ps(__m512 a, __m512 b) { EACH(16, a.v[i] *= b.v[i];) return a; }
-static inline __m512 _mm512_set1_ps(float x) { __m512 r; EACH(16, r.v[i] = x;) return r; }
-static inline __m512 _mm512_cvtepi32_ps(__m512i a) { __m512 r; EACH(16, r.v[i] = (float)a.d[i];) return r; }
-/* vblendmps: lane i from b where bit i of the mask is set, else from a. */
-static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b) {
-    EACH(16, if ((k >> i) & 1) a.v[i] = b.v[i];) return a; }
-"""
-
 # Runs one SIMD path's row kernel and sign packing (built against the stand-ins) and the portable ones on
 # random layers, the worst case for the byte counters (every bit differs) among them, and counts the
 # layers whose outputs differ ("conv"); then packs values at and beside 0 (v + shift = +0, -0, and the
@@ -548,16 +423,6 @@ static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b) {
 # "v + shift >= 0" ("ties"). The path is chosen with -DSTANDIN_ISA=<name> and its weight layout (isa.c:
 # lanes, weight planes, activation planes) with -DSTANDIN_LANES/PLANES/ACTIVATION_PLANES.
 STANDIN_CHECK = r"""
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include "bitops.h"
-#define CONCAT(a, b) a##b
-#define PATH(prefix, isa) CONCAT(prefix, isa)
-static uint64_t state = 88172645463325252ull;
-static uint64_t next(void) { state ^= state << 13; state ^= state >> 7; state ^= state << 17; return state; }
-static float uniform(void) { return (float)((double)(next() >> 11) / 9007199254740992.0 * 2 - 1); }
 /* A weight word as stored in plane p: whole, or (two planes) its low or high nibbles. */
 static uint64_t plane_word(uint64_t w, int planes, int p) {
     return planes == 1 ? w : (p ? w >> 4 : w) & 0x0f0f0f0f0f0f0f0full;
@@ -660,31 +525,17 @@ STANDIN_LAYOUTS = {"avx2": (4, 2, 2), "avx512": (8, 1, 0)}
 
 
 def run_standin_check(simd: str, folder: Path, edit: Callable[[str], str] = lambda source: source) -> str:
-    """Compile ``conv_<simd>.c`` (after ``edit``) against the stand-ins with STANDIN_CHECK; its output.
-
-    The ``asm`` register barriers (no effect on results) and the target pragmas are left out, so the
-    compiler cannot emit SIMD instructions of its own; ``BBCU_X86`` is forced so this runs off x86 too.
-    """
-    (folder / "immintrin.h").write_text(STANDINS)
-    source = re.sub(
-        r".*(__asm__|#pragma GCC target|#pragma clang attribute).*\n",
-        "",
-        (CSRC / f"conv_{simd}.c").read_text(),
-    )
-    (folder / "conv_simd.c").write_text(edit(source))
-    (folder / "check.c").write_text(STANDIN_CHECK)
+    """STANDIN_CHECK's output for ``conv_<simd>.c`` (after ``edit``) built on the stand-ins."""
     lanes, planes, activation_planes = STANDIN_LAYOUTS[simd]
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()
-    build = [
-        *compiler, "-O1", "-std=c11", "-ffp-contract=off", "-DBBCU_X86=1", f"-DSTANDIN_ISA={simd}",
-        f"-DSTANDIN_LANES={lanes}", f"-DSTANDIN_PLANES={planes}",
-        f"-DSTANDIN_ACTIVATION_PLANES={activation_planes}",
-        f"-I{folder}", f"-I{CSRC}", "-o", str(folder / "check"), str(folder / "check.c"),
-        str(folder / "conv_simd.c"), str(CSRC / "conv_portable.c"), "-lm",
-    ]  # fmt: skip
-    compiled = subprocess.run(build, capture_output=True, text=True)
-    assert compiled.returncode == 0, compiled.stderr
-    return subprocess.run([str(folder / "check")], check=True, capture_output=True, text=True).stdout.strip()
+    defines = {
+        "STANDIN_ISA": simd,
+        "STANDIN_LANES": lanes,
+        "STANDIN_PLANES": planes,
+        "STANDIN_ACTIVATION_PLANES": activation_planes,
+    }
+    return run_with_standins(
+        folder, f"conv_{simd}.c", STANDIN_CHECK, defines=defines, plain_sources=["conv_portable.c"], edit=edit
+    )
 
 
 @pytest.mark.parametrize("simd", list(STANDIN_LAYOUTS))
@@ -708,6 +559,92 @@ def test_standin_check_catches_a_ge_to_gt_slip(simd: str, tmp_path: Path) -> Non
 
     ties = int(run_standin_check(simd, tmp_path, slip).split()[-1])
     assert ties > 0
+
+
+# Runs the few-output float conv of each SIMD path (conv_float.c built against the stand-ins) and the
+# portable one on random data, with and without bias, and counts the calls whose bytes differ: the
+# outputs, the rows a band leaves alone and 16 floats past the end (a stray masked store shows). The
+# blocks cover columns 1 .. W - 2 in 8 pixels (AVX-512) or 6 (AVX2), for 3 or 1 outputs and C % 16 == 0.
+FLOAT_STANDIN_CHECK = r"""
+static const int cases[][6] = { /* H, W, C, O, first row, end row */
+    {5, 26, 32, 3, 0, 5},  /* 24 columns: whole blocks only (3 x 8, 4 x 6), border rows */
+    {4, 21, 16, 3, 0, 4},  /* 19 columns: the last block overlaps the one before */
+    {1, 13, 48, 1, 0, 1},  /* one row, its taps above and below out of the image; 1 output */
+    {6, 19, 64, 1, 2, 5},  /* a band of inner rows; rows 0, 1 and 5 stay untouched */
+    {3, 300, 16, 3, 0, 3}, /* 298 columns: a strip boundary (256 columns, 252 on AVX2) */
+    {2, 10, 128, 3, 0, 2}, /* one block of 8; weights too large for the aligned copy */
+    {3, 8, 16, 1, 0, 3},   /* one block of 6; too narrow for a block of 8 */
+    {3, 9, 20, 3, 0, 3},   /* C no multiple of 16: no blocks */
+    {3, 9, 16, 2, 0, 3},   /* 2 outputs: no blocks */
+};
+static float *random_floats(size_t n) {
+    float *v = malloc(4 * n);
+    for (size_t i = 0; i < n; i++) v[i] = uniform();
+    return v;
+}
+static int differs(FloatConvRowsFn path, const int *shape, int with_bias) {
+    const int h = shape[0], w = shape[1], c = shape[2], o = shape[3];
+    const size_t n = (size_t)h * w * o + 16;
+    float *x = random_floats((size_t)h * w * c), *k = random_floats((size_t)o * 9 * c), *b = random_floats(o);
+    FloatConvArgs a = {.x = x, .weight = k, .bias = with_bias ? b : NULL, .height = h, .width = w,
+                       .channels = c, .out_channels = o};
+    float *y[2] = {malloc(4 * n), malloc(4 * n)};
+    for (int p = 0; p < 2; p++) {
+        memset(y[p], 0xa5, 4 * n);
+        a.y = y[p];
+        (p ? path : bbcu_float_conv_portable)(&a, shape[4], shape[5]);
+    }
+    const int different = memcmp(y[0], y[1], 4 * n) != 0;
+    free(x); free(k); free(b); free(y[0]); free(y[1]);
+    return different;
+}
+int main(void) {
+    const int count = sizeof cases / sizeof cases[0];
+    int avx2 = 0, avx512 = 0;
+    for (int i = 0; i < count; i++)
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            avx2 += differs(bbcu_float_conv_avx2, cases[i], with_bias);
+            avx512 += differs(bbcu_float_conv_avx512, cases[i], with_bias);
+        }
+    printf("avx2 %d avx512 %d of %d\n", avx2, avx512, 2 * count);
+    return 0;
+}
+"""
+
+
+def float_standin_mismatches(
+    folder: Path, edit: Callable[[str], str] = lambda source: source
+) -> dict[str, int]:
+    """FLOAT_STANDIN_CHECK on ``conv_float.c`` (after ``edit``): the calls differing per path, of how many."""
+    words = run_with_standins(folder, "conv_float.c", FLOAT_STANDIN_CHECK, edit=edit).split()
+    return {"avx2": int(words[1]), "avx512": int(words[3]), "calls": int(words[5])}
+
+
+def test_float_conv_source_with_standin_intrinsics_equals_portable(tmp_path: Path) -> None:
+    """The float conv's AVX2 and AVX-512 paths, compiled against the stand-ins, equal the portable path
+    bit for bit on every CPU: whole and overlapping blocks, border rows, a band, a strip boundary, 3 and
+    1 outputs, with and without bias, and the shapes that take no blocks. This covers the blocking, the
+    lane pairings of the shuffle-based halving tree, the final permutes and the masked stores."""
+    assert float_standin_mismatches(tmp_path) == {"avx2": 0, "avx512": 0, "calls": 18}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("simd", "intrinsic"), [("avx2", "_mm256_shuffle_ps"), ("avx512", "_mm512_shuffle_ps")]
+)
+def test_float_standin_check_catches_a_lane_pairing_slip(simd: str, intrinsic: str, tmp_path: Path) -> None:
+    """The check sees the halving tree's pairings, not only its sums: with one shuffle immediate of
+    level 3 changed so that it adds lanes (1, 2) and (0, 3) instead of (0, 2) and (1, 3) (the same four
+    lanes, added in another order), that path differs from the portable one, and only that path."""
+    shuffle = f"{intrinsic}(a, b, _MM_SHUFFLE(1, 0, 1, 0))"
+
+    def slip(source: str) -> str:
+        assert source.count(shuffle) == 1, "the level-3 shuffle this test mutates is gone"
+        return source.replace(shuffle, shuffle.replace("(1, 0, 1, 0)", "(0, 1, 0, 1)"))
+
+    mismatches = float_standin_mismatches(tmp_path, slip)
+    assert mismatches[simd] > 0
+    assert mismatches["avx512" if simd == "avx2" else "avx2"] == 0
 
 
 @pytest.mark.parametrize("shuffle", [1, 2])
