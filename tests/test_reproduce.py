@@ -239,7 +239,7 @@ def test_list_prints_one_command_per_row(capsys: pytest.CaptureFixture[str]) -> 
     assert lines == [f"bbcu reproduce sr-x4 --budget smoke --row {m}" for m in models]
     assert main(["reproduce", "all", "--budget", "smoke", "--list", "--runs", "/tmp/x y"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 10 + 10 + 8 + 8 + 4 + 6
+    assert len(lines) == 10 + 10 + 9 + 9 + 4 + 6  # denoise / JPEG: 8 networks + the unrestored input
     assert "bbcu reproduce k-sweep --budget smoke --row w4-k8.125 --runs '/tmp/x y'" in lines
 
 
@@ -380,6 +380,11 @@ def test_smoke_budget_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
         paper = published_score(line["row"], "sr", "Set5", 2)
         assert paper is not None and float(line["paper_psnr"]) == paper[0]
         assert float(line["diff_psnr"]) == pytest.approx(float(line["psnr"]) - paper[0])
+    with open(out / "jpeg.csv") as file:
+        (unrestored,) = [line for line in csv.DictReader(file) if line["row"] == "identity"]
+    # The JPEG-decoded Classic5 at q 20, scored as it is: 30.12 dB in the ARCNN and DnCNN papers' tables.
+    assert (unrestored["dataset"], unrestored["setting"], unrestored["paper_psnr"]) == ("Classic5", "20", "")
+    assert float(unrestored["psnr"]) == pytest.approx(30.12, abs=0.005)
     with open(out / "ladder.csv") as file:
         ladder = list(csv.DictReader(file))
     assert {line["seeds"] for line in ladder} == {"2"} and all(line["paper_psnr"] == "" for line in ladder)

@@ -1,9 +1,10 @@
 """Which runs make which table of ``bbcu reproduce``: the targets, their rows and the recipe behind each.
 
 A row is one network trained by one published recipe (``configs/<task>/<model>[_x<scale>].yml``), or
-a non-learned baseline scored as it is (bicubic). The SR, denoising and JPEG tables list the paper's
-rows in the paper's order (``bbcu.data.published.ROW_LABELS``); the ladder lists the four units of the
-ablation; the k-sweep is one row per (width, k) of its budget's grid. A new table is a new entry here.
+a non-learned baseline scored as it is (bicubic; the unrestored input of the denoising and JPEG
+tables). The SR, denoising and JPEG tables list the paper's rows in the paper's order
+(``bbcu.data.published.ROW_LABELS``); the ladder lists the four units of the ablation; the k-sweep is
+one row per (width, k) of its budget's grid. A new table is a new entry here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ TARGET_TASK = {
 PUBLISHED_TARGETS = ("sr-x2", "sr-x4", "denoise", "jpeg")
 """Targets whose rows have published scores beside them."""
 LADDER = ("bbcu-v1", "bbcu-v2", "bbcu-v3", "bbcu-v4")
-NOT_TRAINED = frozenset({"bicubic"})
+NOT_TRAINED = frozenset({"bicubic", "identity"})
+UNRESTORED = "identity"
+"""The degraded input scored as it is: the floor of the denoising and JPEG tables (the paper prints
+none), beside which a row that learned nothing shows as what it is."""
+_LABELS = {UNRESTORED: "Input (unrestored)"}
 _FROM_OTHER_PAPERS = frozenset({"rrdbnet"})  # no recipe: a reference restorer, not a row of this paper
 RA_WIDTH, RA_K = 64, 130.0
 """The published residual-alignment factor: k = 130 at 64 channels."""
@@ -63,11 +68,9 @@ class Row:
     @property
     def label(self) -> str:
         """The paper's row title where it has one, else the key."""
-        return (
-            ROW_LABELS.get(self.task, {}).get(self.key, self.key)
-            if self.target in PUBLISHED_TARGETS
-            else self.key
-        )
+        if self.target not in PUBLISHED_TARGETS:
+            return self.key
+        return ROW_LABELS.get(self.task, {}).get(self.key) or _LABELS.get(self.key, self.key)
 
 
 def expand(target: str) -> tuple[str, ...]:
@@ -107,7 +110,7 @@ def table_rows(target: str, sweep: KSweepSpec) -> list[Row]:
         models = [m for m in ROW_LABELS["sr"] if m not in _FROM_OTHER_PAPERS]
         return [_row(target, m, "sr", scale, f"sr/{m}_x{scale}.yml") for m in models]
     if target in ("denoise", "jpeg"):
-        return [_row(target, m, target, 1, f"{target}/{m}.yml") for m in ROW_LABELS[target]]
+        return [_row(target, m, target, 1, f"{target}/{m}.yml") for m in (*ROW_LABELS[target], UNRESTORED)]
     if target == "ladder":
         return [_row(target, m, "sr", 4, f"sr/{m}_x4.yml") for m in LADDER]
     return [
