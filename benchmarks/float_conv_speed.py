@@ -19,6 +19,7 @@ import argparse
 import time
 
 import numpy as np
+from simd_paths import simd_paths
 
 from bbcu.engine import kernels
 
@@ -63,16 +64,13 @@ def main() -> None:
     print(f"threads {args.threads}; {CHANNELS} -> {args.out_channels} channels; {alignment} input")
     print("| path | fp32 ceiling (G FMA/s) | input | ms | G FMA/s | share of ceiling |")
     print("|---|---:|---|---:|---:|---:|")
-    for isa in [name for name in kernels.available_isas() if name != "portable"]:
-        kernels.set_isa(isa)
-        ceiling = max(kernels.measure_ceilings(args.threads).fp32_macs_per_s for _ in range(3))
+    for isa, ceiling in simd_paths(args.threads, "fp32_macs_per_s"):
         for height, width in SIZES:
             calls = args.calls if height * width <= 60000 else max(3, args.calls // 4)
             seconds = fastest_conv(height, width, args.out_channels, calls, args.align_input)
             rate = height * width * CHANNELS * 9 * args.out_channels / seconds
             share = f"{rate / 1e9:.1f} | {rate / ceiling:.0%}"
             print(f"| {isa} | {ceiling / 1e9:.0f} | {width}x{height} | {seconds * 1e3:.2f} | {share} |")
-    kernels.set_isa("auto")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from simd_paths import simd_paths
 
 from bbcu.engine import kernels
 
@@ -61,9 +62,7 @@ def main() -> None:
     print(f"threads {args.threads}; fastest of {args.calls} calls; share of the path's binary ceiling")
     print("| path | ceiling (G MAC/s) | input | raw ms | raw | fused ms | fused |")
     print("|---|---:|---|---:|---:|---:|---:|")
-    for isa in [name for name in kernels.available_isas() if name != "portable"]:
-        kernels.set_isa(isa)
-        ceiling = max(kernels.measure_ceilings(args.threads).binary_macs_per_s for _ in range(3))
+    for isa, ceiling in simd_paths(args.threads, "binary_macs_per_s"):
         for height, width in SIZES:
             calls = args.calls if height * width <= 60000 else max(5, args.calls // 4)
             raw, fused = measure(height, width, calls)
@@ -71,7 +70,6 @@ def main() -> None:
             raw_share, fused_share = macs / raw / ceiling, macs / fused / ceiling
             shares = f"{raw * 1e3:.2f} | {raw_share:.0%} | {fused * 1e3:.2f} | {fused_share:.0%}"
             print(f"| {isa} | {ceiling / 1e9:.0f} | {width}x{height} | {shares} |")
-    kernels.set_isa("auto")
 
 
 if __name__ == "__main__":
