@@ -69,7 +69,9 @@ static inline __attribute__((always_inline)) void interior_totals(const ConvArgs
             xb[p] = _mm512_set1_epi64((long long)a->x[pixel + p]);
         const uint64_t *ww = a->wl + (size_t)tap * a->o_lanes + o;
         for (int j = 0; j < nv; j++) {
-            const __m512i wv = _mm512_loadu_si512((const void *)(ww + LANES * j));
+            __m512i wv = _mm512_loadu_si512((const void *)(ww + LANES * j));
+            if (pixels > 1) /* one load for all the pixels: without this GCC folds it into each XOR */
+                __asm__("" : "+v"(wv));
             for (int p = 0; p < pixels; p++) {
                 total[p][j] = _mm512_add_epi64(total[p][j], _mm512_popcnt_epi64(_mm512_xor_si512(xb[p], wv)));
                 __asm__("" : "+v"(total[p][j]));
