@@ -50,32 +50,22 @@ static inline __attribute__((always_inline)) void count_block(const ConvArgs *a,
         _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
 }
 
-/* The popcounts of output channels [o, o + 8 * nv) of `pixels` neighbouring interior pixels (w, w + 1,
- * ...) with C <= 64 (one word per tap): the hot case, as in conv_avx2.c, taps unrolled, left in nv
- * registers of 8 int64 lanes per pixel. Each weight register is loaded once for all the pixels: one
- * pixel at a time issues a load per three vector operations, and two pixels run about 8 % faster
- * (benchmarks/kernels_session5.md). */
+/* The popcounts of output channels [o, o + 8 * nv) of an interior pixel with C <= 64 (one word per tap):
+ * the hot case, as in conv_avx2.c, taps unrolled, left in nv registers of 8 int64 lanes. */
 static inline __attribute__((always_inline)) void interior_totals(const ConvArgs *a, int h, int w, int o, int nv,
-                                                                  int pixels, __m512i (*total)[8])
+                                                                  __m512i *total)
 {
-    for (int p = 0; p < pixels; p++)
-        for (int j = 0; j < nv; j++)
-            total[p][j] = _mm512_setzero_si512();
+    for (int j = 0; j < nv; j++)
+        total[j] = _mm512_setzero_si512();
 #pragma GCC unroll 9
     for (int tap = 0; tap < 9; tap++) {
         const size_t pixel = (size_t)(h + tap / 3 - 1) * a->width + (w + tap % 3 - 1);
-        __m512i xb[2];
-        for (int p = 0; p < pixels; p++)
-            xb[p] = _mm512_set1_epi64((long long)a->x[pixel + p]);
+        const __m512i xb = _mm512_set1_epi64((long long)a->x[pixel]);
         const uint64_t *ww = a->wl + (size_t)tap * a->o_lanes + o;
         for (int j = 0; j < nv; j++) {
-            __m512i wv = _mm512_loadu_si512((const void *)(ww + LANES * j));
-            if (pixels > 1) /* one load for all the pixels: without this GCC folds it into each XOR */
-                __asm__("" : "+v"(wv));
-            for (int p = 0; p < pixels; p++) {
-                total[p][j] = _mm512_add_epi64(total[p][j], _mm512_popcnt_epi64(_mm512_xor_si512(xb[p], wv)));
-                __asm__("" : "+v"(total[p][j]));
-            }
+            const __m512i wv = _mm512_loadu_si512((const void *)(ww + LANES * j));
+            total[j] = _mm512_add_epi64(total[j], _mm512_popcnt_epi64(_mm512_xor_si512(xb, wv)));
+            __asm__("" : "+v"(total[j]));
         }
     }
 }
@@ -83,10 +73,10 @@ static inline __attribute__((always_inline)) void interior_totals(const ConvArgs
 static inline __attribute__((always_inline)) void count_interior_one_word(const ConvArgs *a, int h, int w, int o,
                                                                           int nv, int32_t *count)
 {
-    __m512i total[1][8];
-    interior_totals(a, h, w, o, nv, 1, total);
+    __m512i total[8];
+    interior_totals(a, h, w, o, nv, total);
     for (int j = 0; j < nv; j++)
-        _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[0][j]));
+        _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
 }
 
 /* finish_pixel (epilogue.h) for 64 output channels [o, o + 64) of one interior pixel, straight from the
@@ -159,25 +149,27 @@ static int registers_path(const ConvArgs *a)
     return a->channel_words == 1 && (a->out_channels / subpixels) % 64 == 0;
 }
 
-/* `pixels` (1 or 2) neighbouring interior pixels from (h, w), through the registers. */
-static inline __attribute__((always_inline)) void interior_pixels(const ConvArgs *a, int h, int w, int pixels)
+/* One interior pixel through the registers (the odd one left at the end of a row). */
+static void interior_pixel(const ConvArgs *a, int h, int w)
 {
     for (int o = 0; o < a->out_channels; o += 64) {
-        __m512i total[2][8];
-        interior_totals(a, h, w, o, 8, pixels, total);
-        for (int p = 0; p < pixels; p++)
-            finish_block(a, h, w + p, o, total[p]);
+        __m512i total[8];
+        interior_totals(a, h, w, o, 8, total);
+        finish_block(a, h, w, o, total);
     }
 }
 
-/* interior_totals for the pair (w, w + 1) of a 64-output layer, with the previous pair's epilogue
- * (`prev`, pixels pw and pw + 1, when `have`) done in between: one 16-channel step of it after each
- * of the first eight taps. Run after the popcounts, each step is a chain of about twelve dependent
- * instructions that the out-of-order core cannot overlap with the next pair's popcounts (about 500
- * instructions further on); interleaved, the two fill each other's gaps: the fused unit runs about
- * 4 % faster (benchmarks/kernels_session5.md). Same operations in the same order as finish_block. */
-static inline __attribute__((always_inline)) void pair_totals_finishing(const ConvArgs *a, int h, int w,
-                                                                        __m512i (*total)[8], int pw,
+/* The popcounts of output channels [o, o + 64) of the pair (w, w + 1), with the previous block's
+ * epilogue (`prev`: channels [po, po + 64) of pixels pw and pw + 1, when `have`) done in between.
+ * Two pixels: each weight register is loaded once for both (an empty asm keeps it in a register, or
+ * GCC folds the load into both XORs), half the loads per popcount of one pixel at a time. The
+ * epilogue in between, one 16-channel step after each of the first eight taps: run after the
+ * popcounts, each step is a chain of about twelve dependent instructions that the out-of-order core
+ * cannot overlap with the next block's popcounts (about 500 instructions further on); interleaved,
+ * the two fill each other's gaps. Together about 13 % off the fused unit
+ * (benchmarks/kernels_session5.md). Same operations in the same order as finish_block. */
+static inline __attribute__((always_inline)) void pair_totals_finishing(const ConvArgs *a, int h, int w, int o,
+                                                                        __m512i (*total)[8], int pw, int po,
                                                                         __m512i (*prev)[8], int have)
 {
     uint64_t bits[2] = {0, 0};
@@ -189,7 +181,7 @@ static inline __attribute__((always_inline)) void pair_totals_finishing(const Co
         const size_t pixel = (size_t)(h + tap / 3 - 1) * a->width + (w + tap % 3 - 1);
         const __m512i left = _mm512_set1_epi64((long long)a->x[pixel]);
         const __m512i right = _mm512_set1_epi64((long long)a->x[pixel + 1]);
-        const uint64_t *ww = a->wl + (size_t)tap * a->o_lanes;
+        const uint64_t *ww = a->wl + (size_t)tap * a->o_lanes + o;
         for (int j = 0; j < 8; j++) {
             __m512i wv = _mm512_loadu_si512((const void *)(ww + LANES * j));
             __asm__("" : "+v"(wv));
@@ -199,33 +191,34 @@ static inline __attribute__((always_inline)) void pair_totals_finishing(const Co
             __asm__("" : "+v"(total[1][j]));
         }
         if (have && tap < 8)
-            bits[tap / 4] |= finish_half(a, h, pw + tap / 4, 0, prev[tap / 4], tap % 4);
+            bits[tap / 4] |= finish_half(a, h, pw + tap / 4, po, prev[tap / 4], tap % 4);
     }
     if (have) {
-        store_bits(a, h, pw, 0, bits[0]);
-        store_bits(a, h, pw + 1, 0, bits[1]);
+        store_bits(a, h, pw, po, bits[0]);
+        store_bits(a, h, pw + 1, po, bits[1]);
     }
 }
 
-/* The interior pixels (1 .. W - 2) of an interior row of a 64-output layer, two at a time, each pair's
- * epilogue run inside the next pair's popcounts. */
-static void interior_row_64(const ConvArgs *a, int h)
+/* The interior pixels (1 .. W - 2) of an interior row, two at a time, block of 64 output channels by
+ * block, each block's epilogue run inside the next block's popcounts. */
+static void interior_row(const ConvArgs *a, int h)
 {
     __m512i prev[2][8], cur[2][8];
-    int w = 1, have = 0, pw = 0;
-    for (; w + 1 < a->width - 1; w += 2) {
-        pair_totals_finishing(a, h, w, cur, pw, prev, have);
-        for (int p = 0; p < 2; p++)
-            for (int j = 0; j < 8; j++)
-                prev[p][j] = cur[p][j];
-        pw = w, have = 1;
-    }
+    int w = 1, have = 0, pw = 0, po = 0;
+    for (; w + 1 < a->width - 1; w += 2)
+        for (int o = 0; o < a->out_channels; o += 64) {
+            pair_totals_finishing(a, h, w, o, cur, pw, po, prev, have);
+            for (int p = 0; p < 2; p++)
+                for (int j = 0; j < 8; j++)
+                    prev[p][j] = cur[p][j];
+            pw = w, po = o, have = 1;
+        }
     if (have) {
-        finish_block(a, h, pw, 0, prev[0]);
-        finish_block(a, h, pw + 1, 0, prev[1]);
+        finish_block(a, h, pw, po, prev[0]);
+        finish_block(a, h, pw + 1, po, prev[1]);
     }
     if (w < a->width - 1)
-        interior_pixels(a, h, w, 1);
+        interior_pixel(a, h, w);
 }
 
 static void begin_row_avx512(const ConvArgs *a, int h, const RowScratch *s)
@@ -283,15 +276,7 @@ void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const 
             count_pixel_avx512(a, h, w, scratch, scratch->count);
             finish_pixel(a, h, w, scratch->count, scratch->values, bbcu_pack_signs_avx512);
         }
-        if (a->out_channels == 64 && a->shuffle <= 1) {
-            interior_row_64(a, h);
-            continue;
-        }
-        int w = 1;
-        for (; w + 1 < a->width - 1; w += 2)
-            interior_pixels(a, h, w, 2);
-        if (w < a->width - 1)
-            interior_pixels(a, h, w, 1);
+        interior_row(a, h);
     }
 }
 
