@@ -7,6 +7,7 @@ path cache is checked by round trip and with a damaged file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -169,3 +170,11 @@ def test_restore_verbose_prints_each_layer_and_its_path(
     assert [line.split(":")[0] for line in lines] == [f"layer {name}" for name in names]
     binary_paths = {line.split(": ", 1)[1] for line in lines[1:-1]}
     assert binary_paths <= {onednn.path_label(), f"{kernels.get_isa()} popcount"}
+
+
+def test_a_choice_holds_only_for_the_kernels_it_was_measured_with() -> None:
+    """The cache key names a digest of the compiled kernels: a rebuilt engine measures again."""
+    with open(kernels._bitops.__file__, "rb") as built:
+        digest = hashlib.sha256(built.read()).hexdigest()[:12]
+    assert kernels.build_id() == digest
+    assert f"| {kernels.get_isa()} {digest} |" in onednn.machine()
