@@ -164,6 +164,25 @@ def test_lite_claims_on_denoise_and_jpeg() -> None:
     assert claims["jpeg"].comparisons[0].paper_margin == pytest.approx(29.06 - 28.90)
 
 
+def test_a_row_not_above_the_unrestored_input_is_called_untrained() -> None:
+    """A wide margin over a row that never left the degraded input says little about the claim."""
+    runs = {
+        "denoise/dncnn-bbcu": [{("CBSD68", 25): 27.17}],
+        "denoise/dncnn-lite": [{("CBSD68", 25): 20.60}],
+        "denoise/identity": [{("CBSD68", 25): 20.54}],
+        "jpeg/dncnn3-bbcu": [{("LIVE1", 10): 28.41}],
+        "jpeg/dncnn3-lite": [{("LIVE1", 10): 28.00}],
+        "jpeg/identity": [{("LIVE1", 10): 27.77}],
+    }
+    claims = {c.table: c for c in check_claims(runs) if "Lite" in c.statement and "BBCU-M" not in c.statement}
+    (denoise,), (jpeg,) = claims["denoise"].comparisons, claims["jpeg"].comparisons
+    assert denoise.verdict == SUPPORTED and denoise.worse_over_input == pytest.approx(0.06)
+    assert (
+        denoise.note == "dncnn-lite is +0.06 dB over the unrestored input: it did not learn under this budget"
+    )
+    assert jpeg.worse_over_input == pytest.approx(0.23) and jpeg.note == ""
+
+
 def test_k_sweep_verdict_follows_the_better_candidate() -> None:
     assert (rule_k(32), figure_k(32), rule_k(64), figure_k(64), rule_k(128), figure_k(128)) == (
         65,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bbcu.data.published import published_cost, published_score
-from bbcu.report.tables import LADDER, PUBLISHED_TARGETS, TARGET_TASK, figure_k, rule_k
+from bbcu.report.tables import LADDER, PUBLISHED_TARGETS, TARGET_TASK, UNRESTORED, figure_k, rule_k
 
 Cell = tuple[str, int]
 """(test set, setting): one column of a table."""
@@ -68,6 +68,7 @@ class Comparison:
     spread: float = 0.0
     seeds: tuple[int, int] = (0, 0)
     paper_margin: float | None = None
+    worse_over_input: float | None = None  # the worse row's margin over the unrestored input, if scored
 
     @property
     def verdict(self) -> str:
@@ -81,6 +82,11 @@ class Comparison:
         """Why a margin may not mean much: within the seed spread, or small on a single seed."""
         if self.margin is None:
             return ""
+        if self.worse_over_input is not None and self.worse_over_input < SMALL_MARGIN_DB:
+            return (
+                f"{_key(self.worse)} is {self.worse_over_input:+.2f} dB over the unrestored input: "
+                "it did not learn under this budget"
+            )
         if min(self.seeds) >= 2 and abs(self.margin) <= self.spread:
             return f"within the seed spread (+-{self.spread:.2f})"
         if min(self.seeds) < 2 and abs(self.margin) < SMALL_MARGIN_DB:
@@ -112,7 +118,17 @@ def compare(runs: Runs, better: str, worse: str) -> Comparison:
         a.spread + b.spread,
         (a.seeds, b.seeds),
         _paper_margin(better, worse, cells),
+        _over_input(runs, worse, cells),
     )
+
+
+def _over_input(runs: Runs, row_id: str, cells: Sequence[Cell]) -> float | None:
+    """How far a denoising or JPEG row scores above its table's unrestored input on ``cells`` (None
+    where the input was not scored there): a row at or under it has not learned to restore at all."""
+    unrestored = runs.get(f"{row_id.partition('/')[0]}/{UNRESTORED}")
+    if not unrestored or any(cell not in scores for scores in unrestored for cell in cells):
+        return None
+    return estimate(runs[row_id], cells).mean - estimate(unrestored, cells).mean
 
 
 def _paper_margin(better: str, worse: str, cells: Sequence[Cell]) -> float | None:
