@@ -79,26 +79,35 @@ static inline __attribute__((always_inline)) void count_interior_one_word(const 
         _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
 }
 
-/* finish_pixel (epilogue.h) for 64 output channels [o, o + 64) of one interior pixel, straight from the
- * popcount registers: 16 channels per step, never through the count and values scratch. Every float
- * operation is the one epilogue_values / add_into / pack_signs do, in the same order, so the results
- * are identical bit for bit (tested against the portable path). */
-/* One step of finish_block: channels [o + 16 * half, + 16) of pixel (h, w); returns their next-layer
- * sign bits (placed at their position in the 64-bit word). */
-static inline __attribute__((always_inline)) uint64_t finish_half(const ConvArgs *a, int h, int w, int o,
-                                                                  const __m512i *total, int half)
+/* Where channels [o, o + 64) of interior pixel (h, w) go: worked out once per block, not per step. */
+typedef struct Placement {
+    size_t pixel, out; /* the input pixel (residual, raw), the output pixel (y, next_bits; shuffled) */
+    int n, first;      /* channels per output pixel; the block's first channel within it */
+    int o;             /* the block's first output channel, indexing the per-channel parameters */
+} Placement;
+
+static inline __attribute__((always_inline)) Placement block_placement(const ConvArgs *a, int h, int w, int o)
 {
     const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
-    const size_t pixel = (size_t)h * a->width + w, out = subpixels == 1 ? pixel : output_pixel(a, h, w, o / n);
-    const int first = o % n;
+    const size_t pixel = (size_t)h * a->width + w;
+    return (Placement){pixel, subpixels == 1 ? pixel : output_pixel(a, h, w, o / n), n, o % n, o};
+}
+
+/* One 16-channel step of finish_block (channels [o + 16 * half, + 16)); returns their next-layer sign
+ * bits, placed at their position in the block's 64-bit word. */
+static inline __attribute__((always_inline)) uint64_t finish_half(const ConvArgs *a, Placement at_block,
+                                                                  const __m512i *total, int half)
+{
     const __m512i full = _mm512_set1_epi32(9 * a->channels);
     const __m512 zero = _mm512_setzero_ps();
+    /* The low dwords of two registers of int64 counts (each count < 2^31): one vpermt2d. */
     const __m512i even_dwords = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const int c = o + 16 * half, at = first + 16 * half;
+    const size_t n = (size_t)at_block.n;
+    const int c = at_block.o + 16 * half, at = at_block.first + 16 * half; /* parameter, within the pixel */
     const __m512i count = _mm512_permutex2var_epi32(total[2 * half], even_dwords, total[2 * half + 1]);
     const __m512i dot = _mm512_sub_epi32(full, _mm512_slli_epi32(count, 1));
     if (a->raw) {
-        _mm512_storeu_si512((void *)(a->raw + pixel * n + at), dot);
+        _mm512_storeu_si512((void *)(a->raw + at_block.pixel * n + at), dot);
         return 0;
     }
     __m512 v = _mm512_mul_ps(_mm512_loadu_ps(a->scale + c), _mm512_cvtepi32_ps(dot));
@@ -111,34 +120,36 @@ static inline __attribute__((always_inline)) uint64_t finish_half(const ConvArgs
         v = _mm512_add_ps(_mm512_mask_blend_ps(keep, negative, t), _mm512_loadu_ps(a->zeta + c));
     }
     if (a->residual)
-        v = _mm512_add_ps(v, _mm512_loadu_ps(a->residual + pixel * n + at));
+        v = _mm512_add_ps(v, _mm512_loadu_ps(a->residual + at_block.pixel * n + at));
     if (a->leaky) {
         const __mmask16 positive = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
         v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(_mm512_set1_ps(a->leaky_slope), v), v);
     }
-    _mm512_storeu_ps(a->y + out * n + at, v);
+    _mm512_storeu_ps(a->y + at_block.out * n + at, v);
     if (!a->next_shift)
         return 0;
     const __m512 u = _mm512_add_ps(v, _mm512_loadu_ps(a->next_shift + c));
     return (uint64_t)_mm512_cmp_ps_mask(u, zero, _CMP_GE_OQ) << (16 * half);
 }
 
-static inline __attribute__((always_inline)) void store_bits(const ConvArgs *a, int h, int w, int o, uint64_t bits)
+static inline __attribute__((always_inline)) void store_bits(const ConvArgs *a, Placement at_block, uint64_t bits)
 {
-    if (!a->next_shift || a->raw)
-        return;
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
-    const size_t pixel = (size_t)h * a->width + w, out = subpixels == 1 ? pixel : output_pixel(a, h, w, o / n);
-    a->next_bits[out * (size_t)(n / 64) + (o % n) / 64] = bits;
+    if (a->next_shift && !a->raw)
+        a->next_bits[at_block.out * (size_t)(at_block.n / 64) + at_block.first / 64] = bits;
 }
 
+/* finish_pixel (epilogue.h) for 64 output channels [o, o + 64) of one interior pixel, straight from the
+ * popcount registers: 16 channels per step, never through the count and values scratch. Every float
+ * operation is the one epilogue_values / add_into / pack_signs do, in the same order, so the results
+ * are identical bit for bit (tested against the portable path). */
 static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a, int h, int w, int o,
                                                                const __m512i *total)
 {
+    const Placement at_block = block_placement(a, h, w, o);
     uint64_t bits = 0;
     for (int half = 0; half < 4; half++)
-        bits |= finish_half(a, h, w, o, total, half);
-    store_bits(a, h, w, o, bits);
+        bits |= finish_half(a, at_block, total, half);
+    store_bits(a, at_block, bits);
 }
 
 /* Layers whose interior pixels take the register path: C <= 64 and whole blocks of 64 output channels
@@ -173,6 +184,7 @@ static inline __attribute__((always_inline)) void pair_totals_finishing(const Co
                                                                         __m512i (*prev)[8], int have)
 {
     uint64_t bits[2] = {0, 0};
+    const Placement previous[2] = {block_placement(a, h, pw, po), block_placement(a, h, pw + 1, po)};
     for (int p = 0; p < 2; p++)
         for (int j = 0; j < 8; j++)
             total[p][j] = _mm512_setzero_si512();
@@ -191,11 +203,11 @@ static inline __attribute__((always_inline)) void pair_totals_finishing(const Co
             __asm__("" : "+v"(total[1][j]));
         }
         if (have && tap < 8)
-            bits[tap / 4] |= finish_half(a, h, pw + tap / 4, po, prev[tap / 4], tap % 4);
+            bits[tap / 4] |= finish_half(a, previous[tap / 4], prev[tap / 4], tap % 4);
     }
     if (have) {
-        store_bits(a, h, pw, po, bits[0]);
-        store_bits(a, h, pw + 1, po, bits[1]);
+        store_bits(a, previous[0], bits[0]);
+        store_bits(a, previous[1], bits[1]);
     }
 }
 
