@@ -203,12 +203,18 @@ def without_target_code(source: str) -> str:
     The target pragmas and ``target(...)`` attributes go (stand-ins built for AVX-512 could otherwise
     be compiled to AVX-512 moves, which crash a CPU without it), and each register barrier
     ``__asm__("" : "+x"(v))`` becomes ``(void)(v)`` (it has no effect on results, and a struct of
-    lanes does not fit its register constraint).
+    lanes does not fit its register constraint), and a broadcast load written in assembly
+    ``__asm__("vpbroadcastq %1, %0" : "=v"(v) : "m"(*p))`` becomes the set1 it stands for.
     """
     source = re.sub(r".*(#pragma GCC target|#pragma clang attribute).*\n", "", source)
     source = re.sub(r'target\("[^"]*"\),?\s*', "", source)
     source = re.sub(r"__attribute__\(\(\)\)\s*", "", source)
     source = re.sub(r'__asm__\(""\s*:\s*"\+[xv]"\((.*?)\)\)', r"(void)(\1)", source)
+    source = re.sub(
+        r'__asm__\("vpbroadcastq %1, %0"\s*:\s*"=v"\((\w+)\)\s*:\s*"m"\((.*?)\)\)',
+        r"\1 = _mm512_set1_epi64((long long)(\2))",
+        source,
+    )
     assert "__asm__" not in source and "target(" not in source, "a SIMD construct the stand-ins do not know"
     return source
 

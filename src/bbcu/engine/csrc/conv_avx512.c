@@ -79,24 +79,49 @@ static inline __attribute__((always_inline)) void count_interior_one_word(const 
         _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
 }
 
-/* Where channels [o, o + 64) of interior pixel (h, w) go: worked out once per block, not per step. */
+/* The epilogue's shape: which optional stages a layer has, as bits. The hot loops take it as a
+ * compile-time constant for the shapes networks use, so that they carry no test per 16 channels
+ * (otherwise about one instruction in eight of the loop); any other shape passes it at run time. */
+enum { RAW = 1, BIAS = 2, RPRELU = 4, RESIDUAL = 8, LEAKY = 16, NEXT = 32 };
+#define UNIT_SHAPE (RPRELU | RESIDUAL | NEXT)          /* a BBCU unit feeding the next binary layer */
+#define TAIL_SHAPE (RPRELU | RESIDUAL | LEAKY)         /* the last unit before a float conv */
+
+static int shape_of(const ConvArgs *a)
+{
+    if (a->raw)
+        return RAW;
+    return (a->bias ? BIAS : 0) | (a->gamma ? RPRELU : 0) | (a->residual ? RESIDUAL : 0) | (a->leaky ? LEAKY : 0) |
+           (a->next_shift ? NEXT : 0);
+}
+
+/* Where channels [o, o + 64) of interior pixel (h, w) go. */
 typedef struct Placement {
     size_t pixel, out; /* the input pixel (residual, raw), the output pixel (y, next_bits; shuffled) */
     int n, first;      /* channels per output pixel; the block's first channel within it */
     int o;             /* the block's first output channel, indexing the per-channel parameters */
 } Placement;
 
-static inline __attribute__((always_inline)) Placement block_placement(const ConvArgs *a, int h, int w, int o)
+/* Block `first` of sub-pixel r (output channels r * n + first ...), without a division. */
+static inline __attribute__((always_inline)) Placement block_placement(const ConvArgs *a, int h, int w, int r, int n,
+                                                                       int first)
 {
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
     const size_t pixel = (size_t)h * a->width + w;
-    return (Placement){pixel, subpixels == 1 ? pixel : output_pixel(a, h, w, o / n), n, o % n, o};
+    return (Placement){pixel, a->shuffle > 1 ? output_pixel(a, h, w, r) : pixel, n, first, r * n + first};
+}
+
+/* 8 copies of the word at p, straight from memory: a load, no vector ALU slot (set1 of a loaded
+ * value often goes through a general register and a shuffle instead). */
+static inline __attribute__((always_inline)) __m512i broadcast_word(const uint64_t *p)
+{
+    __m512i v;
+    __asm__("vpbroadcastq %1, %0" : "=v"(v) : "m"(*p));
+    return v;
 }
 
 /* One 16-channel step of finish_block (channels [o + 16 * half, + 16)); returns their next-layer sign
  * bits, placed at their position in the block's 64-bit word. */
 static inline __attribute__((always_inline)) uint64_t finish_half(const ConvArgs *a, Placement at_block,
-                                                                  const __m512i *total, int half)
+                                                                  const __m512i *total, int half, int shape)
 {
     const __m512i full = _mm512_set1_epi32(9 * a->channels);
     const __m512 zero = _mm512_setzero_ps();
@@ -106,50 +131,44 @@ static inline __attribute__((always_inline)) uint64_t finish_half(const ConvArgs
     const int c = at_block.o + 16 * half, at = at_block.first + 16 * half; /* parameter, within the pixel */
     const __m512i count = _mm512_permutex2var_epi32(total[2 * half], even_dwords, total[2 * half + 1]);
     const __m512i dot = _mm512_sub_epi32(full, _mm512_slli_epi32(count, 1));
-    if (a->raw) {
+    if (shape & RAW) {
         _mm512_storeu_si512((void *)(a->raw + at_block.pixel * n + at), dot);
         return 0;
     }
     __m512 v = _mm512_mul_ps(_mm512_loadu_ps(a->scale + c), _mm512_cvtepi32_ps(dot));
-    if (a->bias)
+    if (shape & BIAS)
         v = _mm512_add_ps(v, _mm512_loadu_ps(a->bias + c));
-    if (a->gamma) {
+    if (shape & RPRELU) {
         const __m512 t = _mm512_add_ps(v, _mm512_loadu_ps(a->gamma + c));
         const __m512 negative = _mm512_mul_ps(_mm512_loadu_ps(a->beta + c), t);
         const __mmask16 keep = _mm512_cmp_ps_mask(t, zero, _CMP_GE_OQ);
         v = _mm512_add_ps(_mm512_mask_blend_ps(keep, negative, t), _mm512_loadu_ps(a->zeta + c));
     }
-    if (a->residual)
+    if (shape & RESIDUAL)
         v = _mm512_add_ps(v, _mm512_loadu_ps(a->residual + at_block.pixel * n + at));
-    if (a->leaky) {
+    if (shape & LEAKY) {
         const __mmask16 positive = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
         v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(_mm512_set1_ps(a->leaky_slope), v), v);
     }
     _mm512_storeu_ps(a->y + at_block.out * n + at, v);
-    if (!a->next_shift)
+    if (!(shape & NEXT))
         return 0;
     const __m512 u = _mm512_add_ps(v, _mm512_loadu_ps(a->next_shift + c));
     return (uint64_t)_mm512_cmp_ps_mask(u, zero, _CMP_GE_OQ) << (16 * half);
 }
 
-static inline __attribute__((always_inline)) void store_bits(const ConvArgs *a, Placement at_block, uint64_t bits)
-{
-    if (a->next_shift && !a->raw)
-        a->next_bits[at_block.out * (size_t)(at_block.n / 64) + at_block.first / 64] = bits;
-}
-
-/* finish_pixel (epilogue.h) for 64 output channels [o, o + 64) of one interior pixel, straight from the
- * popcount registers: 16 channels per step, never through the count and values scratch. Every float
+/* finish_pixel (epilogue.h) for 64 output channels of one interior pixel, straight from the popcount
+ * registers: 16 channels per step, never through the count and values scratch. Every float
  * operation is the one epilogue_values / add_into / pack_signs do, in the same order, so the results
  * are identical bit for bit (tested against the portable path). */
-static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a, int h, int w, int o,
-                                                               const __m512i *total)
+static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a, Placement at_block,
+                                                               const __m512i *total, int shape)
 {
-    const Placement at_block = block_placement(a, h, w, o);
     uint64_t bits = 0;
     for (int half = 0; half < 4; half++)
-        bits |= finish_half(a, at_block, total, half);
-    store_bits(a, at_block, bits);
+        bits |= finish_half(a, at_block, total, half, shape);
+    if (shape & NEXT)
+        a->next_bits[at_block.out * (size_t)(at_block.n / 64) + at_block.first / 64] = bits;
 }
 
 /* Layers whose interior pixels take the register path: C <= 64 and whole blocks of 64 output channels
@@ -160,40 +179,24 @@ static int registers_path(const ConvArgs *a)
     return a->channel_words == 1 && (a->out_channels / subpixels) % 64 == 0;
 }
 
-/* One interior pixel through the registers (the odd one left at the end of a row). */
-static void interior_pixel(const ConvArgs *a, int h, int w)
+/* The popcounts of output channels [o, o + 64) of the pixels (h, w) and (h, w + 1); o_lanes is the
+ * lane weights' row length (the layer's output channels). Each weight register is loaded once for
+ * both pixels (an empty asm keeps it in a register, or GCC folds the load into both XORs), and the 9
+ * taps of the pair are addressed from one pointer, so the loop is almost nothing but its XOR,
+ * popcount and add (benchmarks/kernels_session6.md). */
+static inline __attribute__((always_inline)) void pair_totals(const ConvArgs *a, int h, int w, int o, int o_lanes,
+                                                              __m512i (*total)[8])
 {
-    for (int o = 0; o < a->out_channels; o += 64) {
-        __m512i total[8];
-        interior_totals(a, h, w, o, 8, total);
-        finish_block(a, h, w, o, total);
-    }
-}
-
-/* The popcounts of output channels [o, o + 64) of the pair (w, w + 1), with the previous block's
- * epilogue (`prev`: channels [po, po + 64) of pixels pw and pw + 1, when `have`) done in between.
- * Two pixels: each weight register is loaded once for both (an empty asm keeps it in a register, or
- * GCC folds the load into both XORs), half the loads per popcount of one pixel at a time. The
- * epilogue in between, one 16-channel step after each of the first eight taps: run after the
- * popcounts, each step is a chain of about twelve dependent instructions that the out-of-order core
- * cannot overlap with the next block's popcounts (about 500 instructions further on); interleaved,
- * the two fill each other's gaps. Together about 13 % off the fused unit
- * (benchmarks/kernels_session5.md). Same operations in the same order as finish_block. */
-static inline __attribute__((always_inline)) void pair_totals_finishing(const ConvArgs *a, int h, int w, int o,
-                                                                        __m512i (*total)[8], int pw, int po,
-                                                                        __m512i (*prev)[8], int have)
-{
-    uint64_t bits[2] = {0, 0};
-    const Placement previous[2] = {block_placement(a, h, pw, po), block_placement(a, h, pw + 1, po)};
+    const size_t width = (size_t)a->width;
+    const uint64_t *corner = a->x + (size_t)(h - 1) * width + (size_t)(w - 1);
     for (int p = 0; p < 2; p++)
         for (int j = 0; j < 8; j++)
             total[p][j] = _mm512_setzero_si512();
 #pragma GCC unroll 9
     for (int tap = 0; tap < 9; tap++) {
-        const size_t pixel = (size_t)(h + tap / 3 - 1) * a->width + (w + tap % 3 - 1);
-        const __m512i left = _mm512_set1_epi64((long long)a->x[pixel]);
-        const __m512i right = _mm512_set1_epi64((long long)a->x[pixel + 1]);
-        const uint64_t *ww = a->wl + (size_t)tap * a->o_lanes + o;
+        const uint64_t *x = corner + (size_t)(tap / 3) * width + (size_t)(tap % 3);
+        const __m512i left = broadcast_word(x), right = broadcast_word(x + 1);
+        const uint64_t *ww = a->wl + (size_t)tap * o_lanes + o;
         for (int j = 0; j < 8; j++) {
             __m512i wv = _mm512_loadu_si512((const void *)(ww + LANES * j));
             __asm__("" : "+v"(wv));
@@ -202,45 +205,48 @@ static inline __attribute__((always_inline)) void pair_totals_finishing(const Co
             total[1][j] = _mm512_add_epi64(total[1][j], _mm512_popcnt_epi64(_mm512_xor_si512(right, wv)));
             __asm__("" : "+v"(total[1][j]));
         }
-        if (have && tap < 8)
-            bits[tap / 4] |= finish_half(a, previous[tap / 4], prev[tap / 4], tap % 4);
-    }
-    if (have) {
-        store_bits(a, previous[0], bits[0]);
-        store_bits(a, previous[1], bits[1]);
     }
 }
 
-/* The interior pixels (1 .. W - 2) of an interior row, two at a time, `blocks` blocks of 64 output
- * channels each, each block's epilogue run inside the next block's popcounts. */
-static inline __attribute__((always_inline)) void interior_row_blocks(const ConvArgs *a, int h, int blocks)
+/* The interior pixels (1 .. W - 2) of interior row h, two at a time, for `blocks` blocks of 64 output
+ * channels (`blocks` and `shape` constants where the caller is specialised). Sub-pixel r's channels
+ * are [r * n, (r + 1) * n), walked without dividing. */
+static inline __attribute__((always_inline)) void interior_row_blocks(const ConvArgs *a, int h, int blocks, int shape)
 {
-    __m512i prev[2][8], cur[2][8];
-    int w = 1, have = 0, pw = 0, po = 0;
+    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = 64 * blocks / subpixels;
+    int w = 1;
     for (; w + 1 < a->width - 1; w += 2)
-        for (int o = 0; o < 64 * blocks; o += 64) {
-            pair_totals_finishing(a, h, w, o, cur, pw, po, prev, have);
-            for (int p = 0; p < 2; p++)
-                for (int j = 0; j < 8; j++)
-                    prev[p][j] = cur[p][j];
-            pw = w, po = o, have = 1;
-        }
-    if (have) {
-        finish_block(a, h, pw, po, prev[0]);
-        finish_block(a, h, pw + 1, po, prev[1]);
-    }
-    if (w < a->width - 1)
-        interior_pixel(a, h, w);
+        for (int r = 0; r < subpixels; r++)
+            for (int first = 0; first < n; first += 64) {
+                __m512i total[2][8];
+                pair_totals(a, h, w, r * n + first, 64 * blocks, total);
+                finish_block(a, block_placement(a, h, w, r, n, first), total[0], shape);
+                finish_block(a, block_placement(a, h, w + 1, r, n, first), total[1], shape);
+            }
+    for (; w < a->width - 1; w++) /* the odd one left at the end of the row */
+        for (int r = 0; r < subpixels; r++)
+            for (int first = 0; first < n; first += 64) {
+                __m512i total[8];
+                interior_totals(a, h, w, r * n + first, 8, total);
+                finish_block(a, block_placement(a, h, w, r, n, first), total, shape);
+            }
 }
 
-/* 64-output layers (every unit) with the channel offsets constant: worth 5 % over the general form,
- * whose epilogue divides to place each block. */
+/* Specialised for the layers networks are made of (a unit, the tail's last unit, the x2 upsampler):
+ * constant channel offsets and no per-step tests. */
 static void interior_row(const ConvArgs *a, int h)
 {
-    if (a->out_channels == 64)
-        interior_row_blocks(a, h, 1);
+    const int shape = shape_of(a), blocks = a->out_channels / 64;
+    if (blocks == 1 && shape == UNIT_SHAPE)
+        interior_row_blocks(a, h, 1, UNIT_SHAPE);
+    else if (blocks == 1 && shape == TAIL_SHAPE)
+        interior_row_blocks(a, h, 1, TAIL_SHAPE);
+    else if (blocks == 1 && shape == (UNIT_SHAPE | BIAS))
+        interior_row_blocks(a, h, 1, UNIT_SHAPE | BIAS);
+    else if (blocks == 4 && shape == UNIT_SHAPE) /* the x2 sub-pixel upsampler */
+        interior_row_blocks(a, h, 4, UNIT_SHAPE);
     else
-        interior_row_blocks(a, h, a->out_channels / 64);
+        interior_row_blocks(a, h, blocks, shape);
 }
 
 static void begin_row_avx512(const ConvArgs *a, int h, const RowScratch *s)
