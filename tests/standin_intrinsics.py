@@ -43,6 +43,7 @@ typedef uint16_t __mmask16;
 #define _CMP_GE_OS 0x0d
 #define _CMP_GT_OS 0x0e
 #define _CMP_LT_OQ 0x11
+#define _CMP_NGE_UQ 0x19
 #define _CMP_LE_OQ 0x12
 #define _CMP_GE_OQ 0x1d
 #define _CMP_GT_OQ 0x1e
@@ -158,6 +159,11 @@ static inline __m512 _mm512_add_ps(__m512 a, __m512 b) { EACH(16, a.v[i] += b.v[
 static inline __m512 _mm512_mul_ps(__m512 a, __m512 b) { EACH(16, a.v[i] *= b.v[i];) return a; }
 static inline __m512 _mm512_fmadd_ps(__m512 a, __m512 b, __m512 c) {
     EACH(16, c.v[i] = fmaf(a.v[i], b.v[i], c.v[i]);) return c; }
+static inline __m512 _mm512_fnmadd_ps(__m512 a, __m512 b, __m512 c) {
+    EACH(16, c.v[i] = fmaf(-a.v[i], b.v[i], c.v[i]);) return c; }
+/* vmulps with a mask: lane i is a * b where bit i of k is set, else src's. */
+static inline __m512 _mm512_mask_mul_ps(__m512 src, __mmask16 k, __m512 a, __m512 b) {
+    EACH(16, if ((k >> i) & 1) src.v[i] = a.v[i] * b.v[i];) return src; }
 static inline __m512 _mm512_cvtepi32_ps(__m512i a) { __m512 r; EACH(16, r.v[i] = (float)a.d[i];) return r; }
 static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const float *p) {
     __m512 r; EACH(16, r.v[i] = (k >> i) & 1 ? p[i] : 0.0f;) return r; }

@@ -118,57 +118,104 @@ static inline __attribute__((always_inline)) __m512i broadcast_word(const uint64
     return v;
 }
 
+/* The per-channel parameters of the epilogue, gathered once per call into one table of 16-channel
+ * steps (PARAMS rows of 16 floats each, absent ones 0), so that the loop reaches all of them from one
+ * register: with six separate pointers next to the loop's own, GCC runs out of general registers
+ * and spills. The next layer's shift is stored negated (see finish_half). */
+enum { SCALE, BIAS_ROW, GAMMA, BETA, ZETA, MINUS_SHIFT, PARAMS };
+#define MAX_TABLE_CHANNELS 1024 /* 24 KiB of stack; wider layers take the shared row loop */
+
+static void gather_params(const ConvArgs *a, float *table)
+{
+    const float *source[PARAMS] = {a->scale, a->bias, a->gamma, a->beta, a->zeta, a->next_shift};
+    for (int c = 0; c < a->out_channels; c += 16)
+        for (int k = 0; k < PARAMS; k++)
+            for (int i = 0; i < 16; i++)
+                table[(c * PARAMS) + 16 * k + i] =
+                    !source[k] ? 0.0f : k == MINUS_SHIFT ? -source[k][c + i] : source[k][c + i];
+}
+
+/* What the epilogue of an interior row reads and writes, in locals (kept in registers: a store
+ * through an intrinsic may alias any memory, so fields read through ConvArgs are loaded again
+ * after each one). */
+typedef struct Finish {
+    const float *table; /* gather_params */
+    const float *residual;
+    float *y;
+    int32_t *raw;
+    uint64_t *next_bits;
+    __m512i full; /* 9 C: the dot product's offset, dot = full - 2 popcount */
+    __m512 full_float;
+    __m512 slope; /* the LeakyReLU's */
+} Finish;
+
+static Finish finish_of(const ConvArgs *a, const float *table)
+{
+    return (Finish){table,
+                    a->residual,
+                    a->y,
+                    a->raw,
+                    a->next_bits,
+                    _mm512_set1_epi32(9 * a->channels),
+                    _mm512_set1_ps((float)(9 * a->channels)),
+                    _mm512_set1_ps(a->leaky_slope)};
+}
+
 /* One 16-channel step of finish_block (channels [o + 16 * half, + 16)); returns their next-layer sign
- * bits, placed at their position in the block's 64-bit word. */
-static inline __attribute__((always_inline)) uint64_t finish_half(const ConvArgs *a, Placement at_block,
+ * bits, placed at their position in the block's 64-bit word. Three steps take one instruction where
+ * the portable code has two, with the same result bit for bit: full - 2 count as one fnmadd (every
+ * value is an integer below 2^24, so nothing rounds), RPReLU's select as a masked multiply, and the
+ * next sign as v >= -shift rather than v + shift >= 0 (a float sum is 0 exactly when the terms
+ * cancel and never rounds a nonzero sum to 0, so both tests agree, -0 and NaN included). */
+static inline __attribute__((always_inline)) uint64_t finish_half(const Finish *f, Placement at_block,
                                                                   const __m512i *total, int half, int shape)
 {
-    const __m512i full = _mm512_set1_epi32(9 * a->channels);
     const __m512 zero = _mm512_setzero_ps();
     /* The low dwords of two registers of int64 counts (each count < 2^31): one vpermt2d. */
     const __m512i even_dwords = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const size_t n = (size_t)at_block.n;
-    const int c = at_block.o + 16 * half, at = at_block.first + 16 * half; /* parameter, within the pixel */
+    const int at = at_block.first + 16 * half; /* the channel within the output pixel */
+    const float *p = f->table + (size_t)(at_block.o + 16 * half) * PARAMS;
     const __m512i count = _mm512_permutex2var_epi32(total[2 * half], even_dwords, total[2 * half + 1]);
-    const __m512i dot = _mm512_sub_epi32(full, _mm512_slli_epi32(count, 1));
     if (shape & RAW) {
-        _mm512_storeu_si512((void *)(a->raw + at_block.pixel * n + at), dot);
+        const __m512i dot = _mm512_sub_epi32(f->full, _mm512_slli_epi32(count, 1));
+        _mm512_storeu_si512((void *)(f->raw + at_block.pixel * n + at), dot);
         return 0;
     }
-    __m512 v = _mm512_mul_ps(_mm512_loadu_ps(a->scale + c), _mm512_cvtepi32_ps(dot));
+    const __m512 dot = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), _mm512_cvtepi32_ps(count), f->full_float);
+    __m512 v = _mm512_mul_ps(_mm512_loadu_ps(p + 16 * SCALE), dot);
     if (shape & BIAS)
-        v = _mm512_add_ps(v, _mm512_loadu_ps(a->bias + c));
+        v = _mm512_add_ps(v, _mm512_loadu_ps(p + 16 * BIAS_ROW));
     if (shape & RPRELU) {
-        const __m512 t = _mm512_add_ps(v, _mm512_loadu_ps(a->gamma + c));
-        const __m512 negative = _mm512_mul_ps(_mm512_loadu_ps(a->beta + c), t);
-        const __mmask16 keep = _mm512_cmp_ps_mask(t, zero, _CMP_GE_OQ);
-        v = _mm512_add_ps(_mm512_mask_blend_ps(keep, negative, t), _mm512_loadu_ps(a->zeta + c));
+        const __m512 t = _mm512_add_ps(v, _mm512_loadu_ps(p + 16 * GAMMA));
+        const __mmask16 negative = _mm512_cmp_ps_mask(t, zero, _CMP_NGE_UQ); /* not t >= 0, as the blend had */
+        v = _mm512_add_ps(_mm512_mask_mul_ps(t, negative, _mm512_loadu_ps(p + 16 * BETA), t),
+                          _mm512_loadu_ps(p + 16 * ZETA));
     }
     if (shape & RESIDUAL)
-        v = _mm512_add_ps(v, _mm512_loadu_ps(a->residual + at_block.pixel * n + at));
+        v = _mm512_add_ps(v, _mm512_loadu_ps(f->residual + at_block.pixel * n + at));
     if (shape & LEAKY) {
         const __mmask16 positive = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
-        v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(_mm512_set1_ps(a->leaky_slope), v), v);
+        v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(f->slope, v), v);
     }
-    _mm512_storeu_ps(a->y + at_block.out * n + at, v);
+    _mm512_storeu_ps(f->y + at_block.out * n + at, v);
     if (!(shape & NEXT))
         return 0;
-    const __m512 u = _mm512_add_ps(v, _mm512_loadu_ps(a->next_shift + c));
-    return (uint64_t)_mm512_cmp_ps_mask(u, zero, _CMP_GE_OQ) << (16 * half);
+    return (uint64_t)_mm512_cmp_ps_mask(v, _mm512_loadu_ps(p + 16 * MINUS_SHIFT), _CMP_GE_OQ) << (16 * half);
 }
 
 /* finish_pixel (epilogue.h) for 64 output channels of one interior pixel, straight from the popcount
  * registers: 16 channels per step, never through the count and values scratch. Every float
  * operation is the one epilogue_values / add_into / pack_signs do, in the same order, so the results
  * are identical bit for bit (tested against the portable path). */
-static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a, Placement at_block,
+static inline __attribute__((always_inline)) void finish_block(const Finish *f, Placement at_block,
                                                                const __m512i *total, int shape)
 {
     uint64_t bits = 0;
     for (int half = 0; half < 4; half++)
-        bits |= finish_half(a, at_block, total, half, shape);
+        bits |= finish_half(f, at_block, total, half, shape);
     if (shape & NEXT)
-        a->next_bits[at_block.out * (size_t)(at_block.n / 64) + at_block.first / 64] = bits;
+        f->next_bits[at_block.out * (size_t)(at_block.n / 64) + at_block.first / 64] = bits;
 }
 
 /* Layers whose interior pixels take the register path: C <= 64 and whole blocks of 64 output channels
@@ -176,7 +223,7 @@ static inline __attribute__((always_inline)) void finish_block(const ConvArgs *a
 static int registers_path(const ConvArgs *a)
 {
     const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1;
-    return a->channel_words == 1 && (a->out_channels / subpixels) % 64 == 0;
+    return a->channel_words == 1 && (a->out_channels / subpixels) % 64 == 0 && a->out_channels <= MAX_TABLE_CHANNELS;
 }
 
 /* The popcounts of output channels [o, o + 64) of the pixels (h, w) and (h, w + 1); o_lanes is the
@@ -211,7 +258,8 @@ static inline __attribute__((always_inline)) void pair_totals(const ConvArgs *a,
 /* The interior pixels (1 .. W - 2) of interior row h, two at a time, for `blocks` blocks of 64 output
  * channels (`blocks` and `shape` constants where the caller is specialised). Sub-pixel r's channels
  * are [r * n, (r + 1) * n), walked without dividing. */
-static inline __attribute__((always_inline)) void interior_row_blocks(const ConvArgs *a, int h, int blocks, int shape)
+static inline __attribute__((always_inline)) void interior_row_blocks(const ConvArgs *a, const Finish *f, int h,
+                                                                      int blocks, int shape)
 {
     const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = 64 * blocks / subpixels;
     int w = 1;
@@ -220,33 +268,34 @@ static inline __attribute__((always_inline)) void interior_row_blocks(const Conv
             for (int first = 0; first < n; first += 64) {
                 __m512i total[2][8];
                 pair_totals(a, h, w, r * n + first, 64 * blocks, total);
-                finish_block(a, block_placement(a, h, w, r, n, first), total[0], shape);
-                finish_block(a, block_placement(a, h, w + 1, r, n, first), total[1], shape);
+                finish_block(f, block_placement(a, h, w, r, n, first), total[0], shape);
+                finish_block(f, block_placement(a, h, w + 1, r, n, first), total[1], shape);
             }
     for (; w < a->width - 1; w++) /* the odd one left at the end of the row */
         for (int r = 0; r < subpixels; r++)
             for (int first = 0; first < n; first += 64) {
                 __m512i total[8];
                 interior_totals(a, h, w, r * n + first, 8, total);
-                finish_block(a, block_placement(a, h, w, r, n, first), total, shape);
+                finish_block(f, block_placement(a, h, w, r, n, first), total, shape);
             }
 }
 
 /* Specialised for the layers networks are made of (a unit, the tail's last unit, the x2 upsampler):
  * constant channel offsets and no per-step tests. */
-static void interior_row(const ConvArgs *a, int h)
+static void interior_row(const ConvArgs *a, const float *table, int h)
 {
+    const Finish f = finish_of(a, table);
     const int shape = shape_of(a), blocks = a->out_channels / 64;
     if (blocks == 1 && shape == UNIT_SHAPE)
-        interior_row_blocks(a, h, 1, UNIT_SHAPE);
+        interior_row_blocks(a, &f, h, 1, UNIT_SHAPE);
     else if (blocks == 1 && shape == TAIL_SHAPE)
-        interior_row_blocks(a, h, 1, TAIL_SHAPE);
+        interior_row_blocks(a, &f, h, 1, TAIL_SHAPE);
     else if (blocks == 1 && shape == (UNIT_SHAPE | BIAS))
-        interior_row_blocks(a, h, 1, UNIT_SHAPE | BIAS);
+        interior_row_blocks(a, &f, h, 1, UNIT_SHAPE | BIAS);
     else if (blocks == 4 && shape == UNIT_SHAPE) /* the x2 sub-pixel upsampler */
-        interior_row_blocks(a, h, 4, UNIT_SHAPE);
+        interior_row_blocks(a, &f, h, 4, UNIT_SHAPE);
     else
-        interior_row_blocks(a, h, blocks, shape);
+        interior_row_blocks(a, &f, h, blocks, shape);
 }
 
 static void begin_row_avx512(const ConvArgs *a, int h, const RowScratch *s)
@@ -295,6 +344,8 @@ void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const 
         conv_rows(a, row_begin, row_end, scratch, begin_row_avx512, count_pixel_avx512, bbcu_pack_signs_avx512);
         return;
     }
+    float table[PARAMS * MAX_TABLE_CHANNELS] __attribute__((aligned(64)));
+    gather_params(a, table);
     for (int h = row_begin; h < row_end; h++) {
         if (h == 0 || h == a->height - 1) {
             conv_rows(a, h, h + 1, scratch, begin_row_avx512, count_pixel_avx512, bbcu_pack_signs_avx512);
@@ -304,7 +355,7 @@ void bbcu_conv_rows_avx512(const ConvArgs *a, int row_begin, int row_end, const 
             count_pixel_avx512(a, h, w, scratch, scratch->count);
             finish_pixel(a, h, w, scratch->count, scratch->values, bbcu_pack_signs_avx512);
         }
-        interior_row(a, h);
+        interior_row(a, table, h);
     }
 }
 
