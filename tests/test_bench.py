@@ -40,6 +40,7 @@ from bbcu.report.bench_tables import format_comparisons, format_table
 from bbcu.report.crossover import Crossover, efficiency, efficiency_target, format_crossovers
 from bbcu.report.latency import latency_points
 from bbcu.report.scaling import ScalingPoint, fits, format_scaling, linear_fit, save_scaling_plot
+from bbcu.report.timing import Turns
 
 TOLERANCE = 1e-4  # the runtime tests' max abs difference on the [0, 1] scale
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,7 +56,7 @@ def test_layer_row_times_the_conv_it_claims_checks_its_output_and_its_efficiency
     the efficiency is those MACs per wall second over the ceiling, against the ISA's target."""
     height, width = 12, 10
     run = BenchRun(1, ceilings("avx512"))
-    (row,) = bench_layer(repeats=1, size=(height, width), run=run)
+    (row,) = bench_layer(run, (height, width))
     assert row.mean_abs_diff == 0.0  # same float32 operations in the same order as the kernel
     binary = count_cost(BinaryConv2d(64, 64), (width, height))
     full = count_cost(torch.nn.Conv2d(64, 64, 3, padding=1, bias=False), (width, height))
@@ -68,6 +69,22 @@ def test_layer_row_times_the_conv_it_claims_checks_its_output_and_its_efficiency
     assert run.kernel_efficiency == row.efficiency and row.efficiency_target == 0.70
     assert row.as_dict()["met_efficiency"] == (row.efficiency >= 0.70)
     assert LAYER_SIZE == (180, 320)
+
+
+def test_turns_warm_up_on_filing_then_time_every_call_once_per_round() -> None:
+    """Calls compared with each other are timed in turns, never one's runs after the other's: each is
+    run once when filed (its result returned for checking), then every round calls each filed call once,
+    in filing order; a second ``run`` times only what was filed since."""
+    calls: list[str] = []
+    turns = Turns()
+    first, result = turns.add(lambda: calls.append("a") or "a's output")
+    second, _ = turns.add(lambda: calls.append("b"))
+    assert (first, second, result) == (0, 1, "a's output") and calls == ["a", "b"]
+    rounds: list[int] = []
+    timings = turns.run(3, rounds.append)
+    assert calls == ["a", "b"] + ["a", "b"] * 3 and rounds == [1, 2, 3] and len(timings) == 2
+    third, _ = turns.add(lambda: calls.append("c"))
+    assert len(turns.run(2)) == 3 and third == 2 and calls[-3:] == ["c", "c", "c"]
 
 
 def test_efficiency_targets_and_the_formula() -> None:

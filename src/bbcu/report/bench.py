@@ -1,7 +1,9 @@
 """Speed of the packed 1-bit engine against what a user would run instead on this CPU (``bbcu bench``).
 
-Every comparison runs both sides in the same process, one after the other, with the same thread count,
-and reports the median of ``repeats`` timed runs after one warm-up run (``bbcu.report.timing``). The
+Every comparison runs both sides in the same process with the same thread count: every network and the
+layer are first prepared and run once (the warm-up, whose outputs are checked), then timed in turns,
+``repeats`` rounds that each run all of them once, and each one's median is kept (``bbcu.report.timing``:
+on a host whose speed drifts, no side gets a phase of its own). The
 references are PyTorch/oneDNN in ``channels_last`` with no autograd, the fastest way PyTorch runs these
 networks on a CPU (docs/method.md, "What makes 1-bit fast"): the full networks and their 12-channel Lite
 versions, in fp32, bf16 autocast and int8 (``bbcu.report.bench_references``). Networks use random
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 import bbcu
 from bbcu.archs import model_entry
@@ -40,17 +43,17 @@ from bbcu.metrics.complexity import BINARY_MACS_PER_OP, count_cost
 from bbcu.report.bench_references import (
     CALIBRATION_PATCHES,
     QUALITY_SETS,
+    bicubic_network,
     calibration_inputs,
     cpu_flags,
+    float_networks,
     fp32_runner,
     native_bf16,
     quality_of,
-    time_bicubic,
-    time_float_network,
     trained_weights,
 )
 from bbcu.report.crossover import Crossover, efficiency, efficiency_target
-from bbcu.report.timing import PACKED, SIMULATED, TimedNetwork, Timing, median_time
+from bbcu.report.timing import PACKED, SIMULATED, PendingNetwork, TimedNetwork, Timing, Turns
 
 LAYER_SIZE = (180, 320)  # H, W of the layer benchmark and of the SR inputs (the papers' 320x180)
 LAYER_CHANNELS = 64
@@ -155,10 +158,11 @@ class NetworkCase:
 
 @dataclass
 class BenchRun:
-    """What every case of one run shares: settings, measured ceilings, and the networks already timed.
+    """What every case of one run shares: settings, measured ceilings, the calls filed to be timed in
+    turns, and the networks.
 
     Attributes:
-        repeats: Timed runs per measurement.
+        repeats: Timed rounds.
         ceilings: This CPU's measured binary and fp32 ceilings (``kernels.measure_ceilings``), or None.
         bf16: Whether bf16 rows run (the CPU computes bf16 natively).
         weights: Trained weights files given by the user.
@@ -166,6 +170,9 @@ class BenchRun:
         int8: Whether int8 rows run.
         calibration_patches: Training patches that calibrate each int8 network.
         kernel_efficiency: The 64->64 layer's efficiency once measured; the crossovers use it.
+        turns: Every call filed so far (``file_layer``, ``file_network``), timed by ``time_turns``.
+        pending: The networks filed, in order, their times still to come.
+        networks: ``pending`` with their times, once ``time_turns`` has run.
     """
 
     repeats: int
@@ -176,8 +183,10 @@ class BenchRun:
     int8: bool = True
     calibration_patches: int = CALIBRATION_PATCHES
     kernel_efficiency: float | None = None
+    turns: Turns = field(default_factory=Turns)
+    pending: list[PendingNetwork] = field(default_factory=list)
     networks: list[TimedNetwork] = field(default_factory=list)
-    _float: dict[tuple[object, ...], list[TimedNetwork]] = field(default_factory=dict)
+    _float: dict[tuple[object, ...], list[PendingNetwork]] = field(default_factory=dict)
     _calibration: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
 
     def calibration(self, task: str, scale: int) -> torch.Tensor:
@@ -190,15 +199,15 @@ class BenchRun:
         return self._calibration[task, scale]
 
     def bicubic(self, scale: int, size: tuple[int, int]) -> None:
-        """Time and score bicubic upscaling at ``scale`` once per run (the latency chart's floor)."""
+        """File and score bicubic upscaling at ``scale`` once per run (the latency chart's floor)."""
         if ("bicubic", scale, size) not in self._float:
             torch.manual_seed(0)
             x = torch.rand(1, 3, *size)
-            self._float["bicubic", scale, size] = [time_bicubic(scale, x, self.repeats, self.root)]
-            self.networks += self._float["bicubic", scale, size]
+            self._float["bicubic", scale, size] = [bicubic_network(scale, x, self.turns, self.root)]
+            self.pending += self._float["bicubic", scale, size]
 
-    def float_network(self, network: str, size: tuple[int, int], **kwargs: object) -> list[TimedNetwork]:
-        """Every precision of a float network at ``size``, timed once per run however many binary
+    def float_network(self, network: str, size: tuple[int, int], **kwargs: object) -> list[PendingNetwork]:
+        """Every precision of a float network at ``size``, filed once per run however many binary
         networks are compared with it."""
         key = (network, size, tuple(sorted(kwargs.items())))
         if key not in self._float:
@@ -206,10 +215,10 @@ class BenchRun:
             scale = int(kwargs.get("scale", 1))
             weights = trained_weights(network, kwargs, self.weights)
             calibration = self.calibration(entry.task, scale) if self.int8 else None
-            rows = time_float_network(
+            rows = float_networks(
                 network,
                 size,
-                self.repeats,
+                self.turns,
                 int8_calibration=calibration,
                 bf16=self.bf16,
                 weights=weights,
@@ -217,8 +226,18 @@ class BenchRun:
                 **kwargs,
             )
             self._float[key] = rows
-            self.networks += rows
+            self.pending += rows
         return self._float[key]
+
+    def time_turns(self, progress: Callable[[int], None] = lambda done: None) -> None:
+        """Times every call filed since the last time in ``repeats`` rounds, and lists every network
+        filed with its time."""
+        timings = self.turns.run(self.repeats, progress)
+        self.networks = [network.timed(timings) for network in self.pending]
+
+    def timed(self, network: PendingNetwork) -> TimedNetwork:
+        """A filed network with its time (after ``time_turns``)."""
+        return network.timed(self.turns.timings)
 
 
 def moved_off_init(model: nn.Module) -> nn.Module:
@@ -296,34 +315,48 @@ class LayerProblem:
         return np.where(t >= 0, t, self.beta * t) + self.zeta + self.x
 
 
-def bench_layer(
-    repeats: int, size: tuple[int, int] = LAYER_SIZE, run: BenchRun | None = None
-) -> list[Comparison]:
-    """The fused 64 -> 64 binary layer (``LayerProblem``) against the same conv in float, its output
-    checked. With ``run``'s ceilings the row carries the kernel's efficiency and its target, and ``run``
-    keeps the efficiency for the crossover arithmetic.
+Rows = Callable[[], tuple[list[Comparison], list[Crossover]]]
+"""Builds a filed step's comparison rows and crossover arithmetic, once the turns have been timed."""
+
+
+def file_layer(size: tuple[int, int], run: BenchRun) -> Rows:
+    """Files the fused 64 -> 64 binary layer (``LayerProblem``) and the same conv in float with ``run``'s
+    turns, its output checked. With ``run``'s ceilings the row carries the kernel's efficiency and its
+    target, and ``run`` keeps the efficiency for the crossover arithmetic (so build this step's rows
+    first).
     """
-    run = run or BenchRun(repeats)
     problem = LayerProblem(size)
-    engine, y = median_time(problem.binary, repeats)
-    reference, dot = median_time(problem.full_precision, repeats)
-    run.kernel_efficiency = _binary_efficiency(problem.macs, engine, run)
-    channels = problem.channels
-    return [
-        Comparison(
+    engine, y = run.turns.add(problem.binary)
+    reference, dot = run.turns.add(problem.full_precision)
+    mean_abs_diff = float(np.abs(y - problem.expected(dot)).mean())
+
+    def rows() -> tuple[list[Comparison], list[Crossover]]:
+        timings = run.turns.timings
+        run.kernel_efficiency = _binary_efficiency(problem.macs, timings[engine], run)
+        channels = problem.channels
+        row = Comparison(
             name=f"binary conv {channels}->{channels} + fused epilogue",
             input=f"{channels}x{problem.height}x{problem.width}",
-            engine=engine,
+            engine=timings[engine],
             reference=f"float conv {channels}->{channels} (oneDNN)",
-            reference_time=reference,
+            reference_time=timings[reference],
             target=15.0,
             engine_ops_g=problem.macs / BINARY_MACS_PER_OP / 1e9,
             reference_ops_g=problem.macs / 1e9,
-            mean_abs_diff=float(np.abs(y - problem.expected(dot)).mean()),
+            mean_abs_diff=mean_abs_diff,
             efficiency=run.kernel_efficiency,
             efficiency_target=None if run.ceilings is None else efficiency_target(run.ceilings.isa),
         )
-    ]
+        return [row], []
+
+    return rows
+
+
+def bench_layer(run: BenchRun, size: tuple[int, int] = LAYER_SIZE) -> list[Comparison]:
+    """The layer's comparison (``file_layer``), timed in turns with whatever ``run`` has filed so far."""
+    rows = file_layer(size, run)
+    run.time_turns()
+    return rows()[0]
 
 
 def path_counts(packed: PackedModel) -> dict[str, int]:
@@ -331,15 +364,16 @@ def path_counts(packed: PackedModel) -> dict[str, int]:
     return dict(Counter(path for _, path in packed.layer_paths()))
 
 
-def _time_binary(case: NetworkCase, run: BenchRun) -> tuple[TimedNetwork, TimedNetwork, float]:
-    """The packed engine and its own PyTorch simulation on the case's input, and their mean output gap."""
+def _file_binary(case: NetworkCase, run: BenchRun) -> tuple[PendingNetwork, PendingNetwork, float]:
+    """Files the packed engine and its own PyTorch simulation on the case's input; returns them and
+    their mean output gap."""
     torch.manual_seed(0)
     simulated = moved_off_init(bbcu.create_model(case.binary, **case.kwargs))
     scale = int(simulated.scale)
     x = torch.rand(1, simulated.in_channels, *case.size).contiguous(memory_format=torch.channels_last)
     packed, simulate = pack_model(simulated), fp32_runner(simulated)
-    engine, output = median_time(lambda: packed(x), run.repeats)
-    reference, expected = median_time(lambda: simulate(x), run.repeats)
+    engine, output = run.turns.add(lambda: packed(x))
+    reference, expected = run.turns.add(lambda: simulate(x))
     cost = count_cost(simulated, case.size[::-1])
     label = f"{case.binary} x{scale}" if scale > 1 else case.binary
     shape = f"{simulated.in_channels}x{case.size[0]}x{case.size[1]}"
@@ -349,9 +383,12 @@ def _time_binary(case: NetworkCase, run: BenchRun) -> tuple[TimedNetwork, TimedN
     quality = quality_of(trained, case.binary, scale, int(simulated.in_channels), weights, run.root)
     common = (label, case.binary, scale)
     macs = (cost.fp_macs, cost.binary_macs)
+    packed_row = TimedNetwork(
+        *common, PACKED, shape, None, *macs, quality=quality, layer_paths=path_counts(packed)
+    )
     return (
-        TimedNetwork(*common, PACKED, shape, engine, *macs, quality=quality, layer_paths=path_counts(packed)),
-        TimedNetwork(*common, SIMULATED, shape, reference, *macs, quality=quality),
+        PendingNetwork(packed_row, engine),
+        PendingNetwork(TimedNetwork(*common, SIMULATED, shape, None, *macs, quality=quality), reference),
         (output - expected).abs().mean().item(),
     )
 
@@ -397,28 +434,45 @@ def crossover(engine: TimedNetwork, reference: TimedNetwork, run: BenchRun) -> C
     )
 
 
-def bench_network(case: NetworkCase, run: BenchRun) -> tuple[list[Comparison], list[Crossover]]:
-    """A packed network against each of its references and against its own PyTorch float simulation.
+def file_network(case: NetworkCase, run: BenchRun) -> Rows:
+    """Files a packed network, each of its references and its own PyTorch float simulation with ``run``'s
+    turns; the rows compare the engine with each of them.
 
     References that cannot run on this CPU (bf16 without native bf16) are listed among the timed
     networks with their reason and get no comparison row.
     """
-    engine, simulated, gap = _time_binary(case, run)
-    run.networks += [engine, simulated]
-    comparisons, crossovers = [], []
+    engine, simulated, gap = _file_binary(case, run)
+    run.pending += [engine, simulated]
+    references = []
     for wanted in case.references:
-        kwargs = {"scale": engine.scale} if engine.scale > 1 else {}
-        timed = run.float_network(wanted.network, case.size, **kwargs)
-        (reference,) = [row for row in timed if row.precision == wanted.precision]
-        if reference.time is None:
-            continue
-        comparisons.append(compare(engine, reference, wanted.target, run))
-        arithmetic = crossover(engine, reference, run) if wanted.crossover else None
-        crossovers += [] if arithmetic is None else [arithmetic]
-    comparisons.append(compare(engine, simulated, None, run, mean_abs_diff=gap))
+        kwargs = {"scale": engine.row.scale} if engine.row.scale > 1 else {}
+        filed = run.float_network(wanted.network, case.size, **kwargs)
+        (reference,) = [network for network in filed if network.row.precision == wanted.precision]
+        references.append((wanted, reference))
     if model_entry(case.binary).task == "sr":
-        run.bicubic(engine.scale, case.size)
-    return comparisons, crossovers
+        run.bicubic(engine.row.scale, case.size)
+
+    def rows() -> tuple[list[Comparison], list[Crossover]]:
+        timed = run.timed(engine)
+        comparisons, crossovers = [], []
+        for wanted, pending in references:
+            reference = run.timed(pending)
+            if reference.time is None:
+                continue
+            comparisons.append(compare(timed, reference, wanted.target, run))
+            arithmetic = crossover(timed, reference, run) if wanted.crossover else None
+            crossovers += [] if arithmetic is None else [arithmetic]
+        comparisons.append(compare(timed, run.timed(simulated), None, run, mean_abs_diff=gap))
+        return comparisons, crossovers
+
+    return rows
+
+
+def bench_network(case: NetworkCase, run: BenchRun) -> tuple[list[Comparison], list[Crossover]]:
+    """A network's comparisons (``file_network``), timed in turns with whatever ``run`` has filed."""
+    rows = file_network(case, run)
+    run.time_turns()
+    return rows()
 
 
 def _every_precision(network: str, fp32_target: float | None = None) -> tuple[Reference, ...]:
@@ -458,7 +512,7 @@ def run_benchmarks(
     """Every comparison of the engine's speed targets, plus what was measured on.
 
     Args:
-        repeats: Timed runs per measurement (the median is kept).
+        repeats: Timed rounds (every network once per round; each one's median is kept).
         threads: Threads for both PyTorch and the kernels; default all the cores PyTorch sees.
         divisor: Every input side is divided by it (``--tiny``: a smoke run, not a measurement).
         weights: Trained weights files of reference or binary networks: run, and scored on Set5.
@@ -477,21 +531,26 @@ def run_benchmarks(
     run.calibration_patches = CALIBRATION_PATCHES if divisor == 1 else 4  # a smoke run calibrates lightly
     chosen = network_cases(divisor)
     chosen = {name: chosen[name] for name in (cases or chosen)}
-    steps: dict[str, Callable[[], tuple[list[Comparison], list[Crossover]]]] = {
-        "one binary layer": lambda: (
-            bench_layer(repeats, (LAYER_SIZE[0] // divisor, LAYER_SIZE[1] // divisor), run),
-            [],
-        ),
-        **{name: (lambda case=case: bench_network(case, run)) for name, case in chosen.items()},
+    layer_size = (LAYER_SIZE[0] // divisor, LAYER_SIZE[1] // divisor)
+    steps: dict[str, Callable[[], Rows]] = {
+        "one binary layer": lambda: file_layer(layer_size, run),
+        **{name: (lambda case=case: file_network(case, run)) for name, case in chosen.items()},
     }
     load_before = os.getloadavg()[0]
+    built: list[Rows] = []
+    for number, (label, step) in enumerate(steps.items(), start=1):
+        logger.info("preparing %s (%d of %d)", label, number, len(steps))
+        built.append(step())
+    with tqdm(
+        total=repeats, desc="bbcu bench: timing every network in turns", unit="round", leave=False
+    ) as bar:
+        run.time_turns(lambda done: bar.update(1))
     comparisons: list[Comparison] = []
     crossovers: list[Crossover] = []
-    for number, (label, step) in enumerate(steps.items(), start=1):
-        logger.info("timing %s (%d of %d)", label, number, len(steps))
-        rows, arithmetic = step()
-        comparisons += rows
-        crossovers += arithmetic
+    for rows in built:  # the layer's first: it measures the efficiency the crossovers use
+        step_comparisons, step_crossovers = rows()
+        comparisons += step_comparisons
+        crossovers += step_crossovers
     return {
         "machine": machine_description(),
         "threads": threads,

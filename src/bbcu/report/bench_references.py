@@ -31,7 +31,7 @@ from bbcu.data.published import published_score
 from bbcu.data.root import data_root
 from bbcu.formats.weights import load as load_weights
 from bbcu.metrics.complexity import count_cost
-from bbcu.report.timing import Quality, TimedNetwork, median_time
+from bbcu.report.timing import PendingNetwork, Quality, TimedNetwork, Turns
 from bbcu.run import zoo
 from bbcu.run.evaluate import evaluate_set
 
@@ -199,38 +199,40 @@ def quality_of(
     return published_quality(network, task, scale)
 
 
-def time_bicubic(
-    scale: int, x: torch.Tensor, repeats: int, root: str | os.PathLike[str] | None
-) -> TimedNetwork:
-    """MATLAB-exact bicubic upscaling (the SR tables' baseline row), timed on ``x`` and scored on Set5:
-    the floor any network has to clear, and the cheapest thing a user could run."""
+def bicubic_network(
+    scale: int, x: torch.Tensor, turns: Turns, root: str | os.PathLike[str] | None
+) -> PendingNetwork:
+    """MATLAB-exact bicubic upscaling (the SR tables' baseline row), filed with ``turns`` on ``x`` and
+    scored on Set5: the floor any network has to clear, and the cheapest thing a user could run."""
     model = create_model("bicubic", scale=scale)
-    timing, _ = median_time(lambda: model(x), repeats)
+    handle, _ = turns.add(lambda: model(x))
     quality = measured_quality(model, "sr", scale, int(model.in_channels), "MATLAB bicubic", root)
     shape = "x".join(str(n) for n in x.shape[1:])
-    return TimedNetwork(f"bicubic x{scale}", "bicubic", scale, BICUBIC, shape, timing, 0, 0, quality=quality)
+    row = TimedNetwork(f"bicubic x{scale}", "bicubic", scale, BICUBIC, shape, None, 0, 0, quality=quality)
+    return PendingNetwork(row, handle)
 
 
 BF16_MISSING = "n/a: this CPU has neither AVX-512-BF16 nor AMX"
 
 
-def time_float_network(
+def float_networks(
     network: str,
     size: tuple[int, int],
-    repeats: int,
+    turns: Turns,
     *,
     int8_calibration: torch.Tensor | None,
     bf16: bool,
     weights: Path | None = None,
     root: str | os.PathLike[str] | None = None,
     **kwargs: object,
-) -> list[TimedNetwork]:
-    """A full-precision network timed in fp32, bf16 (``n/a`` when not ``bf16``) and int8.
+) -> list[PendingNetwork]:
+    """A full-precision network in fp32, bf16 (``n/a`` when not ``bf16``) and int8, each filed with
+    ``turns`` to be timed with everything it is compared with.
 
     Args:
         network: Registry name.
         size: (H, W) of the timed input (seeded random, channels_last).
-        repeats: Timed calls per measurement.
+        turns: Where the calls are filed (``bbcu.report.timing.Turns``).
         int8_calibration: Calibration batch for the int8 row; None leaves the row out.
         bf16: Whether this CPU computes bf16 natively (``native_bf16``).
         weights: Trained weights to run and score; None times random weights and shows the published
@@ -249,28 +251,37 @@ def time_float_network(
     ways.append(("bf16", bf16_runner(model), "") if bf16 else ("bf16", None, BF16_MISSING))
     if int8_calibration is not None:
         ways.append(("int8", int8_runner(model, int8_calibration), ""))
-    rows: list[TimedNetwork] = []
+    rows: list[PendingNetwork] = []
     fp32_output: torch.Tensor | None = None
     for precision, run, note in ways:
-        timing, output, quality = None, None, None
+        handle, output, quality = None, None, None
         if run is not None:
-            timing, output = median_time(lambda run=run: run(x), repeats)
+            handle, output = turns.add(lambda run=run: run(x))
             quality = quality_of(run, network, scale, in_channels, weights, root)
         diff = None if fp32_output is None or output is None else (output - fp32_output).abs().mean().item()
         fp32_output = output if fp32_output is None else fp32_output
-        rows.append(
-            TimedNetwork(
-                label,
-                network,
-                scale,
-                precision,
-                shape,
-                timing,
-                cost.fp_macs,
-                cost.binary_macs,
-                diff_from_fp32=diff,
-                quality=quality,
-                note=note,
-            )
+        row = TimedNetwork(
+            label,
+            network,
+            scale,
+            precision,
+            shape,
+            None,
+            cost.fp_macs,
+            cost.binary_macs,
+            diff_from_fp32=diff,
+            quality=quality,
+            note=note,
         )
+        rows.append(PendingNetwork(row, handle))
     return rows
+
+
+def time_float_network(
+    network: str, size: tuple[int, int], repeats: int, **options: object
+) -> list[TimedNetwork]:
+    """``float_networks`` timed on their own, in turns with each other (``options`` as there)."""
+    turns = Turns()
+    rows = float_networks(network, size, turns, **options)  # type: ignore[arg-type]
+    timings = turns.run(repeats)
+    return [row.timed(timings) for row in rows]

@@ -17,7 +17,7 @@ def format_header(result: Row) -> list[str]:
     before, after = result["load_average"]
     lines = [
         f"machine: {result['machine']}; threads: {result['threads']}; kernel ISA: {result['isa']}; "
-        f"median of {result['repeats']} runs after 1 warm-up; torch {result['torch']}; "
+        f"median of {result['repeats']} rounds in turns after 1 warm-up; torch {result['torch']}; "
         f"1-min load average {before} at start, {after} at end"
     ]
     ceilings = result.get("ceilings")

@@ -3,6 +3,12 @@
 Every timing is the median of ``repeats`` calls after one untimed warm-up call (which pays first-touch
 page faults, oneDNN's primitive creation and lazy thread start-up), in wall time (what a user waits) and
 process CPU time over all threads (what the work costs, steadier when other jobs share the cores).
+
+Calls that are compared with each other are timed in turns (``Turns``): round after round, each call
+once per round. On a shared host whose speed drifts by up to 2x within seconds (benchmarks/engine.md),
+timing one call's runs and then the other's can hand each a different phase of the host, and the
+ratio of two medians measures the host as much as the code; in turns, every round's drift touches all
+of them alike.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -27,17 +33,47 @@ class Timing:
     cpu_ms: float
 
 
+@dataclass
+class Turns:
+    """Calls timed in turns: ``add`` makes a call's untimed warm-up run and files it, ``run`` then times
+    ``repeats`` rounds that each call every filed call once, and keeps each one's median."""
+
+    _calls: list[Callable[[], object]] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
+
+    def add(self, call: Callable[[], T]) -> tuple[int, T]:
+        """Runs ``call`` once (the warm-up) and files it; returns its handle into ``timings`` and what
+        the call returned (every call computes the same), for checking."""
+        result = call()
+        self._calls.append(call)
+        return len(self._calls) - 1, result
+
+    def run(self, repeats: int, progress: Callable[[int], None] = lambda done: None) -> list[Timing]:
+        """Times every call filed since the last run in ``repeats`` rounds; ``progress`` hears after each
+        round. Returns ``timings``, now holding them all."""
+        first = len(self.timings)
+        walls: list[list[float]] = [[] for _ in self._calls[first:]]
+        cpus: list[list[float]] = [[] for _ in self._calls[first:]]
+        for done in range(1, repeats + 1):
+            for index, call in enumerate(self._calls[first:]):
+                wall, cpu = time.perf_counter(), time.process_time()
+                call()
+                walls[index].append(time.perf_counter() - wall)
+                cpus[index].append(time.process_time() - cpu)
+            progress(done)
+        self.timings += [
+            Timing(statistics.median(w) * 1e3, statistics.median(c) * 1e3)
+            for w, c in zip(walls, cpus, strict=True)
+        ]
+        return self.timings
+
+
 def median_time(run: Callable[[], T], repeats: int) -> tuple[Timing, T]:
     """Median wall and CPU time of ``run`` over ``repeats`` calls after one untimed warm-up call, and
     what the warm-up call returned (every call computes the same), for checking."""
-    result = run()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        run()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return Timing(statistics.median(walls) * 1e3, statistics.median(cpus) * 1e3), result
+    turns = Turns()
+    handle, result = turns.add(run)
+    return turns.run(repeats)[handle], result
 
 
 @dataclass(frozen=True)
@@ -97,3 +133,20 @@ class TimedNetwork:
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "name": self.name}
+
+
+@dataclass(frozen=True)
+class PendingNetwork:
+    """A timed network filed with ``Turns`` whose time is known once they have run.
+
+    Attributes:
+        row: The network, its time still None.
+        handle: Its call's handle in the turns; None for a way that cannot run here (``row.note``).
+    """
+
+    row: TimedNetwork
+    handle: int | None
+
+    def timed(self, timings: list[Timing]) -> TimedNetwork:
+        """The row with its time, from the turns' ``timings``."""
+        return self.row if self.handle is None else replace(self.row, time=timings[self.handle])
