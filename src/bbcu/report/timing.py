@@ -5,10 +5,13 @@ page faults, oneDNN's primitive creation and lazy thread start-up), in wall time
 process CPU time over all threads (what the work costs, steadier when other jobs share the cores).
 
 Calls that are compared with each other are timed in turns (``Turns``): round after round, each call
-once per round. On a shared host whose speed drifts by up to 2x within seconds (benchmarks/engine.md),
-timing one call's runs and then the other's can hand each a different phase of the host, and the
-ratio of two medians measures the host as much as the code; in turns, every round's drift touches all
-of them alike.
+timed once per round. On a shared host whose speed drifts by up to 2x within seconds
+(benchmarks/engine.md), timing one call's runs and then the other's can hand each a different phase of
+the host, and the ratio of two medians measures the host as much as the code; in turns, every round's
+drift touches all of them alike. Each timed call follows untimed calls of itself lasting ``SETTLE_S``,
+as when a user runs one network again and again: the call before it in the round belongs to another
+network, maybe another library, whose worker threads keep spinning for a while after it returns
+(PyTorch's OpenMP workers about 10 ms here, taking a core of two from whatever runs next).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TypeVar
 
 T = TypeVar("T")
+
+SETTLE_S = 0.03
+"""Seconds of untimed calls of a call before its timed one (at least one call)."""
 
 PACKED, SIMULATED = "1-bit packed", "fp32 simulated"
 """How a binary network ran: on the packed engine, or as its PyTorch float simulation."""
@@ -36,7 +42,8 @@ class Timing:
 @dataclass
 class Turns:
     """Calls timed in turns: ``add`` makes a call's untimed warm-up run and files it, ``run`` then times
-    ``repeats`` rounds that each call every filed call once, and keeps each one's median."""
+    ``repeats`` rounds that each time every filed call once (after settling, ``SETTLE_S``), and keeps
+    each one's median."""
 
     _calls: list[Callable[[], object]] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
@@ -56,6 +63,7 @@ class Turns:
         cpus: list[list[float]] = [[] for _ in self._calls[first:]]
         for done in range(1, repeats + 1):
             for index, call in enumerate(self._calls[first:]):
+                _settle(call)
                 wall, cpu = time.perf_counter(), time.process_time()
                 call()
                 walls[index].append(time.perf_counter() - wall)
@@ -66,6 +74,14 @@ class Turns:
             for w, c in zip(walls, cpus, strict=True)
         ]
         return self.timings
+
+
+def _settle(call: Callable[[], object]) -> None:
+    """Runs ``call`` untimed until ``SETTLE_S`` have passed, at least once."""
+    start = time.perf_counter()
+    call()
+    while time.perf_counter() - start < SETTLE_S:
+        call()
 
 
 def median_time(run: Callable[[], T], repeats: int) -> tuple[Timing, T]:
