@@ -28,6 +28,7 @@ from bbcu.report.bench import (
     Reference,
     bench_layer,
     bench_network,
+    peak,
 )
 from bbcu.report.bench_references import (
     BF16_MISSING,
@@ -91,6 +92,16 @@ def test_turns_warm_up_on_filing_then_time_every_call_once_per_round() -> None:
     third, _ = turns.add(lambda: calls.append("c"))
     before = len(calls)
     assert len(turns.run(2)) == 3 and third == 2 and set(calls[before:]) == {"c"}
+
+
+def test_the_ceilings_kept_are_the_peak_of_every_reading() -> None:
+    """A slow phase of the host only lowers a reading, so each rate kept is the highest one read."""
+    readings = [
+        kernels.Ceilings("avx512", 2, 3.0e12, 1.0e11),
+        kernels.Ceilings("avx512", 2, 3.9e12, 0.9e11),
+        kernels.Ceilings("avx512", 2, 2.3e12, 2.2e11),
+    ]
+    assert peak(readings) == kernels.Ceilings("avx512", 2, 3.9e12, 2.2e11)
 
 
 def test_efficiency_targets_and_the_formula() -> None:
@@ -311,6 +322,7 @@ def test_bench_tiny_end_to_end(tmp_path: Path) -> None:
     result = json.loads(saved.read_text())
     ceiling = result["ceilings"]
     assert ceiling["per_mac_gain"] == pytest.approx(ceiling["binary_macs_per_s"] / ceiling["fp32_macs_per_s"])
+    assert ceiling["readings"] >= 3  # before the rounds, and settled and timed in the one round
     names = {row["name"] for row in result["networks"]}
     for network in ("srresnet x4", "srresnet-lite x4", "srresnet-lite x2", "dncnn", "dncnn-lite"):
         assert {f"{network} {p}" for p in ("fp32", "bf16", "int8")} <= names

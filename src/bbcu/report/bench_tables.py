@@ -23,7 +23,8 @@ def format_header(result: Row) -> list[str]:
     ceilings = result.get("ceilings")
     if ceilings:
         lines.append(
-            f"ceilings ({ceilings['isa']}, {ceilings['threads']} threads, L1-resident loops): binary "
+            f"ceilings ({ceilings['isa']}, {ceilings['threads']} threads, L1-resident loops, "
+            f"peak of {ceilings.get('readings', 1)} readings over the run): binary "
             f"{ceilings['binary_macs_per_s'] / 1e9:.0f} G MAC/s (xor + popcount + add), fp32 "
             f"{ceilings['fp32_macs_per_s'] / 1e9:.0f} G MAC/s (FMA): "
             f"per-MAC gain {ceilings['per_mac_gain']:.1f}x"
