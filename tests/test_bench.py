@@ -40,7 +40,7 @@ from bbcu.report.bench_references import (
 )
 from bbcu.report.bench_tables import format_comparisons, format_table
 from bbcu.report.crossover import Crossover, efficiency, efficiency_target, format_crossovers
-from bbcu.report.latency import latency_points
+from bbcu.report.latency import label_offsets, latency_points
 from bbcu.report.scaling import ScalingPoint, fits, format_scaling, linear_fit, save_scaling_plot
 from bbcu.report.timing import Turns
 
@@ -258,6 +258,23 @@ def _timed(label: str, precision: str, ms: float | None, psnr: float, measured: 
         "time": time,
         "quality": quality,
     }
+
+
+def test_latency_labels_never_overlap() -> None:
+    """Labels crowd where a network's precisions share a published PSNR just above a binary network's
+    (session 6's chart had SRResNet-Lite bf16 written over BBCU-M): every label box, 7-point text at
+    0.6 font sizes a character written 6 points right of its marker, overlaps no other, and a lone
+    label keeps the default place just above its marker."""
+    anchors = [(100.0, 300.0), (130.0, 300.0), (160.0, 300.0), (135.0, 288.0), (400.0, 100.0)]
+    labels = [f"srresnet-lite x4 {p}" for p in ("int8", "bf16", "fp32")] + ["bbcu-m x4", "bicubic"]
+    offsets = label_offsets(anchors, labels)
+    boxes = [
+        (x + 6, y + offset, x + 6 + 7 * 0.6 * len(label), y + offset + 7)
+        for (x, y), offset, label in zip(anchors, offsets, labels, strict=True)
+    ]
+    for a, b in itertools.combinations(boxes, 2):
+        assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+    assert offsets[0] == 6 and offsets[-1] == 6
 
 
 def test_latency_chart_from_a_saved_bench_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

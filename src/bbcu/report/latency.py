@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from bbcu.report.timing import SIMULATED
 
 _CHART_SIZE = (9, 6)  # inches
+_FONT = 7  # label size in points
+_CHARACTER_WIDTH = 0.6  # a label character's width, in font sizes (generous for the default sans)
 _STYLES = {
     "1-bit packed": ("tab:red", "*"),
     "fp32": ("tab:blue", "o"),
@@ -86,12 +88,18 @@ def draw_latency_chart(points: Sequence[LatencyPoint], *, title: str) -> Figure:
                 edgecolors=colour,
                 label=f"{precision}, {'PSNR measured here' if measured else 'published PSNR'}",
             )
-    for point, offset in _label_offsets(points):
-        axes.annotate(
-            point.label, (point.ms, point.psnr), xytext=(6, offset), textcoords="offset points", fontsize=7
-        )
     axes.set_xscale("log")
     axes.margins(x=0.2, y=0.1)
+    axes.autoscale_view()
+    anchors = [tuple(axes.transData.transform((p.ms, p.psnr)) * 72 / figure.dpi) for p in points]
+    for point, offset in zip(points, label_offsets(anchors, [p.label for p in points]), strict=True):
+        axes.annotate(
+            point.label,
+            (point.ms, point.psnr),
+            xytext=(6, offset),
+            textcoords="offset points",
+            fontsize=_FONT,
+        )
     axes.set_xlabel("milliseconds per image on this machine (median wall time, log scale)")
     axes.set_ylabel("Set5 PSNR (dB, Y channel)")
     axes.set_title(title)
@@ -100,14 +108,25 @@ def draw_latency_chart(points: Sequence[LatencyPoint], *, title: str) -> Figure:
     return figure
 
 
-def _label_offsets(points: Sequence[LatencyPoint]) -> list[tuple[LatencyPoint, float]]:
-    """Each point with its label's vertical offset in points: a network's precisions share its published
-    PSNR, so labels of one PSNR alternate above and below it, moving further out in time order."""
-    rows: dict[float, list[LatencyPoint]] = {}
-    for point in sorted(points, key=lambda p: p.ms):
-        rows.setdefault(round(point.psnr, 2), []).append(point)
-    return [
-        (point, 6 + 10 * (rank // 2) if rank % 2 == 0 else -(12 + 10 * (rank // 2)))
-        for row in rows.values()
-        for rank, point in enumerate(row)
-    ]
+def label_offsets(anchors: Sequence[tuple[float, float]], labels: Sequence[str]) -> list[float]:
+    """The vertical offset (points) of each label, written from 6 points right of its marker at
+    ``anchors`` (display points): the first of 6, -12, 16, -22, 26, ... at which its box overlaps no
+    label placed before it, placing labels from left to right (several precisions of one network share
+    its published PSNR, and a neighbouring network may sit just below them)."""
+    placed: list[tuple[float, float, float, float]] = []
+    offsets = [0.0] * len(labels)
+    for index in sorted(range(len(labels)), key=lambda i: anchors[i]):
+        x, y = anchors[index]
+        width = len(labels[index]) * _FONT * _CHARACTER_WIDTH
+        for step in range(40):
+            offset = 6 + 10 * (step // 2) if step % 2 == 0 else -(12 + 10 * (step // 2))
+            box = (x + 6, y + offset, x + 6 + width, y + offset + _FONT)
+            if not any(_overlap(box, other) for other in placed):
+                break
+        placed.append(box)
+        offsets[index] = offset
+    return offsets
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
