@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bbcu.engine import PackedModel, export_model, load
-from bbcu.engine.runtime import _BandedTail, pack_model
+from bbcu.engine.runtime import TORCH_THREADS_MIN_WORK, _BandedTail, _torch_threads_for, pack_model
 from bbcu.run.tiling import restore_array
 from helpers import randomized
 
@@ -112,3 +112,22 @@ def test_the_banded_tail_equals_its_steps_run_on_the_whole_image(height: int) ->
     assert 4 * height > _BandedTail.BAND_ROWS or height == 1
     assert torch.equal(banded(x), whole(x))
     assert [name for name, _ in banded.layer_paths()][-3:] == ["upsampler.1", "conv_hr", "conv_last"]
+
+
+def test_small_pytorch_steps_run_on_one_thread_and_restore_the_count() -> None:
+    """A PyTorch step of the runtime under TORCH_THREADS_MIN_WORK runs on one thread (its OpenMP
+    workers would spin on after it and take a core from the kernels); a large one keeps the threads;
+    the count is restored after the step, also when it raises."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _torch_threads_for(TORCH_THREADS_MIN_WORK - 1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with _torch_threads_for(TORCH_THREADS_MIN_WORK):
+            assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError), _torch_threads_for(10):
+            raise ValueError("a failing step")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

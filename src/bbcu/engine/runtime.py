@@ -13,10 +13,11 @@ BBCU-U's sub-pixel upsampler runs as one such fused call with the pixel shuffle 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,27 @@ class _OutputScale(_InputScale):
         flow.update(flow.x / np.float32(self.k))
 
 
+TORCH_THREADS_MIN_WORK = 5e7
+"""Multiply-adds (or elements) below which a PyTorch operation of the runtime runs on one thread.
+PyTorch's OpenMP workers keep spinning for about 10 ms after a parallel call: on a small input that is
+the rest of the run, with a core of two taken from the kernels' threads (BBCU-M x4 at 64x64 took 1.6x
+longer on two threads than on one, benchmarks/engine.md, session 6)."""
+
+
+@contextlib.contextmanager
+def _torch_threads_for(work: float) -> Iterator[None]:
+    """PyTorch on one thread inside the block when ``work`` is under ``TORCH_THREADS_MIN_WORK``."""
+    threads = torch.get_num_threads()
+    if work >= TORCH_THREADS_MIN_WORK or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _Conv:
     """A full-precision 3x3 convolution through PyTorch/oneDNN, weights kept channels_last."""
 
@@ -94,7 +116,9 @@ class _Conv:
         self.bias = None if bias is None else torch.from_numpy(bias)
 
     def __call__(self, flow: _Flow) -> None:
-        flow.update(as_hwc(F.conv2d(as_nchw(flow.x), self.weight, self.bias, padding=1)))
+        height, width, _ = flow.x.shape
+        with _torch_threads_for(height * width * self.weight[0].numel() * len(self.weight)):
+            flow.update(as_hwc(F.conv2d(as_nchw(flow.x), self.weight, self.bias, padding=1)))
 
 
 class _FewOutputsConv:
@@ -130,12 +154,16 @@ class _LeakyReLU:
         self.slope = slope
 
     def __call__(self, flow: _Flow) -> None:
-        F.leaky_relu_(torch.from_numpy(flow.writable_x()), self.slope)
+        x = flow.writable_x()
+        with _torch_threads_for(x.size):
+            F.leaky_relu_(torch.from_numpy(x), self.slope)
 
 
 class _ReLU:
     def __call__(self, flow: _Flow) -> None:
-        torch.from_numpy(flow.writable_x()).relu_()
+        x = flow.writable_x()
+        with _torch_threads_for(x.size):
+            torch.from_numpy(x).relu_()
 
 
 def pixel_shuffle(y: np.ndarray, scale: int) -> np.ndarray:
@@ -144,7 +172,8 @@ def pixel_shuffle(y: np.ndarray, scale: int) -> np.ndarray:
     height, width, channels = y.shape
     c = channels // (scale * scale)
     t = torch.from_numpy(y).view(height, width, c, scale, scale).permute(0, 3, 1, 4, 2)
-    return t.contiguous().view(height * scale, width * scale, c).numpy()
+    with _torch_threads_for(y.size):
+        return t.contiguous().view(height * scale, width * scale, c).numpy()
 
 
 class _PixelShuffle:
