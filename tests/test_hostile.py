@@ -272,11 +272,13 @@ resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
 try:
     code = main(sys.argv[3:])
 finally:
-    with open(sys.argv[2], "w") as stream:
-        stream.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    with open("/proc/self/status") as status, open(sys.argv[2], "w") as stream:
+        stream.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 sys.exit(code)
 """
-"""``bbcu ARGV`` with its address space capped, writing its peak resident memory (KiB) to a file."""
+"""``bbcu ARGV`` with its address space capped, writing its peak resident memory (KiB) to a file: the
+process's own high-water mark (``VmHWM``), not ``ru_maxrss``, which Linux carries over ``exec`` from
+the process that forked it (a child of a 1.6 GB pytest reported 1.6 GB)."""
 
 
 def run_capped(argv: list[object], cwd: Path) -> tuple[subprocess.CompletedProcess[str], int]:
@@ -313,4 +315,4 @@ def test_bombs_and_huge_headers_stay_within_a_memory_cap(corpus: Corpus, tmp_pat
         assert result.returncode == expected, (name, result.stderr[-2000:])
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert all(line.startswith(f"bbcu {argv[0]}") for line in lines), (name, lines)  # no traceback
-        assert peak_mib < 1536, name  # observed: 265 to 345 MiB, once 1069 (image corpus, fresh clone)
+        assert peak_mib < 1536, (name, peak_mib)  # observed: 260 to 360 MiB
