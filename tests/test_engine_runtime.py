@@ -7,6 +7,7 @@ all non-trivial; inputs are random, so no sign input is exactly 0 (where convent
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ import pytest
 import torch
 
 from bbcu.engine import PackedModel, export_model, load
-from bbcu.engine.runtime import TORCH_THREADS_MIN_WORK, _BandedTail, _torch_threads_for, pack_model
+from bbcu.engine.runtime import (
+    TORCH_THREADS_MIN_WORK,
+    _BandedTail,
+    _torch_threads_for,
+    in_reused_buffer,
+    pack_model,
+    reused_buffer,
+)
 from bbcu.run.tiling import restore_array
 from helpers import randomized
 
@@ -90,6 +98,45 @@ def test_the_input_batch_is_left_unchanged() -> None:
     before = x.clone()
     packed(x)
     assert torch.equal(x, before)
+
+
+def test_results_survive_later_calls_and_concurrent_threads() -> None:
+    """The first upsampler writes into a buffer kept per thread: no result may share it."""
+    model = randomized("bbcu-m", scale=4, num_units=2)
+    packed = pack_model(model)
+    inputs = [torch.rand(1, 3, 7, 9, generator=torch.Generator().manual_seed(seed)) for seed in range(4)]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    first = packed(inputs[0])
+    packed(inputs[1])
+    assert (first - expected[0]).abs().max().item() <= TOLERANCE
+    got: dict[int, torch.Tensor] = {}
+
+    def run(index: int) -> None:
+        for _ in range(3):
+            got[index] = packed(inputs[index])
+
+    workers = [threading.Thread(target=run, args=(index,)) for index in range(len(inputs))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for index, x in enumerate(expected):
+        assert (got[index] - x).abs().max().item() <= TOLERANCE
+
+
+def test_a_reused_buffer_is_kept_per_owner_and_shape_and_recognised() -> None:
+    class Owner:
+        pass
+
+    owner = Owner()
+    buffer = reused_buffer(owner, (4, 5, 8))
+    assert reused_buffer(owner, (4, 5, 8)) is buffer
+    assert reused_buffer(Owner(), (4, 5, 8)) is not buffer
+    assert in_reused_buffer(buffer[1:3]) and not in_reused_buffer(np.zeros((4, 5, 8), np.float32))
+    assert buffer.ctypes.data % 64 == 0
+    resized = reused_buffer(owner, (2, 5, 8))
+    assert resized.shape == (2, 5, 8) and resized is not buffer
 
 
 def test_a_wrong_input_shape_is_refused() -> None:

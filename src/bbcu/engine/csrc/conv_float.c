@@ -136,6 +136,20 @@ static inline int block_start(const FloatConvArgs *a, int j, int pixels)
     return 1 + j * pixels < a->width - 1 - pixels ? 1 + j * pixels : a->width - 1 - pixels;
 }
 
+/* Asks for the input pixels that the block at (h + 1, w) reads and the block at (h, w) does not (row
+ * h + 2, columns w - 1 .. w + pixels), one output row ahead: a band larger than L2 streams them from L3,
+ * and on an Intel Xeon (session 7) the hardware prefetcher alone left the 64 -> 3 conv of a 36 x 1280
+ * band at 30-37 G FMA/s, with this 33-41 (alternating runs, benchmarks/kernels_session7.md). */
+static inline void prefetch_next_input_row(const FloatConvArgs *a, int h, int w, int pixels)
+{
+    if (h + 2 >= a->height)
+        return;
+    const char *next = (const char *)tap_input(a, h + 3, w, 0);
+    const size_t bytes = (size_t)(pixels + 2) * a->channels * sizeof(float);
+    for (size_t offset = 0; offset < bytes; offset += 64)
+        __builtin_prefetch(next + offset);
+}
+
 /* The blocks of rows [row_begin, row_end), in strips of STRIP_PIXELS columns, all rows of a strip
  * before the next one: the 3 input rows a strip reads (192 KiB at 64 channels) stay in L2 from one
  * output row to the next, where 3 whole rows of 1280 pixels (960 KiB) do not. */
@@ -150,7 +164,11 @@ static inline __attribute__((always_inline)) void blocked_rows(const FloatConvAr
     for (int first = 0; first < blocks; first += strip)
         for (int h = row_begin; h < row_end; h++)
             for (int j = first; j < blocks && j < first + strip; j++)
-                block(a, bias, h, block_start(a, j, pixels));
+            {
+                const int w = block_start(a, j, pixels);
+                prefetch_next_input_row(a, h, w, pixels);
+                block(a, bias, h, w);
+            }
 }
 
 /* a->weight, or its copy in `buffer` (64-byte aligned) when it fits: then no vector load of a weight
