@@ -137,9 +137,9 @@ static inline int block_start(const FloatConvArgs *a, int j, int pixels)
 }
 
 /* Asks for the input pixels that the block at (h + 1, w) reads and the block at (h, w) does not (row
- * h + 2, columns w - 1 .. w + pixels), one output row ahead: a band larger than L2 streams them from L3,
- * and on an Intel Xeon (session 7) the hardware prefetcher alone left the 64 -> 3 conv of a 36 x 1280
- * band at 30-37 G FMA/s, with this 33-41 (alternating runs, benchmarks/kernels_session7.md). */
+ * h + 2, columns w - 1 .. w + pixels), one output row ahead: a map larger than L2 streams them from L3
+ * or memory, and on an Intel Xeon (session 7) the hardware prefetcher alone left the 64 -> 3 conv of
+ * 1280x720 at 34-35 G FMA/s, with this 42-43 (three alternating runs, benchmarks/kernels_session7.md). */
 static inline void prefetch_next_input_row(const FloatConvArgs *a, int h, int w, int pixels)
 {
     if (h + 2 >= a->height)
