@@ -397,8 +397,9 @@ def reused_buffer(owner: object, shape: tuple[int, ...]) -> np.ndarray:
     """``owner``'s output buffer of ``shape`` on this thread, kept from one call to the next.
 
     A fresh feature map costs its page faults and the kernel zeroing its pages on every call: BBCU-M
-    x4's first upsampler writes 59 MB at 320x180 and took 15.5 ms with a fresh output against 7.5 ms
-    with a kept one on two threads (benchmarks/engine.md, session 7). One buffer per step and thread,
+    x4's first upsampler writes 59 MB at 320x180 and took 21.2-21.5 ms with a fresh output against
+    14.8-14.9 ms with a kept one on one thread (benchmarks/fresh_output_cost.py, output in
+    benchmarks/kernels_session7.md). One buffer per step and thread,
     so a model still runs from several threads at once; it goes with its step (weak keys) and is
     replaced when the shape changes. ``PackedModel.run_image`` copies a result that lies in one.
     """
