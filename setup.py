@@ -12,12 +12,12 @@ import numpy
 from setuptools import Extension, setup
 
 CSRC = Path("src/bbcu/engine/csrc")
-KERNELS = ("isa.c", "threads.c", "ceiling.c", "bilinear.c", "conv_float.c", "conv_portable.c", "conv_avx2.c", "conv_avx512.c", "conv_neon.c")
+KERNELS = ("isa.c", "threads.c", "ceiling.c", "bilinear.c", "conv_float.c", "conv_portable.c", "conv_avx2.c", "conv_avx512.c", "conv_amx.c", "conv_neon.c")
 
 bitops = Extension(
     "bbcu.engine._bitops",
     sources=[str(CSRC / name) for name in ("module.c", *KERNELS)],
-    depends=[str(CSRC / name) for name in ("bitops.h", "epilogue.h")],
+    depends=[str(CSRC / name) for name in ("bitops.h", "epilogue.h", "epilogue_avx512.h")],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     # No FMA contraction: every ISA path must round the float epilogue identically. No trapping math:

@@ -14,6 +14,7 @@ ISA_REQUIREMENTS = {
     "portable": "nothing",
     "avx2": "AVX2",
     "avx512": "AVX-512 VPOPCNTDQ",
+    "amx": "AMX-INT8 (granted by the OS) with AVX-512 BW and VPOPCNTDQ",
     "neon": "ARM NEON (on x86 the NEON kernels run under qemu-aarch64 in tests/test_runtime_c.py)",
 }
 """Every kernel path the extension knows, with what the CPU needs to run it."""

@@ -30,9 +30,10 @@ STANDINS = r"""
 typedef union { uint64_t q[4]; int32_t d[8]; uint8_t b[32]; } __m256i;
 typedef union { uint64_t q[2]; uint8_t b[16]; } __m128i;
 typedef struct { float v[8]; } __m256;
-typedef union { uint64_t v[8]; int32_t d[16]; } __m512i;
+typedef union { uint64_t v[8]; int32_t d[16]; int8_t c[64]; } __m512i;
 typedef struct { float v[16]; } __m512;
 typedef uint16_t __mmask16;
+typedef uint64_t __mmask64;
 #define EACH(n, ...) for (int i = 0; i < (n); i++) { __VA_ARGS__ }
 
 /* Comparison predicates (Intel's values). Bit 4 only selects which NaNs signal; the low 4 bits decide. */
@@ -185,6 +186,47 @@ static inline __m512 _mm512_shuffle_f32x4(__m512 a, __m512 b, int imm) {
 /* vpermps: lane i takes a's lane index[i] & 15 (note the argument order: index first). */
 static inline __m512 _mm512_permutexvar_ps(__m512i index, __m512 a) {
     __m512 r; EACH(16, r.v[i] = a.v[index.d[i] & 15];) return r; }
+
+/* AVX-512 BW bytes (conv_amx.c expands sign bits to +-1 bytes) */
+static inline __m512i _mm512_set1_epi8(char x) { __m512i r; EACH(64, r.c[i] = (int8_t)x;) return r; }
+/* vpblendmb: byte i from b where bit i of the mask is set, else from a. */
+static inline __m512i _mm512_mask_blend_epi8(__mmask64 k, __m512i a, __m512i b) {
+    EACH(64, if ((k >> i) & 1) a.c[i] = b.c[i];) return a; }
+static inline __m512i _mm512_maskz_mov_epi8(__mmask64 k, __m512i a) {
+    EACH(64, if (!((k >> i) & 1)) a.c[i] = 0;) return a; }
+
+/* AMX tiles (conv_amx.c): eight tiles of rows x bytes_per_row as the last _tile_loadconfig set them.
+ * TDPBSSD: C[m][n] (int32) += sum over k < A's bytes / 4 and i < 4 of A[m][4k + i] * B[k][4n + i],
+ * both int8. The tile number is an immediate in the real instructions, a plain int here. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} StandinTileConfig;
+static struct { int rows, bytes; uint8_t data[16][64]; } standin_tiles[8];
+static inline void _tile_loadconfig(const void *config) {
+    const StandinTileConfig *c = config;
+    EACH(8, standin_tiles[i].rows = c->rows[i]; standin_tiles[i].bytes = c->bytes_per_row[i];) }
+static inline void _tile_release(void) { memset(standin_tiles, 0, sizeof standin_tiles); }
+static inline void _tile_zero(int t) { memset(standin_tiles[t].data, 0, sizeof standin_tiles[t].data); }
+static inline void _tile_loadd(int t, const void *base, long stride) {
+    const int bytes = standin_tiles[t].bytes;
+    EACH(standin_tiles[t].rows, memcpy(standin_tiles[t].data[i], (const char *)base + i * stride, bytes);) }
+static inline void _tile_stored(int t, void *base, long stride) {
+    const int bytes = standin_tiles[t].bytes;
+    EACH(standin_tiles[t].rows, memcpy((char *)base + i * stride, standin_tiles[t].data[i], bytes);) }
+static inline void _tile_dpbssd(int c, int a, int b) {
+    for (int m = 0; m < standin_tiles[c].rows; m++)
+        for (int n = 0; n < standin_tiles[c].bytes / 4; n++) {
+            int32_t sum;
+            memcpy(&sum, standin_tiles[c].data[m] + 4 * n, 4);
+            for (int k = 0; k < standin_tiles[a].bytes / 4; k++)
+                for (int i = 0; i < 4; i++)
+                    sum += (int8_t)standin_tiles[a].data[m][4 * k + i]
+                           * (int8_t)standin_tiles[b].data[k][4 * n + i];
+            memcpy(standin_tiles[c].data[m] + 4 * n, &sum, 4);
+        }
+}
 """
 
 # What every check program starts with: the kernels' declarations, a seeded xorshift generator with

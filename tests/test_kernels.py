@@ -521,7 +521,16 @@ int main(void) {
 """
 
 # What isa.c declares for each SIMD path: output channels per register, weight planes, activation planes.
-STANDIN_LAYOUTS = {"avx2": (4, 2, 2), "avx512": (8, 1, 0)}
+STANDIN_LAYOUTS = {"avx2": (4, 2, 2), "avx512": (8, 1, 0), "amx": (16, 0, 0)}
+
+# The AMX path packs signs with the AVX-512 path's function, and the check packs with bbcu_pack_signs_amx:
+# built alone on the stand-ins, both are the portable one (conv_avx512.c's has its own check above).
+AMX_GLUE = r"""
+void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t *out) {
+    bbcu_pack_signs_portable(v, shift, n, out);
+}
+#define bbcu_pack_signs_amx bbcu_pack_signs_portable
+"""
 
 
 def run_standin_check(simd: str, folder: Path, edit: Callable[[str], str] = lambda source: source) -> str:
@@ -533,8 +542,9 @@ def run_standin_check(simd: str, folder: Path, edit: Callable[[str], str] = lamb
         "STANDIN_PLANES": planes,
         "STANDIN_ACTIVATION_PLANES": activation_planes,
     }
+    check = (AMX_GLUE if simd == "amx" else "") + STANDIN_CHECK
     return run_with_standins(
-        folder, f"conv_{simd}.c", STANDIN_CHECK, defines=defines, plain_sources=["conv_portable.c"], edit=edit
+        folder, f"conv_{simd}.c", check, defines=defines, plain_sources=["conv_portable.c"], edit=edit
     )
 
 
@@ -548,7 +558,7 @@ def test_simd_source_with_standin_intrinsics_equals_portable(simd: str, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simd", list(STANDIN_LAYOUTS))
+@pytest.mark.parametrize("simd", ["avx2", "avx512"])  # the AMX path packs with conv_avx512.c's function
 def test_standin_check_catches_a_ge_to_gt_slip(simd: str, tmp_path: Path) -> None:
     """The stand-ins honour the comparison predicate, so a source packing ``v + s > 0`` instead of
     ``>= 0`` (sign(0) = -1) fails the check above."""
@@ -559,6 +569,20 @@ def test_standin_check_catches_a_ge_to_gt_slip(simd: str, tmp_path: Path) -> Non
 
     ties = int(run_standin_check(simd, tmp_path, slip).split()[-1])
     assert ties > 0
+
+
+@pytest.mark.slow
+def test_standin_check_catches_swapped_sign_bytes_in_the_amx_path(tmp_path: Path) -> None:
+    """The AMX stand-ins compute real dot products: a source expanding bit 1 to -1 and bit 0 to +1
+    (every dot product negated) fails the conv check on every layer."""
+
+    expansion = "words[(size_t)x * cw + k], minus, plus)"
+
+    def swap(source: str) -> str:
+        assert expansion in source, "the expansion this test mutates is gone"
+        return source.replace(expansion, expansion.replace("minus, plus", "plus, minus"))
+
+    assert int(run_standin_check("amx", tmp_path, swap).split()[1]) == 200
 
 
 # Runs the few-output float conv of each SIMD path (conv_float.c built against the stand-ins) and the

@@ -116,6 +116,9 @@ void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t 
 long bbcu_binary_ceiling_avx512(long rounds);
 void bbcu_float_conv_avx512(const FloatConvArgs *a, int row_begin, int row_end);
 long bbcu_fma_ceiling_avx512(long rounds);
+void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+long bbcu_binary_ceiling_amx(long rounds);
+int bbcu_amx_usable(void); /* the CPU has AMX-INT8, the OS enables its state and grants it to us */
 #endif
 #ifdef BBCU_ARM64
 void bbcu_conv_rows_neon(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);

@@ -17,7 +17,7 @@
 #pragma GCC target("avx512f,avx512vpopcntdq,popcnt")
 #endif
 
-#include "epilogue.h"
+#include "epilogue_avx512.h"
 
 #define LANES 8
 
@@ -79,36 +79,6 @@ static inline __attribute__((always_inline)) void count_interior_one_word(const 
         _mm256_storeu_si256((__m256i *)(count + o + LANES * j), _mm512_cvtepi64_epi32(total[j]));
 }
 
-/* The epilogue's shape: which optional stages a layer has, as bits. The hot loops take it as a
- * compile-time constant for the shapes networks use, so that they carry no test per 16 channels
- * (otherwise about one instruction in eight of the loop); any other shape passes it at run time. */
-enum { RAW = 1, BIAS = 2, RPRELU = 4, RESIDUAL = 8, LEAKY = 16, NEXT = 32 };
-#define UNIT_SHAPE (RPRELU | RESIDUAL | NEXT)          /* a BBCU unit feeding the next binary layer */
-#define TAIL_SHAPE (RPRELU | RESIDUAL | LEAKY)         /* the last unit before a float conv */
-
-static int shape_of(const ConvArgs *a)
-{
-    if (a->raw)
-        return RAW;
-    return (a->bias ? BIAS : 0) | (a->gamma ? RPRELU : 0) | (a->residual ? RESIDUAL : 0) | (a->leaky ? LEAKY : 0) |
-           (a->next_shift ? NEXT : 0);
-}
-
-/* Where channels [o, o + 64) of interior pixel (h, w) go. */
-typedef struct Placement {
-    size_t pixel, out; /* the input pixel (residual, raw), the output pixel (y, next_bits; shuffled) */
-    int n, first;      /* channels per output pixel; the block's first channel within it */
-    int o;             /* the block's first output channel, indexing the per-channel parameters */
-} Placement;
-
-/* Block `first` of sub-pixel r (output channels r * n + first ...), without a division. */
-static inline __attribute__((always_inline)) Placement block_placement(const ConvArgs *a, int h, int w, int r, int n,
-                                                                       int first)
-{
-    const size_t pixel = (size_t)h * a->width + w;
-    return (Placement){pixel, a->shuffle > 1 ? output_pixel(a, h, w, r) : pixel, n, first, r * n + first};
-}
-
 /* 8 copies of the word at p, straight from memory: a load, no vector ALU slot (set1 of a loaded
  * value often goes through a general register and a shuffle instead). */
 static inline __attribute__((always_inline)) __m512i broadcast_word(const uint64_t *p)
@@ -118,90 +88,22 @@ static inline __attribute__((always_inline)) __m512i broadcast_word(const uint64
     return v;
 }
 
-/* The per-channel parameters of the epilogue, gathered once per call into one table of 16-channel
- * steps (PARAMS rows of 16 floats each, absent ones 0), so that the loop reaches all of them from one
- * register: with six separate pointers next to the loop's own, GCC runs out of general registers
- * and spills. The next layer's shift is stored negated (see finish_half). */
-enum { SCALE, BIAS_ROW, GAMMA, BETA, ZETA, MINUS_SHIFT, PARAMS };
-#define MAX_TABLE_CHANNELS 1024 /* 24 KiB of stack; wider layers take the shared row loop */
-
-static void gather_params(const ConvArgs *a, float *table)
-{
-    const float *source[PARAMS] = {a->scale, a->bias, a->gamma, a->beta, a->zeta, a->next_shift};
-    for (int c = 0; c < a->out_channels; c += 16)
-        for (int k = 0; k < PARAMS; k++)
-            for (int i = 0; i < 16; i++)
-                table[(c * PARAMS) + 16 * k + i] =
-                    !source[k] ? 0.0f : k == MINUS_SHIFT ? -source[k][c + i] : source[k][c + i];
-}
-
-/* What the epilogue of an interior row reads and writes, in locals (kept in registers: a store
- * through an intrinsic may alias any memory, so fields read through ConvArgs are loaded again
- * after each one). */
-typedef struct Finish {
-    const float *table; /* gather_params */
-    const float *residual;
-    float *y;
-    int32_t *raw;
-    uint64_t *next_bits;
-    __m512i full; /* 9 C: the dot product's offset, dot = full - 2 popcount */
-    __m512 full_float;
-    __m512 slope; /* the LeakyReLU's */
-} Finish;
-
-static Finish finish_of(const ConvArgs *a, const float *table)
-{
-    return (Finish){table,
-                    a->residual,
-                    a->y,
-                    a->raw,
-                    a->next_bits,
-                    _mm512_set1_epi32(9 * a->channels),
-                    _mm512_set1_ps((float)(9 * a->channels)),
-                    _mm512_set1_ps(a->leaky_slope)};
-}
-
-/* One 16-channel step of finish_block (channels [o + 16 * half, + 16)); returns their next-layer sign
- * bits, placed at their position in the block's 64-bit word. Three steps take one instruction where
- * the portable code has two, with the same result bit for bit: full - 2 count as one fnmadd (every
- * value is an integer below 2^24, so nothing rounds), RPReLU's select as a masked multiply, and the
- * next sign as v >= -shift rather than v + shift >= 0 (a float sum is 0 exactly when the terms
- * cancel and never rounds a nonzero sum to 0, so both tests agree, -0 and NaN included). */
+/* One 16-channel step of finish_block from the popcount registers: dot = full - 2 count as one fnmadd
+ * (every value is an integer below 2^24, so nothing rounds, the same bits as the portable path's
+ * integer arithmetic), then the shared float steps. */
 static inline __attribute__((always_inline)) uint64_t finish_half(const Finish *f, Placement at_block,
                                                                   const __m512i *total, int half, int shape)
 {
-    const __m512 zero = _mm512_setzero_ps();
     /* The low dwords of two registers of int64 counts (each count < 2^31): one vpermt2d. */
     const __m512i even_dwords = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const size_t n = (size_t)at_block.n;
-    const int at = at_block.first + 16 * half; /* the channel within the output pixel */
-    const float *p = f->table + (size_t)(at_block.o + 16 * half) * PARAMS;
     const __m512i count = _mm512_permutex2var_epi32(total[2 * half], even_dwords, total[2 * half + 1]);
     if (shape & RAW) {
         const __m512i dot = _mm512_sub_epi32(f->full, _mm512_slli_epi32(count, 1));
-        _mm512_storeu_si512((void *)(f->raw + at_block.pixel * n + at), dot);
+        _mm512_storeu_si512((void *)(f->raw + at_block.pixel * (size_t)at_block.n + at_block.first + 16 * half), dot);
         return 0;
     }
     const __m512 dot = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), _mm512_cvtepi32_ps(count), f->full_float);
-    __m512 v = _mm512_mul_ps(_mm512_loadu_ps(p + 16 * SCALE), dot);
-    if (shape & BIAS)
-        v = _mm512_add_ps(v, _mm512_loadu_ps(p + 16 * BIAS_ROW));
-    if (shape & RPRELU) {
-        const __m512 t = _mm512_add_ps(v, _mm512_loadu_ps(p + 16 * GAMMA));
-        const __mmask16 negative = _mm512_cmp_ps_mask(t, zero, _CMP_NGE_UQ); /* not t >= 0, as the blend had */
-        v = _mm512_add_ps(_mm512_mask_mul_ps(t, negative, _mm512_loadu_ps(p + 16 * BETA), t),
-                          _mm512_loadu_ps(p + 16 * ZETA));
-    }
-    if (shape & RESIDUAL)
-        v = _mm512_add_ps(v, _mm512_loadu_ps(f->residual + at_block.pixel * n + at));
-    if (shape & LEAKY) {
-        const __mmask16 positive = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
-        v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(f->slope, v), v);
-    }
-    _mm512_storeu_ps(f->y + at_block.out * n + at, v);
-    if (!(shape & NEXT))
-        return 0;
-    return (uint64_t)_mm512_cmp_ps_mask(v, _mm512_loadu_ps(p + 16 * MINUS_SHIFT), _CMP_GE_OQ) << (16 * half);
+    return finish_dots(f, at_block, dot, half, shape);
 }
 
 /* finish_pixel (epilogue.h) for 64 output channels of one interior pixel, straight from the popcount
@@ -214,17 +116,12 @@ static inline __attribute__((always_inline)) void finish_block(const Finish *f, 
     uint64_t bits = 0;
     for (int half = 0; half < 4; half++)
         bits |= finish_half(f, at_block, total, half, shape);
-    if (shape & NEXT)
-        f->next_bits[at_block.out * (size_t)(at_block.n / 64) + at_block.first / 64] = bits;
+    store_next_bits(f, at_block, bits, shape);
 }
 
 /* Layers whose interior pixels take the register path: C <= 64 and whole blocks of 64 output channels
  * in every sub-pixel (what every 64-channel BBCU layer and upsampler is). */
-static int registers_path(const ConvArgs *a)
-{
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1;
-    return a->channel_words == 1 && (a->out_channels / subpixels) % 64 == 0 && a->out_channels <= MAX_TABLE_CHANNELS;
-}
+static int registers_path(const ConvArgs *a) { return a->channel_words == 1 && whole_blocks(a); }
 
 /* The popcounts of output channels [o, o + 64) of the pixels (h, w) and (h, w + 1); o_lanes is the
  * lane weights' row length (the layer's output channels). Each weight register is loaded once for

@@ -500,12 +500,12 @@ static PyObject *set_isa(PyObject *self, PyObject *args)
         current_isa = bbcu_isa_best();
         Py_RETURN_NONE;
     }
-    static const char *const known[] = {"portable", "avx2", "avx512", "neon"};
+    static const char *const known[] = {"portable", "avx2", "avx512", "amx", "neon"};
     int is_known = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         is_known |= strcmp(name, known[i]) == 0;
     if (!is_known) {
-        PyErr_Format(PyExc_ValueError, "set_isa: unknown ISA '%s' (choose portable, avx2, avx512, neon or auto)",
+        PyErr_Format(PyExc_ValueError, "set_isa: unknown ISA '%s' (choose portable, avx2, avx512, amx, neon or auto)",
                      name);
         return NULL;
     }
