@@ -51,12 +51,18 @@ static double seconds(void)
 /* Eight 16 x 64-byte tiles. */
 static void configure_tiles(void)
 {
-    TileConfig config = {.palette = 1};
+    /* volatile: GCC's _tile_loadconfig tells the compiler that it reads 8 bytes, and at -O3 the
+     * stores to the rest were dropped as dead (ldtilecfg then faulted on a half-written config). */
+    volatile TileConfig config;
+    volatile uint8_t *bytes = (volatile uint8_t *)&config;
+    for (size_t i = 0; i < sizeof config; i++)
+        bytes[i] = 0;
+    config.palette = 1;
     for (int t = 0; t < 8; t++) {
         config.rows[t] = 16;
         config.bytes_per_row[t] = 64;
     }
-    _tile_loadconfig(&config);
+    _tile_loadconfig((const void *)&config);
 }
 
 static void make_data(void)

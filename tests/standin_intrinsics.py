@@ -187,6 +187,10 @@ static inline __m512 _mm512_shuffle_f32x4(__m512 a, __m512 b, int imm) {
 static inline __m512 _mm512_permutexvar_ps(__m512i index, __m512 a) {
     __m512 r; EACH(16, r.v[i] = a.v[index.d[i] & 15];) return r; }
 
+/* Prefetches change no result: nothing. */
+#define _MM_HINT_T0 3
+static inline void _mm_prefetch(const void *p, int hint) { (void)p, (void)hint; }
+
 /* AVX-512 BW bytes (conv_amx.c expands sign bits to +-1 bytes) */
 static inline __m512i _mm512_set1_epi8(char x) { __m512i r; EACH(64, r.c[i] = (int8_t)x;) return r; }
 /* vpblendmb: byte i from b where bit i of the mask is set, else from a. */

@@ -47,14 +47,18 @@ typedef struct {
 /* Eight tiles of 16 rows x 64 bytes: 0-3 accumulate, 4-5 hold input pixels, 6-7 weights. */
 static void configure_tiles(void)
 {
-    TileConfig config;
-    memset(&config, 0, sizeof config);
+    /* volatile: GCC's _tile_loadconfig tells the compiler that it reads 8 bytes, and at -O3 the
+     * stores to the rest were dropped as dead (ldtilecfg then faulted on a half-written config). */
+    volatile TileConfig config;
+    volatile uint8_t *bytes = (volatile uint8_t *)&config;
+    for (size_t i = 0; i < sizeof config; i++)
+        bytes[i] = 0;
     config.palette = 1;
     for (int t = 0; t < 8; t++) {
         config.rows[t] = 16;
         config.bytes_per_row[t] = 64;
     }
-    _tile_loadconfig(&config);
+    _tile_loadconfig((const void *)&config);
 }
 
 /* Output-channel blocks of 16, rounded up to whole pairs (a block of 32 outputs per pass). */
