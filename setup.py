@@ -17,7 +17,7 @@ KERNELS = ("isa.c", "threads.c", "ceiling.c", "bilinear.c", "conv_float.c", "con
 bitops = Extension(
     "bbcu.engine._bitops",
     sources=[str(CSRC / name) for name in ("module.c", *KERNELS)],
-    depends=[str(CSRC / name) for name in ("bitops.h", "epilogue.h", "epilogue_avx512.h")],
+    depends=[str(CSRC / name) for name in ("bitops.h", "epilogue.h", "epilogue_avx512.h", "amx_tiles.h")],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     # No FMA contraction: every ISA path must round the float epilogue identically. No trapping math:

@@ -109,11 +109,11 @@ def unit_paths(model: PackedModel) -> list[str]:
 def test_layer_paths_say_which_path_runs() -> None:
     model = randomized("bbcu-m", scale=2, num_units=2)
     assert set(unit_paths(pack_model(model, "onednn"))) == {onednn.path_label()}
-    assert set(unit_paths(pack_model(model, "popcount"))) == {f"{kernels.get_isa()} popcount"}
+    assert set(unit_paths(pack_model(model, "popcount"))) == {kernels.isa_label()}
     automatic = pack_model(model)
     assert all(path.startswith("auto (") for path in unit_paths(automatic))
     automatic(torch.rand(1, 3, 6, 7))
-    assert set(unit_paths(automatic)) <= {onednn.path_label(), f"{kernels.get_isa()} popcount"}
+    assert set(unit_paths(automatic)) <= {onednn.path_label(), kernels.isa_label()}
     with pytest.raises(InvalidArgumentError, match="unknown engine paths"):
         pack_model(model, "fastest")
 
@@ -135,7 +135,7 @@ def test_the_choice_is_remembered_per_machine_and_read_back(
     cache.write_text(json.dumps({**choices, key: flipped}))
     again = pack_model(model)
     again(x)
-    label = onednn.path_label() if flipped == "onednn" else f"{kernels.get_isa()} popcount"
+    label = onednn.path_label() if flipped == "onednn" else kernels.isa_label()
     assert set(unit_paths(again)) == {label}
 
 
@@ -169,7 +169,7 @@ def test_restore_verbose_prints_each_layer_and_its_path(
     names = [name for name, _ in pack_model(model).layer_paths()]
     assert [line.split(":")[0] for line in lines] == [f"layer {name}" for name in names]
     binary_paths = {line.split(": ", 1)[1] for line in lines[1:-1]}
-    assert binary_paths <= {onednn.path_label(), f"{kernels.get_isa()} popcount"}
+    assert binary_paths <= {onednn.path_label(), kernels.isa_label()}
 
 
 def test_a_choice_holds_only_for_the_kernels_it_was_measured_with() -> None:

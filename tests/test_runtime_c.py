@@ -23,6 +23,7 @@ import bbcu.engine
 from bbcu.core.errors import InvalidFileError
 from bbcu.core.paths import SHIPPED_MODELS_DIR
 from bbcu.data.root import data_root
+from bbcu.engine import kernels
 from bbcu.engine.export import export_model
 from bbcu.formats.image_io import read_image, write_image
 from bbcu.formats.packed import load_packed
@@ -149,7 +150,8 @@ def test_tiles_threads_and_kernels_do_not_change_a_bit(builds: None, tmp_path: P
     model = export_model(randomized("bbcu-m", scale=4, channels=72, num_units=2), tmp_path / "m.bbcu")
     image = crop(data_root().joinpath(*SET5_X4), tmp_path / "in.png", 40)
     whole = restore(HOST, model, image, tmp_path / "whole.png", "--threads", "1")
-    for options in (("--tile", "9"), ("--tile", "16", "--threads", "2"), ("--isa", "portable")):
+    every_isa = [("--isa", isa) for isa in kernels.available_isas()]  # amx too, where the CPU has it
+    for options in (("--tile", "9"), ("--tile", "16", "--threads", "2"), *every_isa):
         np.testing.assert_array_equal(restore(HOST, model, image, tmp_path / "other.png", *options), whole)
 
 

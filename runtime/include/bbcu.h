@@ -69,7 +69,7 @@ typedef struct bbcu_options {
     int tile;
     /* Memory budget of one feature map for automatic tiling, MiB; 0: 128. Peak use is a few times it. */
     int tile_budget_mib;
-    /* Binary-conv kernels: NULL or "auto" (fastest available), "portable", "avx2", "avx512", "neon". */
+    /* Binary-conv kernels: NULL or "auto" (the default of this CPU), "portable", "avx2", "avx512", "amx", "neon". */
     const char *isa;
 } bbcu_options;
 
@@ -107,7 +107,7 @@ size_t bbcu_output_size(const bbcu_model *model, int height, int width);
 bbcu_status bbcu_run(const bbcu_model *model, const float *in, int height, int width, float *out,
                      const bbcu_options *options, bbcu_error *error);
 
-/* The kernels "auto" picks on this CPU ("portable", "avx2", "avx512" or "neon"). */
+/* The kernels "auto" picks on this CPU ("portable", "avx2", "avx512" or "neon"; never "amx", see isa.c). */
 const char *bbcu_best_isa(void);
 
 #ifdef __cplusplus

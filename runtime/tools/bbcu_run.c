@@ -17,7 +17,7 @@
 #include "image_io.h"
 
 static const char USAGE[] =
-    "usage: bbcu-run [--threads N] [--tile N] [--isa auto|portable|avx2|avx512|neon] [--float OUT.pfm] "
+    "usage: bbcu-run [--threads N] [--tile N] [--isa auto|portable|avx2|avx512|amx|neon] [--float OUT.pfm] "
     "[--info] MODEL.bbcu IN OUT\n";
 
 typedef struct Arguments {

@@ -39,6 +39,7 @@ __all__ = [
     "float_conv_weight",
     "get_isa",
     "get_num_threads",
+    "isa_label",
     "measure_ceilings",
     "pack_activations",
     "pack_weights",
@@ -217,6 +218,12 @@ def set_isa(name: str) -> None:
 def get_isa() -> str:
     """The path in use (the fastest available one unless ``set_isa`` chose another)."""
     return _bitops.get_isa()
+
+
+def isa_label() -> str:
+    """How the path in use computes a binary conv, for people: ``avx512 popcount``, ``amx int8 tiles``."""
+    isa = get_isa()
+    return "amx int8 tiles" if isa == "amx" else f"{isa} popcount"
 
 
 def set_num_threads(n: int) -> None:

@@ -259,7 +259,7 @@ class _BinaryUnit:
     @property
     def path(self) -> str:
         """What computes this unit's conv."""
-        popcount = f"{kernels.get_isa()} popcount"
+        popcount = kernels.isa_label()
         if self.mode == "auto":
             return f"auto ({popcount} or {onednn.path_label()}, chosen at the first call)"
         return onednn.path_label() if self.mode == "onednn" else popcount

@@ -31,35 +31,13 @@
 #pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,popcnt,amx-tile,amx-int8")
 #endif
 
+#include "amx_tiles.h"
 #include "epilogue_avx512.h"
 
 #define TILE_BYTES 1024   /* 16 rows x 64 bytes */
 #define BLOCK_PIXELS 32   /* two input tiles of 16 pixels */
 #define BLOCK_OUTPUTS 32  /* two weight tiles of 16 outputs */
 #define WORD_BYTES 64     /* one packed word: 64 channels, one byte each */
-
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t bytes_per_row[16];
-    uint8_t rows[16];
-} TileConfig;
-
-/* Eight tiles of 16 rows x 64 bytes: 0-3 accumulate, 4-5 hold input pixels, 6-7 weights. */
-static void configure_tiles(void)
-{
-    /* volatile: GCC's _tile_loadconfig tells the compiler that it reads 8 bytes, and at -O3 the
-     * stores to the rest were dropped as dead (ldtilecfg then faulted on a half-written config). */
-    volatile TileConfig config;
-    volatile uint8_t *bytes = (volatile uint8_t *)&config;
-    for (size_t i = 0; i < sizeof config; i++)
-        bytes[i] = 0;
-    config.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        config.rows[t] = 16;
-        config.bytes_per_row[t] = 64;
-    }
-    _tile_loadconfig((const void *)&config);
-}
 
 /* Output-channel blocks of 16, rounded up to whole pairs (a block of 32 outputs per pass). */
 static int output_blocks(const ConvArgs *a) { return (a->out_channels + BLOCK_OUTPUTS - 1) / BLOCK_OUTPUTS * 2; }
@@ -113,8 +91,8 @@ static void expand_row(const ConvArgs *a, int y, int8_t *bytes)
 /* The dot products of pixels x0 .. x0 + 31 of an output row, outputs [32 pair, 32 pair + 32), into
  * dots (32 pixels x `stride` int32) from its three input rows of bytes (`above`, `row`, `below`).
  * Between tile steps it asks for `lines` cache lines from `ahead` (`per_step` lines per step): the
- * residual the block's epilogue reads, which then finds it in cache (session 7: the unit 4.1 -> 3.7
- * ms on one core; without it the epilogue waited on each line in turn). */
+ * residual the block's epilogue reads, which then finds it in cache (session 7: about 10 % off the
+ * unit on one core; without it the epilogue waited on each line in turn). */
 static void block_dots(const ConvArgs *a, int8_t *const rows[3], int x0, int pair, const int8_t *tiles,
                        int32_t *dots, int stride, const char *ahead, int per_step)
 {
