@@ -58,11 +58,22 @@ def test_layer_row_times_the_conv_it_claims_checks_its_output_and_its_efficiency
     the efficiency is those MACs per wall second over the ceiling, against the ISA's target."""
     height, width = 12, 10
     run = BenchRun(1, ceilings("avx512"))
-    (row,) = bench_layer(run, (height, width))
+    row, *on_other_paths = bench_layer(run, (height, width))
+    macs = height * width * 64 * 64 * 9
     assert row.mean_abs_diff == 0.0  # same float32 operations in the same order as the kernel
+    # every other SIMD path of this CPU, its output checked the same way, against its own ceiling
+    others = [isa for isa in kernels.available_isas() if isa not in ("portable", kernels.get_isa())]
+    assert [r.name for r in on_other_paths] == [
+        f"binary conv 64->64 + fused epilogue, {kernels.isa_label(isa)}" for isa in others
+    ]
+    for isa, other in zip(others, on_other_paths, strict=True):
+        assert other.mean_abs_diff == 0.0 and other.target is None
+        best = max(reading.binary_macs_per_s for reading in run.path_ceilings[isa])
+        assert other.efficiency == pytest.approx(macs / (other.engine.wall_ms / 1e3) / best)
+        assert other.efficiency_target == {"avx2": 0.60, "avx512": 0.70}.get(isa)
+        assert other.engine_ops_g == row.engine_ops_g and other.reference_time == row.reference_time
     binary = count_cost(BinaryConv2d(64, 64), (width, height))
     full = count_cost(torch.nn.Conv2d(64, 64, 3, padding=1, bias=False), (width, height))
-    macs = height * width * 64 * 64 * 9
     assert (binary.fp_macs, binary.binary_macs) == (0, macs)
     assert row.engine_ops_g == pytest.approx(binary.ops_g)
     assert row.reference_ops_g == pytest.approx(full.ops_g)

@@ -17,8 +17,10 @@ the GIL and split output rows over ``get_num_threads()`` threads. Bad arrays rai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -45,6 +47,7 @@ __all__ = [
     "pack_weights",
     "set_isa",
     "set_num_threads",
+    "using_isa",
 ]
 
 RPReLU = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -220,10 +223,22 @@ def get_isa() -> str:
     return _bitops.get_isa()
 
 
-def isa_label() -> str:
-    """How the path in use computes a binary conv, for people: ``avx512 popcount``, ``amx int8 tiles``."""
-    isa = get_isa()
+def isa_label(isa: str | None = None) -> str:
+    """How path ``isa`` (default: the one in use) computes a binary conv, for people: ``avx512
+    popcount``, ``amx int8 tiles``."""
+    isa = isa or get_isa()
     return "amx int8 tiles" if isa == "amx" else f"{isa} popcount"
+
+
+@contextlib.contextmanager
+def using_isa(isa: str) -> Iterator[None]:
+    """Runs the block on kernel path ``isa`` (``set_isa``), then returns to the path in use before."""
+    previous = get_isa()
+    set_isa(isa)
+    try:
+        yield
+    finally:
+        set_isa(previous)
 
 
 def set_num_threads(n: int) -> None:

@@ -170,6 +170,7 @@ class BenchRun:
         int8: Whether int8 rows run.
         calibration_patches: Training patches that calibrate each int8 network.
         kernel_efficiency: The 64->64 layer's efficiency once measured; the crossovers use it.
+        path_ceilings: Ceiling readings of the CPU's other kernel paths (``other_paths``), one per round.
         turns: Every call filed so far (``file_layer``, ``file_network``), timed by ``time_turns``.
         pending: The networks filed, in order, their times still to come.
         networks: ``pending`` with their times, once ``time_turns`` has run.
@@ -183,6 +184,7 @@ class BenchRun:
     int8: bool = True
     calibration_patches: int = CALIBRATION_PATCHES
     kernel_efficiency: float | None = None
+    path_ceilings: dict[str, list[kernels.Ceilings]] = field(default_factory=dict)
     turns: Turns = field(default_factory=Turns)
     pending: list[PendingNetwork] = field(default_factory=list)
     networks: list[TimedNetwork] = field(default_factory=list)
@@ -337,28 +339,76 @@ def file_layer(size: tuple[int, int], run: BenchRun) -> Rows:
     y = problem.binary()  # the first call, checked; the calls timed keep adding in place
     engine, _ = run.turns.add(problem.unit)
     reference, dot = run.turns.add(problem.full_precision)
-    mean_abs_diff = float(np.abs(y - problem.expected(dot)).mean())
+    expected = problem.expected(dot)
+    mean_abs_diff = float(np.abs(y - expected).mean())
+    others = {isa: file_layer_on_path(isa, size, expected, run) for isa in other_paths()}
 
     def rows() -> tuple[list[Comparison], list[Crossover]]:
         timings = run.turns.timings
         run.kernel_efficiency = _binary_efficiency(problem.macs, timings[engine], run)
         channels = problem.channels
-        row = Comparison(
-            name=f"binary conv {channels}->{channels} + fused epilogue",
-            input=f"{channels}x{problem.height}x{problem.width}",
-            engine=timings[engine],
-            reference=f"float conv {channels}->{channels} (oneDNN)",
-            reference_time=timings[reference],
-            target=15.0,
-            engine_ops_g=problem.macs / BINARY_MACS_PER_OP / 1e9,
-            reference_ops_g=problem.macs / 1e9,
-            mean_abs_diff=mean_abs_diff,
-            efficiency=run.kernel_efficiency,
-            efficiency_target=None if run.ceilings is None else efficiency_target(run.ceilings.isa),
-        )
-        return [row], []
+
+        def row(
+            label: str, timing: Timing, diff: float, isa_efficiency: float | None, isa: str | None
+        ) -> Comparison:
+            return Comparison(
+                name=f"binary conv {channels}->{channels} + fused epilogue{label}",
+                input=f"{channels}x{problem.height}x{problem.width}",
+                engine=timing,
+                reference=f"float conv {channels}->{channels} (oneDNN)",
+                reference_time=timings[reference],
+                target=None if label else 15.0,
+                engine_ops_g=problem.macs / BINARY_MACS_PER_OP / 1e9,
+                reference_ops_g=problem.macs / 1e9,
+                mean_abs_diff=diff,
+                efficiency=isa_efficiency,
+                efficiency_target=None if isa is None else efficiency_target(isa),
+            )
+
+        main_isa = None if run.ceilings is None else run.ceilings.isa
+        main = row("", timings[engine], mean_abs_diff, run.kernel_efficiency, main_isa)
+        alternatives = []
+        for isa, (call, diff) in others.items():
+            readings = run.path_ceilings.get(isa)
+            isa_efficiency = (
+                efficiency(problem.macs, timings[call].wall_ms / 1e3, peak(readings).binary_macs_per_s)
+                if readings
+                else None
+            )
+            alternatives.append(row(f", {kernels.isa_label(isa)}", timings[call], diff, isa_efficiency, isa))
+        return [main, *alternatives], []
 
     return rows
+
+
+def other_paths() -> list[str]:
+    """The CPU's SIMD kernel paths besides the one in use: the bench times the layer on each (an AVX-512
+    machine also shows its AVX2 path against that path's own target, an AMX one its tiles)."""
+    return [isa for isa in kernels.available_isas() if isa not in ("portable", kernels.get_isa())]
+
+
+def file_layer_on_path(
+    isa: str, size: tuple[int, int], expected: np.ndarray, run: BenchRun
+) -> tuple[int, float]:
+    """Files the fused layer on kernel path ``isa`` and that path's ceilings (read in every round, as the
+    main path's), its first output checked against ``expected``; returns the call's turn and the mean
+    difference."""
+    problem = LayerProblem(size)
+    with kernels.using_isa(isa):
+        diff = float(np.abs(problem.binary() - expected).mean())
+
+    def unit() -> None:
+        with kernels.using_isa(isa):
+            problem.unit()
+
+    def ceilings() -> None:
+        with kernels.using_isa(isa):
+            run.path_ceilings.setdefault(isa, []).append(kernels.measure_ceilings(kernels.get_num_threads()))
+
+    call, _ = run.turns.add(unit)
+    if run.ceilings is not None:
+        run.turns.add(ceilings)
+    return call, diff
 
 
 def bench_layer(run: BenchRun, size: tuple[int, int] = LAYER_SIZE) -> list[Comparison]:
