@@ -10,9 +10,10 @@
  * row is expanded once from its sign bits to +-1 bytes (0 for padding channels) in a ring of three
  * rows with zero borders. A block of 32 pixels x 32 outputs takes 4 accumulator tiles, 2 input tiles
  * (16 pixels each, shifted by the tap) and 2 weight tiles; its int32 dot products go to a small
- * buffer, and each pixel then takes the epilogue every path shares (epilogue.h) with
- * popcount = (valid_taps * C - dot) / 2, exact since the two differ by twice the mismatches, so the
- * outputs equal the other paths' bit for bit.
+ * buffer, and each pixel then takes the AVX-512 popcount path's own epilogue steps from its dot
+ * products (epilogue_avx512.h), or, for layers that are not whole 64-channel blocks, the shared
+ * finish_pixel (epilogue.h) with popcount = (valid_taps * C - dot) / 2, exact since the two differ by
+ * twice the mismatches; so the outputs equal the other paths' bit for bit.
  *
  * The path is offered only where the CPU has AMX-INT8 and Linux grants the process its tile state
  * (isa.c, bbcu_amx_usable), and it uses AVX-512 (BW for the byte expansion) around the tiles.
@@ -89,8 +90,8 @@ static void expand_row(const ConvArgs *a, int y, int8_t *bytes)
 }
 
 /* The dot products of pixels x0 .. x0 + 31 of an output row, outputs [32 pair, 32 pair + 32), into
- * dots (32 pixels x `stride` int32) from its three input rows of bytes (`above`, `row`, `below`).
- * Between tile steps it asks for `lines` cache lines from `ahead` (`per_step` lines per step): the
+ * dots (32 pixels x `stride` int32) from its three input rows of bytes (above, the row, below).
+ * Between tile steps it asks for `per_step` cache lines at a time from `ahead` (NULL: none): the
  * residual the block's epilogue reads, which then finds it in cache (session 7: about 10 % off the
  * unit on one core; without it the epilogue waited on each line in turn). */
 static void block_dots(const ConvArgs *a, int8_t *const rows[3], int x0, int pair, const int8_t *tiles,
