@@ -437,6 +437,12 @@ static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, C
                 const uint64_t word = a.w[(size_t)o * words + t];
                 wl[((size_t)t * planes + p) * a.o_lanes + o] = plane_word(word, planes, p);
             }
+#ifdef STANDIN_PREPARE /* a path with its own weight layout (isa.c's prepare_weights) */
+    if (rows != bbcu_conv_rows_portable) {
+        free(wl);
+        wl = STANDIN_PREPARE(a.w, a.out_channels, a.channel_words);
+    }
+#endif
     a.wl = wl;
     const size_t plane_words = (size_t)3 * a.width * a.channel_words * activation_planes;
     RowScratch s = {malloc(4 * (size_t)a.o_lanes), malloc(4 * a.out_channels), malloc(8 * plane_words + 8)};
@@ -524,12 +530,14 @@ int main(void) {
 STANDIN_LAYOUTS = {"avx2": (4, 2, 2), "avx512": (8, 1, 0), "amx": (16, 0, 0)}
 
 # The AMX path packs signs with the AVX-512 path's function, and the check packs with bbcu_pack_signs_amx:
-# built alone on the stand-ins, both are the portable one (conv_avx512.c's has its own check above).
+# built alone on the stand-ins, both are the portable one (conv_avx512.c's has its own check above). Its
+# weights come in its own layout, made by bbcu_weight_tiles_amx as isa.c makes them.
 AMX_GLUE = r"""
 void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t *out) {
     bbcu_pack_signs_portable(v, shift, n, out);
 }
 #define bbcu_pack_signs_amx bbcu_pack_signs_portable
+#define STANDIN_PREPARE bbcu_weight_tiles_amx
 """
 
 

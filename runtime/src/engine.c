@@ -61,7 +61,7 @@ static int binary_conv(const Runner *r, const Op *op, int part, const Flow *f, c
     a.zeta = op->zeta + (size_t)part * c;
     a.residual = f->x;
     uint64_t *wl = bbcu_lane_weights(r->isa, a.w, c, cw);
-    if (r->isa->planes > 0 && !wl)
+    if (bbcu_reads_wl(r->isa) && !wl)
         return -1;
     a.wl = wl;
     if (next_shift) {

@@ -92,6 +92,9 @@ typedef struct IsaKernels {
     int lanes;  /* output channels per SIMD register */
     int planes; /* P of the lane weights; 0 means the kernel reads ConvArgs.w instead */
     uint64_t (*plane_word)(uint64_t w, int plane); /* one weight word as stored in plane p */
+    /* Weights in a layout of the ISA's own (AMX tiles), made once per call into ConvArgs.wl instead of
+     * lane weights: malloc'ed, NULL when memory ran out; NULL for the ISAs that use planes. */
+    uint64_t *(*prepare_weights)(const uint64_t *w, int out_channels, int channel_words);
     int activation_planes; /* words of RowScratch.x_planes per activation word */
     ConvRowsFn conv_rows;
     PackSignsFn pack_signs;
@@ -117,6 +120,7 @@ long bbcu_binary_ceiling_avx512(long rounds);
 void bbcu_float_conv_avx512(const FloatConvArgs *a, int row_begin, int row_end);
 long bbcu_fma_ceiling_avx512(long rounds);
 void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+uint64_t *bbcu_weight_tiles_amx(const uint64_t *w, int out_channels, int channel_words);
 long bbcu_binary_ceiling_amx(long rounds);
 int bbcu_amx_usable(void); /* the CPU has AMX-INT8, the OS enables its state and grants it to us */
 #endif
@@ -135,9 +139,11 @@ const IsaKernels *bbcu_isa_find(const char *name); /* NULL when the name is unkn
 const IsaKernels *bbcu_isa_best(void);
 /* Output channels rounded up to isa's lane count (ConvArgs.o_lanes). */
 int bbcu_o_lanes(const IsaKernels *isa, int out_channels);
-/* The lane weights wl of w (O, 3, 3, Cw) for isa, malloc'ed (the caller frees them); NULL when isa reads
- * ConvArgs.w instead (planes == 0) or memory ran out, told apart by isa->planes. */
+/* The weights wl of w (O, 3, 3, Cw) as isa reads them (lane weights, or its prepare_weights layout),
+ * malloc'ed (the caller frees them); NULL when isa reads ConvArgs.w instead or memory ran out, told apart
+ * by bbcu_reads_wl. */
 uint64_t *bbcu_lane_weights(const IsaKernels *isa, const uint64_t *w, int out_channels, int channel_words);
+int bbcu_reads_wl(const IsaKernels *isa);
 
 /* threads.c: runs fn(context, begin, end) over rows [0, rows) cut into `threads` contiguous bands (fewer
  * when there are fewer rows), band 0 on the calling thread; a band whose thread cannot start runs

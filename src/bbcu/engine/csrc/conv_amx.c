@@ -5,10 +5,10 @@
  * which adds 0 as the popcount paths' clipping does. On the Xeon of session 7 the tiles ran 2.2 T
  * MAC/s per core against 840 G for the AVX-512 popcount loop (benchmarks/amx_tiles.c).
  *
- * Per thread and call: the weights become int8 tiles (per tap, input word and 16 outputs, in the
- * layout TDPBSSD reads: row r holds channels 4r .. 4r + 3 of each of the 16 outputs), and each input
- * row is expanded once from its sign bits to +-1 bytes (0 for padding channels) in a ring of three
- * rows with zero borders. A block of 32 pixels x 32 outputs takes 4 accumulator tiles, 2 input tiles
+ * Once per call the weights become int8 tiles (bbcu_weight_tiles_amx: per tap, input word and 16
+ * outputs, in the layout TDPBSSD reads: row r holds channels 4r .. 4r + 3 of each of the 16 outputs);
+ * per thread, each input row is expanded once from its sign bits to +-1 bytes (0 for padding
+ * channels) in a ring of three rows with zero borders. A block of 32 pixels x 32 outputs takes 4 accumulator tiles, 2 input tiles
  * (16 pixels each, shifted by the tap) and 2 weight tiles; its int32 dot products go to a small
  * buffer, and each pixel then takes the AVX-512 popcount path's own epilogue steps from its dot
  * products (epilogue_avx512.h), or, for layers that are not whole 64-channel blocks, the shared
@@ -41,35 +41,30 @@
 #define WORD_BYTES 64     /* one packed word: 64 channels, one byte each */
 
 /* Output-channel blocks of 16, rounded up to whole pairs (a block of 32 outputs per pass). */
-static int output_blocks(const ConvArgs *a) { return (a->out_channels + BLOCK_OUTPUTS - 1) / BLOCK_OUTPUTS * 2; }
+static int blocks_for(int out_channels) { return (out_channels + BLOCK_OUTPUTS - 1) / BLOCK_OUTPUTS * 2; }
 
-/* The sign byte of weight bit `c` of word `k` of output o at tap `tap`: +-1, 0 past the real outputs or
- * channels. */
-static int8_t weight_byte(const ConvArgs *a, int o, int tap, int k, int c)
-{
-    if (o >= a->out_channels || k * 64 + c >= a->channels)
-        return 0;
-    const uint64_t word = a->w[((size_t)o * 9 + tap) * a->channel_words + k];
-    return word >> c & 1 ? 1 : -1;
-}
+static int output_blocks(const ConvArgs *a) { return blocks_for(a->out_channels); }
 
-/* Weight tile (tap, k, block): row r, bytes 4n .. 4n + 3 = channels 4r .. 4r + 3 of output 16 block + n. */
-static int8_t *weight_tiles(const ConvArgs *a)
+/* The weight tiles, made once per call (bbcu_lane_weights, into ConvArgs.wl) and read by every thread:
+ * tile (tap, k, block) has, in row r, bytes 4n .. 4n + 3 = the signs (+-1) of channels 4r .. 4r + 3 of
+ * output 16 block + n; 0 past the real outputs. Padding channels need no care: their activation bytes
+ * are 0. */
+uint64_t *bbcu_weight_tiles_amx(const uint64_t *w, int out_channels, int channel_words)
 {
-    const int blocks = output_blocks(a), cw = a->channel_words;
+    const int blocks = blocks_for(out_channels), cw = channel_words;
     int8_t *tiles = aligned_alloc(64, (size_t)9 * cw * blocks * TILE_BYTES);
     if (!tiles)
         return NULL;
-    for (int tap = 0; tap < 9; tap++)
-        for (int k = 0; k < cw; k++)
-            for (int block = 0; block < blocks; block++) {
-                int8_t *tile = tiles + ((size_t)(tap * cw + k) * blocks + block) * TILE_BYTES;
-                for (int r = 0; r < 16; r++)
-                    for (int n = 0; n < 16; n++)
-                        for (int i = 0; i < 4; i++)
-                            tile[r * 64 + 4 * n + i] = weight_byte(a, 16 * block + n, tap, k, 4 * r + i);
+    memset(tiles, 0, (size_t)9 * cw * blocks * TILE_BYTES);
+    for (int o = 0; o < out_channels; o++)
+        for (int tap = 0; tap < 9; tap++)
+            for (int k = 0; k < cw; k++) {
+                const uint64_t word = w[((size_t)o * 9 + tap) * cw + k];
+                int8_t *tile = tiles + ((size_t)(tap * cw + k) * blocks + o / 16) * TILE_BYTES + 4 * (o % 16);
+                for (int c = 0; c < 64; c++)
+                    tile[(c / 4) * 64 + c % 4] = word >> c & 1 ? 1 : -1;
             }
-    return tiles;
+    return (uint64_t *)tiles;
 }
 
 /* Input row y as +-1 bytes at pixels 1 .. W of `bytes` (pixel p at bytes + p * cw * 64; the border
@@ -126,10 +121,10 @@ static void block_dots(const ConvArgs *a, int8_t *const rows[3], int x0, int pai
     _tile_stored(3, out + 16 * stride + 16, bytes);
 }
 
-/* Working memory of one thread's rows: weight tiles, a ring of three byte rows and a zero row (each
- * W + 2 + 32 pixels: the borders and a last block's overhang), and one block's dot products. */
+/* Working memory of one thread's rows: a ring of three byte rows and a zero row (each W + 2 + 32
+ * pixels: the borders and a last block's overhang), and one block's dot products. */
 typedef struct {
-    int8_t *tiles, *ring[3], *zeros;
+    int8_t *ring[3], *zeros;
     int ring_row[3];
     int32_t *dots;
 } AmxScratch;
@@ -138,14 +133,13 @@ static int amx_scratch(const ConvArgs *a, AmxScratch *s)
 {
     const size_t row_bytes = (size_t)(a->width + 2 + BLOCK_PIXELS) * a->channel_words * WORD_BYTES;
     memset(s, 0, sizeof *s);
-    s->tiles = weight_tiles(a);
     s->zeros = calloc(4, row_bytes);
     s->dots = aligned_alloc(64, (size_t)BLOCK_PIXELS * output_blocks(a) * 16 * sizeof(int32_t));
     for (int i = 0; i < 3; i++) {
         s->ring[i] = s->zeros ? s->zeros + (i + 1) * row_bytes : NULL;
         s->ring_row[i] = -2;
     }
-    return s->tiles && s->zeros && s->dots ? 0 : -1;
+    return s->zeros && s->dots ? 0 : -1;
 }
 
 /* Input row y as bytes: the zero row outside the image, else its ring slot, expanded on first use. */
@@ -236,7 +230,7 @@ void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const Row
                 const char *residual = a->residual ? (const char *)(a->residual + ((size_t)h * a->width + x0) * n)
                                                    : NULL;
                 for (int pair = 0; pair < pairs; pair++)
-                    block_dots(a, rows, x0, pair, s.tiles, s.dots, stride,
+                    block_dots(a, rows, x0, pair, (const int8_t *)a->wl, s.dots, stride,
                                residual ? residual + (size_t)64 * pair * 9 * a->channel_words * per_step : NULL,
                                per_step);
                 if (fast)
@@ -247,7 +241,6 @@ void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const Row
         }
         _tile_release();
     }
-    free(s.tiles);
     free(s.zeros);
     free(s.dots);
 }

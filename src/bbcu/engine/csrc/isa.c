@@ -64,20 +64,20 @@ int bbcu_amx_usable(void)
 #endif
 
 static const IsaKernels ISAS[] = {
-    {"portable", 1, 0, NULL, 0, bbcu_conv_rows_portable, bbcu_pack_signs_portable, bbcu_binary_ceiling_portable,
+    {"portable", 1, 0, NULL, NULL, 0, bbcu_conv_rows_portable, bbcu_pack_signs_portable, bbcu_binary_ceiling_portable,
      bbcu_fma_ceiling_portable, bbcu_float_conv_portable},
 #ifdef BBCU_X86
-    {"avx2", 4, 2, nibble_word, 2, bbcu_conv_rows_avx2, bbcu_pack_signs_avx2, bbcu_binary_ceiling_avx2,
+    {"avx2", 4, 2, nibble_word, NULL, 2, bbcu_conv_rows_avx2, bbcu_pack_signs_avx2, bbcu_binary_ceiling_avx2,
      bbcu_fma_ceiling_avx2, bbcu_float_conv_avx2},
     /* Before avx512, so not the default: on the one AMX machine measured (session 7) its 64 -> 64 unit
-     * ran slower than the AVX-512 popcount unit; the runtime may still choose it per layer. */
-    {"amx", 16, 0, NULL, 0, bbcu_conv_rows_amx, bbcu_pack_signs_avx512, bbcu_binary_ceiling_amx,
+     * ran slower than the AVX-512 popcount unit (set_isa("amx") runs it). */
+    {"amx", 16, 0, NULL, bbcu_weight_tiles_amx, 0, bbcu_conv_rows_amx, bbcu_pack_signs_avx512, bbcu_binary_ceiling_amx,
      bbcu_fma_ceiling_avx512, bbcu_float_conv_avx512},
-    {"avx512", 8, 1, whole_word, 0, bbcu_conv_rows_avx512, bbcu_pack_signs_avx512, bbcu_binary_ceiling_avx512,
+    {"avx512", 8, 1, whole_word, NULL, 0, bbcu_conv_rows_avx512, bbcu_pack_signs_avx512, bbcu_binary_ceiling_avx512,
      bbcu_fma_ceiling_avx512, bbcu_float_conv_avx512},
 #endif
 #ifdef BBCU_ARM64
-    {"neon", 2, 1, whole_word, 0, bbcu_conv_rows_neon, bbcu_pack_signs_portable, bbcu_binary_ceiling_neon,
+    {"neon", 2, 1, whole_word, NULL, 0, bbcu_conv_rows_neon, bbcu_pack_signs_portable, bbcu_binary_ceiling_neon,
      bbcu_fma_ceiling_neon, bbcu_float_conv_neon},
 #endif
 };
@@ -130,8 +130,12 @@ int bbcu_o_lanes(const IsaKernels *isa, int out_channels)
     return (out_channels + isa->lanes - 1) / isa->lanes * isa->lanes;
 }
 
+int bbcu_reads_wl(const IsaKernels *isa) { return isa->planes > 0 || isa->prepare_weights != NULL; }
+
 uint64_t *bbcu_lane_weights(const IsaKernels *isa, const uint64_t *w, int out_channels, int channel_words)
 {
+    if (isa->prepare_weights)
+        return isa->prepare_weights(w, out_channels, channel_words);
     if (isa->planes == 0)
         return NULL;
     const int words = 9 * channel_words, o_lanes = bbcu_o_lanes(isa, out_channels);

@@ -218,7 +218,7 @@ static int run_conv(ConvArgs *a)
     const IsaKernels *isa = current_isa;
     a->o_lanes = bbcu_o_lanes(isa, a->out_channels);
     uint64_t *wl = bbcu_lane_weights(isa, a->w, a->out_channels, a->channel_words);
-    if (isa->planes > 0 && !wl) {
+    if (bbcu_reads_wl(isa) && !wl) {
         PyErr_NoMemory();
         return -1;
     }
