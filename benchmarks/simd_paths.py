@@ -9,13 +9,13 @@ from bbcu.engine import kernels
 
 
 def simd_paths(threads: int, rate: str) -> Iterator[tuple[str, float]]:
-    """Switch on each non-portable ISA path; yield it with the best of three ceiling measurements.
+    """Switch on each SIMD path (``kernels.simd_isas``) in turn; yield it with the best of three ceiling
+    measurements, the path still on while the caller measures it.
 
     Args:
         threads: Threads the ceiling loops run on.
         rate: ``"binary_macs_per_s"`` or ``"fp32_macs_per_s"`` of ``kernels.Ceilings``.
     """
-    for isa in [name for name in kernels.available_isas() if name != "portable"]:
-        kernels.set_isa(isa)
-        yield isa, max(getattr(kernels.measure_ceilings(threads), rate) for _ in range(3))
-    kernels.set_isa("auto")
+    for isa in kernels.simd_isas():
+        with kernels.using_isa(isa):
+            yield isa, max(getattr(kernels.measure_ceilings(threads), rate) for _ in range(3))

@@ -47,6 +47,7 @@ __all__ = [
     "pack_weights",
     "set_isa",
     "set_num_threads",
+    "simd_isas",
     "using_isa",
 ]
 
@@ -205,6 +206,11 @@ def build_id() -> str:
 def available_isas() -> list[str]:
     """Instruction-set paths this CPU can run, slowest first (``"portable"`` is always there)."""
     return _bitops.available_isas()
+
+
+def simd_isas() -> list[str]:
+    """``available_isas`` but the portable reference: the paths there are to measure."""
+    return [isa for isa in available_isas() if isa != "portable"]
 
 
 def set_isa(name: str) -> None:

@@ -384,7 +384,7 @@ def file_layer(size: tuple[int, int], run: BenchRun) -> Rows:
 def other_paths() -> list[str]:
     """The CPU's SIMD kernel paths besides the one in use: the bench times the layer on each (an AVX-512
     machine also shows its AVX2 path against that path's own target, an AMX one its tiles)."""
-    return [isa for isa in kernels.available_isas() if isa not in ("portable", kernels.get_isa())]
+    return [isa for isa in kernels.simd_isas() if isa != kernels.get_isa()]
 
 
 def file_layer_on_path(
