@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from statistics import median
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from bbcu.imaging.pixels import image_to_tensor
 from bbcu.metrics.complexity import count_cost
 from bbcu.report.bench import (
     LAYER_SIZE,
+    TINY_DIVISOR,
     BenchRun,
     NetworkCase,
     Reference,
@@ -39,7 +41,13 @@ from bbcu.report.bench_references import (
     time_float_network,
 )
 from bbcu.report.bench_tables import format_comparisons, format_table
-from bbcu.report.crossover import Crossover, efficiency, efficiency_target, format_crossovers
+from bbcu.report.crossover import (
+    Crossover,
+    efficiency,
+    efficiency_in_rounds,
+    efficiency_target,
+    format_crossovers,
+)
 from bbcu.report.latency import label_offsets, latency_points
 from bbcu.report.scaling import ScalingPoint, fits, format_scaling, linear_fit, save_scaling_plot
 from bbcu.report.timing import Turns
@@ -55,7 +63,8 @@ def ceilings(isa: str = "avx512") -> kernels.Ceilings:
 def test_layer_row_times_the_conv_it_claims_checks_its_output_and_its_efficiency() -> None:
     """The layer row: the engine's output equals the V4 epilogue of the float conv's dot products, the
     work is what a 64->64 3x3 conv at that size costs (counted by the complexity module's hooks), and
-    the efficiency is those MACs per wall second over the ceiling, against the ISA's target."""
+    the efficiency is those MACs per wall second over the ceiling read in the same round (one here),
+    against the ISA's target."""
     height, width = 12, 10
     run = BenchRun(1, ceilings("avx512"))
     row, *on_other_paths = bench_layer(run, (height, width))
@@ -68,8 +77,11 @@ def test_layer_row_times_the_conv_it_claims_checks_its_output_and_its_efficiency
     ]
     for isa, other in zip(others, on_other_paths, strict=True):
         assert other.mean_abs_diff == 0.0 and other.target is None
-        best = max(reading.binary_macs_per_s for reading in run.path_ceilings[isa])
-        assert other.efficiency == pytest.approx(macs / (other.engine.wall_ms / 1e3) / best)
+        (reading,) = run.path_ceilings[isa]
+        assert reading.isa == isa
+        assert other.efficiency == pytest.approx(
+            macs / (other.engine.wall_ms / 1e3) / reading.binary_macs_per_s
+        )
         assert other.efficiency_target == {"avx2": 0.60, "avx512": 0.70}.get(isa)
         assert other.engine_ops_g == row.engine_ops_g and other.reference_time == row.reference_time
     binary = count_cost(BinaryConv2d(64, 64), (width, height))
@@ -78,7 +90,9 @@ def test_layer_row_times_the_conv_it_claims_checks_its_output_and_its_efficiency
     assert row.engine_ops_g == pytest.approx(binary.ops_g)
     assert row.reference_ops_g == pytest.approx(full.ops_g)
     assert row.input == f"64x{height}x{width}" and row.target == 15.0
-    assert row.efficiency == pytest.approx(macs / (row.engine.wall_ms / 1e3) / 1e12)
+    (reading,) = run.round_ceilings
+    assert reading.isa == kernels.get_isa() and row.engine.rounds_ms == (row.engine.wall_ms,)
+    assert row.efficiency == pytest.approx(macs / (row.engine.wall_ms / 1e3) / reading.binary_macs_per_s)
     assert run.kernel_efficiency == row.efficiency and row.efficiency_target == 0.70
     assert row.as_dict()["met_efficiency"] == (row.efficiency >= 0.70)
     assert LAYER_SIZE == (180, 320)
@@ -100,9 +114,26 @@ def test_turns_warm_up_on_filing_then_time_every_call_once_per_round() -> None:
     # each timed call comes after untimed calls of itself (SETTLE_S), never right after the other's
     runs = [(name, len(list(group))) for name, group in itertools.groupby(calls[2:])]
     assert [name for name, _ in runs] == ["a", "b"] * 3 and all(count >= 2 for _, count in runs)
+    assert all(
+        len(timing.rounds_ms) == 3 and timing.wall_ms == pytest.approx(median(timing.rounds_ms))
+        for timing in timings
+    )
     third, _ = turns.add(lambda: calls.append("c"))
     before = len(calls)
     assert len(turns.run(2)) == 3 and third == 2 and set(calls[before:]) == {"c"}
+
+
+def test_turns_keep_what_each_timed_call_returned_when_asked() -> None:
+    """A measurement taken in turns (a ceiling reading) keeps one result per round: the timed call's,
+    not the warm-up's or the settling calls'."""
+    count = itertools.count()
+    turns = Turns()
+    kept, warm_up = turns.add(lambda: next(count), keep_results=True)
+    not_kept, _ = turns.add(lambda: "output")
+    turns.run(3)
+    results = turns.results[kept]
+    assert warm_up == 0 and not_kept not in turns.results and len(results) == 3
+    assert results == sorted(results) and results[0] > 1  # each after settling calls of its own
 
 
 def test_the_ceilings_kept_are_the_peak_of_every_reading() -> None:
@@ -113,6 +144,14 @@ def test_the_ceilings_kept_are_the_peak_of_every_reading() -> None:
         kernels.Ceilings("avx512", 2, 2.3e12, 2.2e11),
     ]
     assert peak(readings) == kernels.Ceilings("avx512", 2, 3.9e12, 2.2e11)
+
+
+def test_efficiency_in_rounds_pairs_each_time_with_its_rounds_ceiling() -> None:
+    """Rounds at 4, 2 and 5 G MAC/s against ceilings of 10, 4 and 10 read beside them: 40 %, 50 %, 50 %,
+    median 50 % (a median time over the peak ceiling would say 40 %); unpaired rounds are an error."""
+    assert efficiency_in_rounds(2e9, [0.5, 1.0, 0.4], [1e10, 4e9, 1e10]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        efficiency_in_rounds(2e9, [0.5, 1.0], [1e10])
 
 
 def test_efficiency_targets_and_the_formula() -> None:
@@ -156,7 +195,7 @@ def test_network_rows_share_the_engine_run_and_check_it_against_the_simulation()
         (Reference("dncnn", "fp32", 5.0), Reference("dncnn", "bf16")),
         {"depth": 4, "channels": c},
     )
-    run = BenchRun(1, ceilings(), bf16=False, int8=False, kernel_efficiency=0.5)
+    run = BenchRun(1, ceilings(), bf16=False, int8=False, kernel_efficiency=0.5, round_ceilings=[ceilings()])
     (versus_float, versus_simulation), crossovers = bench_network(case, run)
     pixels_taps = height * width * 9
     fp_macs, binary_macs = pixels_taps * (3 * c + c * 3), pixels_taps * 2 * c * c
@@ -179,7 +218,7 @@ def test_network_rows_share_the_engine_run_and_check_it_against_the_simulation()
 
 def test_comparison_table_shows_every_row_its_target_and_efficiency() -> None:
     case = NetworkCase("dncnn-bbcu", (6, 5), (Reference("dncnn", "fp32", 1e9),), {"depth": 3, "channels": 8})
-    run = BenchRun(1, ceilings(), int8=False)
+    run = BenchRun(1, ceilings(), int8=False, round_ceilings=[ceilings()])
     rows, _ = bench_network(case, run)
     table = format_comparisons([row.as_dict() for row in rows])
     for line, row in zip(table[2:], rows, strict=True):
@@ -350,7 +389,12 @@ def test_bench_tiny_end_to_end(tmp_path: Path) -> None:
     result = json.loads(saved.read_text())
     ceiling = result["ceilings"]
     assert ceiling["per_mac_gain"] == pytest.approx(ceiling["binary_macs_per_s"] / ceiling["fp32_macs_per_s"])
-    assert ceiling["readings"] >= 3  # before the rounds, and settled and timed in the one round
+    assert ceiling["readings"] == 2 and len(ceiling["rounds"]) == 1  # before the rounds, and in the one round
+    layer = result["comparisons"][0]
+    (reading,) = ceiling["rounds"]
+    macs = 64 * 64 * 9 * (LAYER_SIZE[0] // TINY_DIVISOR) * (LAYER_SIZE[1] // TINY_DIVISOR)
+    (seconds,) = (ms / 1e3 for ms in layer["engine"]["rounds_ms"])
+    assert layer["efficiency"] == pytest.approx(macs / seconds / reading["binary_macs_per_s"])
     names = {row["name"] for row in result["networks"]}
     for network in ("srresnet x4", "srresnet-lite x4", "srresnet-lite x2", "dncnn", "dncnn-lite"):
         assert {f"{network} {p}" for p in ("fp32", "bf16", "int8")} <= names

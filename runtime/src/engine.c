@@ -168,9 +168,8 @@ static int run_op(const Runner *r, const Op *op, const Op *next, Flow *f, const 
     case OP_BBCU_UPSAMPLE:
         return run_upsample(r, op, f);
     case OP_ADD_BILINEAR_SKIP:
-        bbcu_add_bilinear(f->skip, f->height / op->scale, f->width / op->scale, f->channels, op->scale, f->x,
-                          r->threads);
-        return 0;
+        return bbcu_add_bilinear(f->skip, f->height / op->scale, f->width / op->scale, f->channels, op->scale, f->x,
+                                 r->threads);
     case OP_SUBTRACT_FROM_SKIP:
         for (size_t i = 0; i < count; i++)
             f->x[i] = f->skip[i] - f->x[i];

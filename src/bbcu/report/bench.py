@@ -13,9 +13,10 @@ A speed-up is only worth reporting for an engine that computes the right thing, 
 also says how much work each side did (OPs, ``bbcu.metrics.complexity``'s units) and, where the
 reference computes the same function, how far the engine's output was from the reference's. And a
 speed-up is only understood against what the CPU can do: the run measures the binary (XOR-popcount) and
-fp32 (FMA) ceilings of this CPU, gives every binary row its efficiency against the first, and prints the
-crossover arithmetic (``bbcu.report.crossover``) where a binary network faces a float one doing far
-fewer MACs.
+fp32 (FMA) ceilings of this CPU in every round, right after the layer, gives every binary row its
+efficiency against the first (each round's time against that round's reading, median over the rounds:
+``bbcu.report.crossover.efficiency_in_rounds``), and prints the crossover arithmetic where a binary
+network faces a float one doing far fewer MACs.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from bbcu.report.bench_references import (
     quality_of,
     trained_weights,
 )
-from bbcu.report.crossover import Crossover, efficiency, efficiency_target
+from bbcu.report.crossover import Crossover, efficiency_in_rounds, efficiency_target
 from bbcu.report.timing import PACKED, SIMULATED, PendingNetwork, TimedNetwork, Timing, Turns
 
 LAYER_SIZE = (180, 320)  # H, W of the layer benchmark and of the SR inputs (the papers' 320x180)
@@ -86,8 +87,9 @@ class Comparison:
             inputs fall within float rounding of 0 there, the simulation's summation order decides
             their sign, and the flip changes a patch of the output (up to 0.1 in BBCU-M x4 at 320x180,
             mean 5e-5); a wrong engine is off everywhere.
-        efficiency: The engine's binary MACs per wall second over the binary ceiling of this CPU; for a
-            network over the whole network's time (its float layers included), else None.
+        efficiency: The engine's binary MACs per wall second over the binary ceiling of this CPU read in
+            the same round, median over the rounds; for a network over the whole network's time (its
+            float layers included), else None.
         efficiency_target: The efficiency the project aims for (the layer only), else None.
         whole_network: Whether ``efficiency`` is over a whole network's time.
     """
@@ -163,13 +165,17 @@ class BenchRun:
 
     Attributes:
         repeats: Timed rounds.
-        ceilings: This CPU's measured binary and fp32 ceilings (``kernels.measure_ceilings``), or None.
+        ceilings: This CPU's measured binary and fp32 ceilings (``kernels.measure_ceilings``), or None;
+            after a full run, the peak of every reading.
         bf16: Whether bf16 rows run (the CPU computes bf16 natively).
         weights: Trained weights files given by the user.
         root: Data root (calibration patches, quality sets).
         int8: Whether int8 rows run.
         calibration_patches: Training patches that calibrate each int8 network.
         kernel_efficiency: The 64->64 layer's efficiency once measured; the crossovers use it.
+        round_ceilings: Ceiling readings of the path in use, one per round, each taken right after the
+            layer (``file_layer``): every binary efficiency and the crossovers' float rates set each
+            round's time against its round's reading.
         path_ceilings: Ceiling readings of the CPU's other kernel paths (``other_paths``), one per round.
         turns: Every call filed so far (``file_layer``, ``file_network``), timed by ``time_turns``.
         pending: The networks filed, in order, their times still to come.
@@ -184,6 +190,7 @@ class BenchRun:
     int8: bool = True
     calibration_patches: int = CALIBRATION_PATCHES
     kernel_efficiency: float | None = None
+    round_ceilings: list[kernels.Ceilings] = field(default_factory=list)
     path_ceilings: dict[str, list[kernels.Ceilings]] = field(default_factory=dict)
     turns: Turns = field(default_factory=Turns)
     pending: list[PendingNetwork] = field(default_factory=list)
@@ -260,10 +267,31 @@ def _signs(values: np.ndarray) -> np.ndarray:
     return np.where(values >= 0, np.float32(1), np.float32(-1))
 
 
-def _binary_efficiency(binary_macs: int, timing: Timing, run: BenchRun) -> float | None:
+def _binary_efficiency(
+    binary_macs: int, timing: Timing, run: BenchRun, readings: Sequence[kernels.Ceilings] | None = None
+) -> float | None:
+    """``binary_macs`` per wall second of each round over that round's binary ceiling (``readings``,
+    default the path in use), median over the rounds; None without ceilings."""
     if run.ceilings is None:
         return None
-    return efficiency(binary_macs, timing.wall_ms / 1e3, run.ceilings.binary_macs_per_s)
+    rates = [reading.binary_macs_per_s for reading in (run.round_ceilings if readings is None else readings)]
+    return efficiency_in_rounds(binary_macs, _round_seconds(timing), rates)
+
+
+def _round_seconds(timing: Timing) -> list[float]:
+    return [ms / 1e3 for ms in timing.rounds_ms]
+
+
+def _file_ceilings(run: BenchRun, isa: str) -> list[kernels.Ceilings]:
+    """Files a reading of kernel path ``isa``'s ceilings with ``run``'s turns, so that every round reads
+    them right after the call filed before; returns the list the rounds' readings go to."""
+
+    def read() -> kernels.Ceilings:
+        with kernels.using_isa(isa):
+            return kernels.measure_ceilings(kernels.get_num_threads())
+
+    handle, _ = run.turns.add(read, keep_results=True)
+    return run.turns.results[handle]  # type: ignore[return-value]
 
 
 class LayerProblem:
@@ -338,6 +366,8 @@ def file_layer(size: tuple[int, int], run: BenchRun) -> Rows:
     problem = LayerProblem(size)
     y = problem.binary()  # the first call, checked; the calls timed keep adding in place
     engine, _ = run.turns.add(problem.unit)
+    if run.ceilings is not None:
+        run.round_ceilings = _file_ceilings(run, kernels.get_isa())
     reference, dot = run.turns.add(problem.full_precision)
     expected = problem.expected(dot)
     mean_abs_diff = float(np.abs(y - expected).mean())
@@ -369,12 +399,7 @@ def file_layer(size: tuple[int, int], run: BenchRun) -> Rows:
         main = row("", timings[engine], mean_abs_diff, run.kernel_efficiency, main_isa)
         alternatives = []
         for isa, (call, diff) in others.items():
-            readings = run.path_ceilings.get(isa)
-            isa_efficiency = (
-                efficiency(problem.macs, timings[call].wall_ms / 1e3, peak(readings).binary_macs_per_s)
-                if readings
-                else None
-            )
+            isa_efficiency = _binary_efficiency(problem.macs, timings[call], run, run.path_ceilings.get(isa))
             alternatives.append(row(f", {kernels.isa_label(isa)}", timings[call], diff, isa_efficiency, isa))
         return [main, *alternatives], []
 
@@ -401,13 +426,9 @@ def file_layer_on_path(
         with kernels.using_isa(isa):
             problem.unit()
 
-    def ceilings() -> None:
-        with kernels.using_isa(isa):
-            run.path_ceilings.setdefault(isa, []).append(kernels.measure_ceilings(kernels.get_num_threads()))
-
     call, _ = run.turns.add(unit)
     if run.ceilings is not None:
-        run.turns.add(ceilings)
+        run.path_ceilings[isa] = _file_ceilings(run, isa)
     return call, diff
 
 
@@ -488,7 +509,9 @@ def crossover(engine: TimedNetwork, reference: TimedNetwork, run: BenchRun) -> C
         reference_macs=reference_macs,
         per_mac_gain=run.ceilings.per_mac_gain,
         kernel_efficiency=run.kernel_efficiency,
-        reference_rate=efficiency(reference_macs, reference.time.wall_ms / 1e3, run.ceilings.fp32_macs_per_s),
+        reference_rate=efficiency_in_rounds(
+            reference_macs, _round_seconds(reference.time), [c.fp32_macs_per_s for c in run.round_ceilings]
+        ),
         measured_speedup=reference.time.wall_ms / engine.time.wall_ms,
     )
 
@@ -580,13 +603,15 @@ def run_benchmarks(
 
     Returns:
         ``{"machine", "threads", "isa", "repeats", "torch", "load_average", "ceilings", "bf16",
-        "comparisons", "networks", "crossovers"}``.
+        "comparisons", "networks", "crossovers"}``; the ceilings' ``rounds`` are the readings each
+        round's efficiencies were set against, and every timing keeps its ``rounds_ms``.
     """
     threads = threads or torch.get_num_threads()
     set_num_threads(threads)
     flags = cpu_flags()
-    measured = [kernels.measure_ceilings(threads)]
-    run = BenchRun(repeats, measured[0], native_bf16(flags), tuple(Path(w) for w in weights), root)
+    run = BenchRun(
+        repeats, kernels.measure_ceilings(threads), native_bf16(flags), tuple(Path(w) for w in weights), root
+    )
     run.calibration_patches = CALIBRATION_PATCHES if divisor == 1 else 4  # a smoke run calibrates lightly
     chosen = network_cases(divisor)
     chosen = {name: chosen[name] for name in (cases or chosen)}
@@ -603,10 +628,10 @@ def run_benchmarks(
     with tqdm(
         total=repeats, desc="bbcu bench: timing every network in turns", unit="round", leave=False
     ) as bar:
-        # the ceilings again in every round: the peak of all is what the CPU can do (a slow phase of
-        # the host only ever lowers a reading), so no efficiency is flattered by one taken in a slow phase
-        run.turns.add(lambda: measured.append(kernels.measure_ceilings(threads)))
         run.time_turns(lambda done: bar.update(1))
+    # what the CPU can do, for the per-MAC gain: the peak of all readings (a slow phase of the host only
+    # ever lowers one)
+    measured = [run.ceilings, *run.round_ceilings]
     run.ceilings = ceilings = peak(measured)
     comparisons: list[Comparison] = []
     crossovers: list[Crossover] = []
@@ -621,7 +646,12 @@ def run_benchmarks(
         "repeats": repeats,
         "torch": torch.__version__,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "ceilings": {**asdict(ceilings), "per_mac_gain": ceilings.per_mac_gain, "readings": len(measured)},
+        "ceilings": {
+            **asdict(ceilings),
+            "per_mac_gain": ceilings.per_mac_gain,
+            "readings": len(measured),
+            "rounds": [asdict(reading) for reading in run.round_ceilings],
+        },
         "bf16": run.bf16,
         "comparisons": [row.as_dict() for row in comparisons],
         "networks": [network.as_dict() for network in run.networks],

@@ -27,7 +27,8 @@ def format_header(result: Row) -> list[str]:
             f"peak of {ceilings.get('readings', 1)} readings over the run): binary "
             f"{ceilings['binary_macs_per_s'] / 1e9:.0f} G MAC/s (xor + popcount + add), fp32 "
             f"{ceilings['fp32_macs_per_s'] / 1e9:.0f} G MAC/s (FMA): "
-            f"per-MAC gain {ceilings['per_mac_gain']:.1f}x"
+            f"per-MAC gain {ceilings['per_mac_gain']:.1f}x; each efficiency sets every round's time "
+            "against the ceiling read in that round, right after the layer, and takes the median"
         )
     if "bf16" in result:
         bf16 = "native (AVX-512-BF16 or AMX)" if result["bf16"] else "n/a (neither AVX-512-BF16 nor AMX)"

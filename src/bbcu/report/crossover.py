@@ -12,6 +12,8 @@ cannot be met on a CPU says why in numbers (issue 13).
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 EFFICIENCY_TARGETS = {"avx512": 0.70, "avx2": 0.60}
@@ -27,6 +29,28 @@ def efficiency(macs: float, seconds: float, ceiling_macs_per_s: float) -> float:
     if seconds <= 0 or ceiling_macs_per_s <= 0:
         raise ValueError(f"time and ceiling must be positive, got {seconds} s and {ceiling_macs_per_s} MAC/s")
     return macs / seconds / ceiling_macs_per_s
+
+
+def efficiency_in_rounds(
+    macs: float, seconds: Sequence[float], ceilings_macs_per_s: Sequence[float]
+) -> float:
+    """The median over rounds of each round's ``efficiency``, its time set against the ceiling read in
+    the same round.
+
+    On a host whose speed drifts by up to 2x within seconds, a median time over the peak ceiling of a
+    whole run measures the drift as much as the kernel; a time and a ceiling read side by side share
+    their phase of the host.
+
+    Raises:
+        ValueError: If the rounds do not pair up, or a time or ceiling is not positive.
+    """
+    if not seconds or len(seconds) != len(ceilings_macs_per_s):
+        raise ValueError(
+            f"need one ceiling per timed round, got {len(ceilings_macs_per_s)} for {len(seconds)}"
+        )
+    return statistics.median(
+        efficiency(macs, time, ceiling) for time, ceiling in zip(seconds, ceilings_macs_per_s, strict=True)
+    )
 
 
 def efficiency_target(isa: str) -> float | None:

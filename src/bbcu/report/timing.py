@@ -33,27 +33,40 @@ PACKED, SIMULATED = "1-bit packed", "fp32 simulated"
 
 @dataclass(frozen=True)
 class Timing:
-    """Median milliseconds of one measured call."""
+    """Median milliseconds of one measured call, and the wall time of each round (in round order), so
+    that a rate can be set against a ceiling read in the same round (``bbcu.report.bench``)."""
 
     wall_ms: float
     cpu_ms: float
+    rounds_ms: tuple[float, ...] = ()
 
 
 @dataclass
 class Turns:
     """Calls timed in turns: ``add`` makes a call's untimed warm-up run and files it, ``run`` then times
     ``repeats`` rounds that each time every filed call once (after settling, ``SETTLE_S``), and keeps
-    each one's median."""
+    each one's median.
+
+    Attributes:
+        timings: One per filed call, by handle, once timed.
+        results: For calls filed with ``keep_results``, by handle: what each timed call returned, one
+            per round (a measurement taken in turns, such as a ceiling reading).
+    """
 
     _calls: list[Callable[[], object]] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
+    results: dict[int, list[object]] = field(default_factory=dict)
 
-    def add(self, call: Callable[[], T]) -> tuple[int, T]:
+    def add(self, call: Callable[[], T], keep_results: bool = False) -> tuple[int, T]:
         """Runs ``call`` once (the warm-up) and files it; returns its handle into ``timings`` and what
-        the call returned (every call computes the same), for checking."""
+        the call returned (every call computes the same), for checking. With ``keep_results``, what
+        every timed call returns is kept in ``results``."""
         result = call()
         self._calls.append(call)
-        return len(self._calls) - 1, result
+        handle = len(self._calls) - 1
+        if keep_results:
+            self.results[handle] = []
+        return handle, result
 
     def run(self, repeats: int, progress: Callable[[int], None] = lambda done: None) -> list[Timing]:
         """Times every call filed since the last run in ``repeats`` rounds; ``progress`` hears after each
@@ -65,12 +78,16 @@ class Turns:
             for index, call in enumerate(self._calls[first:]):
                 _settle(call)
                 wall, cpu = time.perf_counter(), time.process_time()
-                call()
+                result = call()
                 walls[index].append(time.perf_counter() - wall)
                 cpus[index].append(time.process_time() - cpu)
+                if first + index in self.results:
+                    self.results[first + index].append(result)
             progress(done)
         self.timings += [
-            Timing(statistics.median(w) * 1e3, statistics.median(c) * 1e3)
+            Timing(
+                statistics.median(w) * 1e3, statistics.median(c) * 1e3, tuple(seconds * 1e3 for seconds in w)
+            )
             for w, c in zip(walls, cpus, strict=True)
         ]
         return self.timings

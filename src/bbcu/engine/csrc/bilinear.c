@@ -8,6 +8,7 @@
  * thread count (built with -ffp-contract=off, as the kernels are).
  */
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "bitops.h"
 
@@ -28,10 +29,17 @@ static void bilinear_axis(int i, int n, float inverse_scale, int *i0, int *i1, f
     *l0 = 1.0f - *l1;
 }
 
+/* Where output column ow reads: its two input columns and their weights, the same for every row. */
+typedef struct Column {
+    int w0, w1;
+    float b0, b1;
+} Column;
+
 typedef struct BilinearJob {
     const float *skip;
     int height, width, channels, scale;
     float *x;
+    const Column *columns; /* one per output column, made once per call */
 } BilinearJob;
 
 static void bilinear_rows(void *context, int row_begin, int row_end)
@@ -40,26 +48,37 @@ static void bilinear_rows(void *context, int row_begin, int row_end)
     const float inverse_scale = (float)(1.0 / a->scale);
     const int width = a->width, channels = a->channels, out_width = width * a->scale;
     for (int oh = row_begin; oh < row_end; oh++) {
-        int h0, h1, w0, w1;
-        float a0, a1, b0, b1;
+        int h0, h1;
+        float a0, a1;
         bilinear_axis(oh, a->height, inverse_scale, &h0, &h1, &a0, &a1);
-        for (int ow = 0; ow < out_width; ow++) {
-            bilinear_axis(ow, width, inverse_scale, &w0, &w1, &b0, &b1);
-            const float *p00 = a->skip + ((size_t)h0 * width + w0) * channels;
-            const float *p01 = a->skip + ((size_t)h0 * width + w1) * channels;
-            const float *p10 = a->skip + ((size_t)h1 * width + w0) * channels;
-            const float *p11 = a->skip + ((size_t)h1 * width + w1) * channels;
-            float *out = a->x + ((size_t)oh * out_width + ow) * channels;
+        const float *row0 = a->skip + (size_t)h0 * width * channels, *row1 = a->skip + (size_t)h1 * width * channels;
+        float *out = a->x + (size_t)oh * out_width * channels;
+        for (int ow = 0; ow < out_width; ow++, out += channels) {
+            const Column col = a->columns[ow];
+            const float *p00 = row0 + (size_t)col.w0 * channels, *p01 = row0 + (size_t)col.w1 * channels;
+            const float *p10 = row1 + (size_t)col.w0 * channels, *p11 = row1 + (size_t)col.w1 * channels;
             for (int c = 0; c < channels; c++)
-                out[c] += a0 * (b0 * p00[c] + b1 * p01[c]) + a1 * (b0 * p10[c] + b1 * p11[c]);
+                out[c] += a0 * (col.b0 * p00[c] + col.b1 * p01[c]) + a1 * (col.b0 * p10[c] + col.b1 * p11[c]);
         }
     }
 }
 
-void bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x, int threads)
+/* Returns 0, or -1 when the column table cannot be allocated (x is then untouched). */
+int bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x, int threads)
 {
-    BilinearJob job = {skip, height, width, channels, scale, x};
+    const int out_width = width * scale;
+    Column *columns = malloc((size_t)out_width * sizeof(Column));
+    if (!columns)
+        return -1;
+    const float inverse_scale = (float)(1.0 / scale);
+    for (int ow = 0; ow < out_width; ow++) {
+        Column *col = &columns[ow];
+        bilinear_axis(ow, width, inverse_scale, &col->w0, &col->w1, &col->b0, &col->b1);
+    }
+    BilinearJob job = {skip, height, width, channels, scale, x, columns};
     const long out_rows = (long)height * scale;
-    const int useful = (int)(out_rows * width * scale * channels / 65536); /* a band per 64k values at most */
+    const int useful = (int)(out_rows * out_width * channels / 65536); /* a band per 64k values at most */
     bbcu_parallel_rows(bilinear_rows, &job, (int)out_rows, useful < 1 ? 1 : useful < threads ? useful : threads);
+    free(columns);
+    return 0;
 }

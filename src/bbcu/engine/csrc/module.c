@@ -465,10 +465,13 @@ static PyObject *add_bilinear(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "%s: x must not overlap skip", fn);
         return NULL;
     }
+    int failed;
     Py_BEGIN_ALLOW_THREADS;
-    bbcu_add_bilinear(PyArray_DATA(skip), (int)PyArray_DIM(skip, 0), (int)PyArray_DIM(skip, 1),
-                      (int)PyArray_DIM(skip, 2), scale, PyArray_DATA(x), num_threads);
+    failed = bbcu_add_bilinear(PyArray_DATA(skip), (int)PyArray_DIM(skip, 0), (int)PyArray_DIM(skip, 1),
+                               (int)PyArray_DIM(skip, 2), scale, PyArray_DATA(x), num_threads);
     Py_END_ALLOW_THREADS;
+    if (failed)
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
