@@ -26,6 +26,7 @@ from bbcu.report.bench import (
     LAYER_SIZE,
     TINY_DIVISOR,
     BenchRun,
+    Comparison,
     NetworkCase,
     Reference,
     bench_layer,
@@ -50,7 +51,7 @@ from bbcu.report.crossover import (
 )
 from bbcu.report.latency import label_offsets, latency_points
 from bbcu.report.scaling import ScalingPoint, fits, format_scaling, linear_fit, save_scaling_plot
-from bbcu.report.timing import Turns
+from bbcu.report.timing import Timing, Turns
 
 TOLERANCE = 1e-4  # the runtime tests' max abs difference on the [0, 1] scale
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -224,13 +225,28 @@ def test_comparison_table_shows_every_row_its_target_and_efficiency() -> None:
     for line, row in zip(table[2:], rows, strict=True):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[5] == f"{row.speedup:.2f}x"
-        assert cells[7] == ("1e+09x (missed)" if row.target else "-")
+        assert cells[7] == ("1e+09x (missed; reached in 0 of 1 rounds)" if row.target else "-")
         assert cells[8] == f"{row.engine_ops_g:.3g} / {row.reference_ops_g:.3g}"
         assert cells[9] == ("-" if row.mean_abs_diff is None else f"{row.mean_abs_diff:.1e}")
         assert cells[10] == f"{row.efficiency:.0%} (whole network)"
     result = {"machine": "m", "threads": 1, "isa": "avx2", "repeats": 1, "torch": "t", "load_average": [0, 0]}
     report = format_table({**result, "comparisons": [r.as_dict() for r in rows], "networks": []})
     assert report.count("\n") == len(rows) + 3
+
+
+def test_each_round_is_judged_by_its_own_pair_of_times() -> None:
+    """A round's speed-up is the reference's time over the engine's in that round: 100/10, 90/12, 120/10
+    are 10x, 7.5x and 12x, so 10x is met in 2 of 3 rounds, while the medians (90 or 100 over 10)
+    give one verdict for the run."""
+    engine, reference = Timing(10.0, 20.0, (10.0, 12.0, 10.0)), Timing(100.0, 200.0, (100.0, 90.0, 120.0))
+    row = Comparison("net", "3x4x4", engine, "ref", reference, 10.0, 1.0, 1.0, None)
+    assert row.round_speedups == pytest.approx([10.0, 7.5, 12.0])
+    cells = row.as_dict()
+    assert (cells["met"], cells["rounds_met"]) == (True, 2)
+    assert format_comparisons([cells])[2].split("|")[8].strip() == "10x (met; reached in 2 of 3 rounds)"
+    engine, reference = Timing(10.0, 20.0), Timing(100.0, 200.0)
+    unpaired = Comparison("net", "3x4x4", engine, "ref", reference, 10.0, 1.0, 1.0, None)
+    assert unpaired.round_speedups == [] and unpaired.as_dict()["rounds_met"] is None
 
 
 def test_bf16_follows_the_cpu_flags(tmp_path: Path) -> None:

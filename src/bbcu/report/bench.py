@@ -117,8 +117,20 @@ class Comparison:
         """CPU-time speed-up of the engine over the reference."""
         return self.reference_time.cpu_ms / self.engine.cpu_ms
 
+    @property
+    def round_speedups(self) -> list[float]:
+        """The wall speed-up in each round: the reference's time over the engine's of the same round (the
+        two run back to back there, so each ratio sees one moment of the machine); empty without
+        per-round times."""
+        engine, reference = self.engine.rounds_ms, self.reference_time.rounds_ms
+        if len(engine) != len(reference):
+            return []
+        return [theirs / ours for ours, theirs in zip(engine, reference, strict=True)]
+
     def as_dict(self) -> dict[str, object]:
         met = None if self.target is None else self.speedup >= self.target
+        rounds = self.round_speedups
+        rounds_met = None if self.target is None or not rounds else sum(x >= self.target for x in rounds)
         met_efficiency = (
             None
             if self.efficiency_target is None or self.efficiency is None
@@ -130,6 +142,8 @@ class Comparison:
             "cpu_speedup": self.cpu_speedup,
             "met": met,
             "met_efficiency": met_efficiency,
+            "round_speedups": rounds,
+            "rounds_met": rounds_met,
         }
 
 
