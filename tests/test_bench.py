@@ -41,7 +41,7 @@ from bbcu.report.bench_references import (
     native_bf16,
     time_float_network,
 )
-from bbcu.report.bench_tables import format_comparisons, format_table
+from bbcu.report.bench_tables import efficiency_cell, format_comparisons, format_table
 from bbcu.report.crossover import (
     Crossover,
     efficiency,
@@ -247,6 +247,14 @@ def test_each_round_is_judged_by_its_own_pair_of_times() -> None:
     engine, reference = Timing(10.0, 20.0), Timing(100.0, 200.0)
     unpaired = Comparison("net", "3x4x4", engine, "ref", reference, 10.0, 1.0, 1.0, None)
     assert unpaired.round_speedups == [] and unpaired.as_dict()["rounds_met"] is None
+
+
+def test_a_share_just_under_its_target_does_not_print_as_the_target() -> None:
+    """Session 9 read the layer at 69.988 %: '70%' beside 'missed' was a riddle."""
+    row = {"efficiency": 0.69988, "efficiency_target": 0.7, "met_efficiency": False}
+    assert efficiency_cell(row) == "69.9% (target 70%: missed)"
+    assert efficiency_cell({**row, "efficiency": 0.7, "met_efficiency": True}) == "70.0% (target 70%: met)"
+    assert efficiency_cell({"efficiency": 0.314, "whole_network": True}) == "31% (whole network)"
 
 
 def test_bf16_follows_the_cpu_flags(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ so a saved run prints the same."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from bbcu.report.crossover import format_crossovers
@@ -37,7 +38,8 @@ def format_header(result: Row) -> list[str]:
 
 
 def efficiency_cell(row: Row) -> str:
-    """``52% (target 70%: missed)`` for the layer, ``31% (whole network)`` for a network, else ``-``."""
+    """``69.9% (target 70%: missed)`` for the layer (a decimal, rounded down, so that a share just under
+    its target does not print as the target itself), ``31% (whole network)`` for a network, else ``-``."""
     value = row.get("efficiency")
     if value is None:
         return "-"
@@ -46,7 +48,8 @@ def efficiency_cell(row: Row) -> str:
     if row.get("efficiency_target") is None:
         return f"{value:.0%}"
     verdict = "met" if row["met_efficiency"] else "missed"
-    return f"{value:.0%} (target {row['efficiency_target']:.0%}: {verdict})"
+    shown = math.floor(value * 1000) / 10  # rounded down: a share under its target never shows as it
+    return f"{shown:.1f}% (target {row['efficiency_target']:.0%}: {verdict})"
 
 
 def format_comparisons(rows: list[Row]) -> list[str]:
