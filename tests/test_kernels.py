@@ -593,6 +593,18 @@ def test_standin_check_catches_swapped_sign_bytes_in_the_amx_path(tmp_path: Path
     assert int(run_standin_check("amx", tmp_path, swap).split()[1]) == 200
 
 
+def test_the_amx_path_computes_every_row_when_its_byte_rows_cannot_be_allocated(tmp_path: Path) -> None:
+    """Without memory for its byte rows the AMX path hands its rows to the portable one: the stand-in
+    check still equals the portable path on every layer (until session 9 the rows were left unwritten)."""
+    allocation = "s->zeros = calloc(4, row_bytes);"
+
+    def no_memory(source: str) -> str:
+        assert allocation in source, "the allocation this test fails is gone"
+        return source.replace(allocation, "s->zeros = NULL;")
+
+    assert run_standin_check("amx", tmp_path, no_memory) == "conv 0 ties 0"
+
+
 # Runs the few-output float conv of each SIMD path (conv_float.c built against the stand-ins) and the
 # portable one on random data, with and without bias, and counts the calls whose bytes differ: the
 # outputs, the rows a band leaves alone and 16 floats past the end (a stray masked store shows). The

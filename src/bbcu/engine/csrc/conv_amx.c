@@ -16,7 +16,8 @@
  * twice the mismatches; so the outputs equal the other paths' bit for bit.
  *
  * The path is offered only where the CPU has AMX-INT8 and Linux grants the process its tile state
- * (isa.c, bbcu_amx_usable), and it uses AVX-512 (BW for the byte expansion) around the tiles.
+ * (isa.c, bbcu_amx_usable), and it uses AVX-512 (BW for the byte expansion) around the tiles. A thread
+ * that cannot allocate its byte rows computes its rows on the portable path instead.
  */
 #include "bitops.h"
 
@@ -213,34 +214,40 @@ static void finish_block_generic(const ConvArgs *a, const RowScratch *scratch, i
 void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch)
 {
     AmxScratch s;
-    if (amx_scratch(a, &s) == 0) {
-        const int pairs = output_blocks(a) / 2, stride = 16 * output_blocks(a), fast = whole_blocks(a) && !a->raw;
-        const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1;
-        float table[PARAMS * MAX_TABLE_CHANNELS] __attribute__((aligned(64)));
-        if (fast)
-            gather_params(a, table);
-        const Finish f = finish_of(a, table);
-        configure_tiles();
-        for (int h = row_begin; h < row_end; h++) {
-            int8_t *rows[3] = {input_row(a, &s, h - 1), input_row(a, &s, h), input_row(a, &s, h + 1)};
-            for (int x0 = 0; x0 < a->width; x0 += BLOCK_PIXELS) {
-                const int pixels = a->width - x0 < BLOCK_PIXELS ? a->width - x0 : BLOCK_PIXELS;
-                const int steps = pairs * 9 * a->channel_words, n = a->out_channels / subpixels;
-                const int per_step = (pixels * n * (int)sizeof(float) / 64 + steps - 1) / steps;
-                const char *residual = a->residual ? (const char *)(a->residual + ((size_t)h * a->width + x0) * n)
-                                                   : NULL;
-                for (int pair = 0; pair < pairs; pair++)
-                    block_dots(a, rows, x0, pair, (const int8_t *)a->wl, s.dots, stride,
-                               residual ? residual + (size_t)64 * pair * 9 * a->channel_words * per_step : NULL,
-                               per_step);
-                if (fast)
-                    finish_block(a, &f, h, x0, pixels, s.dots, stride);
-                else
-                    finish_block_generic(a, scratch, h, x0, pixels, s.dots, stride);
-            }
-        }
-        _tile_release();
+    if (amx_scratch(a, &s) != 0) {
+        /* No memory for the byte rows: the portable path computes the same rows with none beyond
+         * `scratch` (slowly), so the call still returns every row rather than leaving some unwritten. */
+        free(s.zeros);
+        free(s.dots);
+        bbcu_conv_rows_portable(a, row_begin, row_end, scratch);
+        return;
     }
+    const int pairs = output_blocks(a) / 2, stride = 16 * output_blocks(a), fast = whole_blocks(a) && !a->raw;
+    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1;
+    float table[PARAMS * MAX_TABLE_CHANNELS] __attribute__((aligned(64)));
+    if (fast)
+        gather_params(a, table);
+    const Finish f = finish_of(a, table);
+    configure_tiles();
+    for (int h = row_begin; h < row_end; h++) {
+        int8_t *rows[3] = {input_row(a, &s, h - 1), input_row(a, &s, h), input_row(a, &s, h + 1)};
+        for (int x0 = 0; x0 < a->width; x0 += BLOCK_PIXELS) {
+            const int pixels = a->width - x0 < BLOCK_PIXELS ? a->width - x0 : BLOCK_PIXELS;
+            const int steps = pairs * 9 * a->channel_words, n = a->out_channels / subpixels;
+            const int per_step = (pixels * n * (int)sizeof(float) / 64 + steps - 1) / steps;
+            const char *residual = a->residual ? (const char *)(a->residual + ((size_t)h * a->width + x0) * n)
+                                               : NULL;
+            for (int pair = 0; pair < pairs; pair++)
+                block_dots(a, rows, x0, pair, (const int8_t *)a->wl, s.dots, stride,
+                           residual ? residual + (size_t)64 * pair * 9 * a->channel_words * per_step : NULL,
+                           per_step);
+            if (fast)
+                finish_block(a, &f, h, x0, pixels, s.dots, stride);
+            else
+                finish_block_generic(a, scratch, h, x0, pixels, s.dots, stride);
+        }
+    }
+    _tile_release();
     free(s.zeros);
     free(s.dots);
 }
