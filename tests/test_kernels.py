@@ -593,6 +593,7 @@ def test_standin_check_catches_swapped_sign_bytes_in_the_amx_path(tmp_path: Path
     assert int(run_standin_check("amx", tmp_path, swap).split()[1]) == 200
 
 
+@pytest.mark.slow
 def test_the_amx_path_computes_every_row_when_its_byte_rows_cannot_be_allocated(tmp_path: Path) -> None:
     """Without memory for its byte rows the AMX path hands its rows to the portable one: the stand-in
     check still equals the portable path on every layer (until session 9 the rows were left unwritten)."""
