@@ -427,6 +427,7 @@ STANDIN_CHECK = r"""
 static uint64_t plane_word(uint64_t w, int planes, int p) {
     return planes == 1 ? w : (p ? w >> 4 : w) & 0x0f0f0f0f0f0f0f0full;
 }
+static atomic_int out_of_memory; /* what a path says when its own working memory cannot be had */
 static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, ConvArgs a) {
     const int words = 9 * a.channel_words;
     a.o_lanes = (a.out_channels + lanes - 1) / lanes * lanes;
@@ -445,7 +446,8 @@ static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, C
 #endif
     a.wl = wl;
     const size_t plane_words = (size_t)3 * a.width * a.channel_words * activation_planes;
-    RowScratch s = {malloc(4 * (size_t)a.o_lanes), malloc(4 * a.out_channels), malloc(8 * plane_words + 8)};
+    RowScratch s = {malloc(4 * (size_t)a.o_lanes), malloc(4 * a.out_channels), malloc(8 * plane_words + 8),
+                    &out_of_memory};
     rows(&a, 0, a.height, &s);
     free(s.count); free(s.values); free(s.x_planes); free(wl);
 }
@@ -541,8 +543,14 @@ void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t 
 """
 
 
-def run_standin_check(simd: str, folder: Path, edit: Callable[[str], str] = lambda source: source) -> str:
-    """STANDIN_CHECK's output for ``conv_<simd>.c`` (after ``edit``) built on the stand-ins."""
+def run_standin_check(
+    simd: str,
+    folder: Path,
+    edit: Callable[[str], str] = lambda source: source,
+    check_edit: Callable[[str], str] = lambda check: check,
+) -> str:
+    """STANDIN_CHECK's output (after ``check_edit``) for ``conv_<simd>.c`` (after ``edit``) built on the
+    stand-ins."""
     lanes, planes, activation_planes = STANDIN_LAYOUTS[simd]
     defines = {
         "STANDIN_ISA": simd,
@@ -550,7 +558,7 @@ def run_standin_check(simd: str, folder: Path, edit: Callable[[str], str] = lamb
         "STANDIN_PLANES": planes,
         "STANDIN_ACTIVATION_PLANES": activation_planes,
     }
-    check = (AMX_GLUE if simd == "amx" else "") + STANDIN_CHECK
+    check = check_edit((AMX_GLUE if simd == "amx" else "") + STANDIN_CHECK)
     return run_with_standins(
         folder, f"conv_{simd}.c", check, defines=defines, plain_sources=["conv_portable.c"], edit=edit
     )
@@ -594,16 +602,25 @@ def test_standin_check_catches_swapped_sign_bytes_in_the_amx_path(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_the_amx_path_computes_every_row_when_its_byte_rows_cannot_be_allocated(tmp_path: Path) -> None:
-    """Without memory for its byte rows the AMX path hands its rows to the portable one: the stand-in
-    check still equals the portable path on every layer (until session 9 the rows were left unwritten)."""
+def test_the_amx_path_reports_when_its_byte_rows_cannot_be_allocated(tmp_path: Path) -> None:
+    """Without memory for its byte rows the AMX path sets the call's out-of-memory flag (which the
+    module raises as MemoryError), as the other paths' working memory does; with it, the flag stays
+    clear. Until session 9 such rows were left unwritten without a word."""
     allocation = "s->zeros = calloc(4, row_bytes);"
+    report = 'printf("conv %d ties %d\\n", conv_mismatches(), tie_mismatches());'
 
     def no_memory(source: str) -> str:
         assert allocation in source, "the allocation this test fails is gone"
         return source.replace(allocation, "s->zeros = NULL;")
 
-    assert run_standin_check("amx", tmp_path, no_memory) == "conv 0 ties 0"
+    def flag(check: str) -> str:
+        assert report in check, "the report this test extends is gone"
+        flag_report = 'conv_mismatches(); printf("out of memory %d\\n", atomic_load(&out_of_memory));'
+        return check.replace(report, flag_report)
+
+    (tmp_path / "fails").mkdir(), (tmp_path / "works").mkdir()
+    assert run_standin_check("amx", tmp_path / "fails", no_memory, flag) == "out of memory 1"
+    assert run_standin_check("amx", tmp_path / "works", check_edit=flag) == "out of memory 0"
 
 
 # Runs the few-output float conv of each SIMD path (conv_float.c built against the stand-ins) and the

@@ -17,6 +17,7 @@
 #ifndef BBCU_BITOPS_H
 #define BBCU_BITOPS_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -64,6 +65,8 @@ typedef struct RowScratch {
     float *values;      /* out_channels: one pixel's epilogue, kept apart from y so y may alias residual */
     uint64_t *x_planes; /* 3 * width * channel_words * activation_planes: the 3 input rows of the row in
                            progress, transformed as the ISA wants them (NULL when it wants none) */
+    atomic_int *out_of_memory; /* set by a path whose own working memory cannot be allocated (its rows
+                                  are then not computed, and the call reports it: bbcu_run_rows) */
 } RowScratch;
 
 /* Computes output rows [row_begin, row_end). */

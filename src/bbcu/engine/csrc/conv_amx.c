@@ -17,7 +17,8 @@
  *
  * The path is offered only where the CPU has AMX-INT8 and Linux grants the process its tile state
  * (isa.c, bbcu_amx_usable), and it uses AVX-512 (BW for the byte expansion) around the tiles. A thread
- * that cannot allocate its byte rows computes its rows on the portable path instead.
+ * that cannot allocate its byte rows says so through RowScratch.out_of_memory, as the other paths'
+ * working memory does.
  */
 #include "bitops.h"
 
@@ -214,12 +215,10 @@ static void finish_block_generic(const ConvArgs *a, const RowScratch *scratch, i
 void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch)
 {
     AmxScratch s;
-    if (amx_scratch(a, &s) != 0) {
-        /* No memory for the byte rows: the portable path computes the same rows with none beyond
-         * `scratch` (slowly), so the call still returns every row rather than leaving some unwritten. */
+    if (amx_scratch(a, &s) != 0) { /* reported as the other paths' scratch is (MemoryError from Python) */
+        atomic_store(scratch->out_of_memory, 1);
         free(s.zeros);
         free(s.dots);
-        bbcu_conv_rows_portable(a, row_begin, row_end, scratch);
         return;
     }
     const int pairs = output_blocks(a) / 2, stride = 16 * output_blocks(a), fast = whole_blocks(a) && !a->raw;
