@@ -421,12 +421,9 @@ def test_bad_inputs_raise_clear_value_errors(case: str, call: object, message: s
 # layers whose outputs differ ("conv"); then packs values at and beside 0 (v + shift = +0, -0, and the
 # floats just below and above 0) at every length up to 150 and counts the lengths whose bits are not
 # "v + shift >= 0" ("ties"). The path is chosen with -DSTANDIN_ISA=<name> and its weight layout (isa.c:
-# lanes, weight planes, activation planes) with -DSTANDIN_LANES/PLANES/ACTIVATION_PLANES.
+# lanes, weight planes, activation planes, its own weight layout) with
+# -DSTANDIN_LANES/PLANES/ACTIVATION_PLANES/PREPARE.
 STANDIN_CHECK = r"""
-/* A weight word as stored in plane p: whole, or (two planes) its low or high nibbles. */
-static uint64_t plane_word(uint64_t w, int planes, int p) {
-    return planes == 1 ? w : (p ? w >> 4 : w) & 0x0f0f0f0f0f0f0f0full;
-}
 static atomic_int out_of_memory; /* what a path says when its own working memory cannot be had */
 static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, ConvArgs a) {
     const int words = 9 * a.channel_words;
@@ -434,10 +431,8 @@ static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, C
     uint64_t *wl = calloc((size_t)words * (planes ? planes : 1) * a.o_lanes, 8);
     for (int o = 0; o < a.out_channels; o++)
         for (int t = 0; t < words; t++)
-            for (int p = 0; p < planes; p++) {
-                const uint64_t word = a.w[(size_t)o * words + t];
-                wl[((size_t)t * planes + p) * a.o_lanes + o] = plane_word(word, planes, p);
-            }
+            for (int p = 0; p < planes; p++) /* isa.c's lane weights (P = 1: whole words) */
+                wl[((size_t)t * planes + p) * a.o_lanes + o] = a.w[(size_t)o * words + t];
 #ifdef STANDIN_PREPARE /* a path with its own weight layout (isa.c's prepare_weights) */
     if (rows != bbcu_conv_rows_portable) {
         free(wl);
@@ -446,7 +441,7 @@ static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, C
 #endif
     a.wl = wl;
     const size_t plane_words = (size_t)3 * a.width * a.channel_words * activation_planes;
-    RowScratch s = {malloc(4 * (size_t)a.o_lanes), malloc(4 * a.out_channels), malloc(8 * plane_words + 8),
+    RowScratch s = {malloc(4 * (size_t)COUNT_SPAN * a.o_lanes), malloc(4 * a.out_channels), malloc(8 * plane_words + 8),
                     &out_of_memory};
     rows(&a, 0, a.height, &s);
     free(s.count); free(s.values); free(s.x_planes); free(wl);
@@ -528,8 +523,13 @@ int main(void) {
 }
 """
 
-# What isa.c declares for each SIMD path: output channels per register, weight planes, activation planes.
-STANDIN_LAYOUTS = {"avx2": (4, 2, 2), "avx512": (8, 1, 0), "amx": (16, 0, 0)}
+# What isa.c declares for each SIMD path: output channels per register, weight planes, activation planes,
+# and the function making its own weight layout, if it has one.
+STANDIN_LAYOUTS = {
+    "avx2": (4, 0, 2, "bbcu_nibble_blocks_avx2"),
+    "avx512": (8, 1, 0, None),
+    "amx": (16, 0, 0, "bbcu_weight_tiles_amx"),
+}
 
 # The AMX path packs signs with the AVX-512 path's function, and the check packs with bbcu_pack_signs_amx:
 # built alone on the stand-ins, both are the portable one (conv_avx512.c's has its own check above). Its
@@ -539,7 +539,6 @@ void bbcu_pack_signs_avx512(const float *v, const float *shift, int n, uint64_t 
     bbcu_pack_signs_portable(v, shift, n, out);
 }
 #define bbcu_pack_signs_amx bbcu_pack_signs_portable
-#define STANDIN_PREPARE bbcu_weight_tiles_amx
 """
 
 
@@ -551,12 +550,13 @@ def run_standin_check(
 ) -> str:
     """STANDIN_CHECK's output (after ``check_edit``) for ``conv_<simd>.c`` (after ``edit``) built on the
     stand-ins."""
-    lanes, planes, activation_planes = STANDIN_LAYOUTS[simd]
+    lanes, planes, activation_planes, prepare = STANDIN_LAYOUTS[simd]
     defines = {
         "STANDIN_ISA": simd,
         "STANDIN_LANES": lanes,
         "STANDIN_PLANES": planes,
         "STANDIN_ACTIVATION_PLANES": activation_planes,
+        **({"STANDIN_PREPARE": prepare} if prepare else {}),
     }
     check = check_edit((AMX_GLUE if simd == "amx" else "") + STANDIN_CHECK)
     return run_with_standins(

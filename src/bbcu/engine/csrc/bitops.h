@@ -8,7 +8,9 @@
  *                                               one tap word are adjacent (what SIMD-over-outputs kernels
  *                                               load), in P "planes" (transforms of each word the ISA
  *                                               wants precomputed); O_lanes = O rounded up to the ISA's
- *                                               lane count, the extra columns hold 0
+ *                                               lane count, the extra columns hold 0. A path may lay wl
+ *                                               out its own way instead (IsaKernels.prepare_weights:
+ *                                               AVX2's nibble planes block by block, AMX's int8 tiles)
  *
  * Each output pixel goes through two stages, so that only the first one needs hand-written SIMD code:
  *   1. count_pixel (per ISA): count[o] = sum over in-image taps of popcount(x ^ w)
@@ -59,9 +61,12 @@ typedef struct ConvArgs {
 /* Packs the signs of v[i] + shift[i] (bit 1 where >= 0) for i < n into ceil(n / 64) words, padding 0. */
 typedef void (*PackSignsFn)(const float *v, const float *shift, int n, uint64_t *out);
 
+/* Pixels whose popcounts a row loop may hold before running their epilogues (RowScratch.count). */
+#define COUNT_SPAN 8
+
 /* Per-thread working memory of the row loop, so that threads never share writable buffers. */
 typedef struct RowScratch {
-    int32_t *count;     /* o_lanes: one pixel's popcounts */
+    int32_t *count;     /* COUNT_SPAN * o_lanes: the popcounts of up to COUNT_SPAN pixels */
     float *values;      /* out_channels: one pixel's epilogue, kept apart from y so y may alias residual */
     uint64_t *x_planes; /* 3 * width * channel_words * activation_planes: the 3 input rows of the row in
                            progress, transformed as the ISA wants them (NULL when it wants none) */
@@ -93,10 +98,11 @@ typedef long (*CeilingFn)(long rounds);
 typedef struct IsaKernels {
     const char *name;
     int lanes;  /* output channels per SIMD register */
-    int planes; /* P of the lane weights; 0 means the kernel reads ConvArgs.w instead */
+    int planes; /* P of the lane weights; 0: the kernel reads ConvArgs.w, or prepare_weights' layout */
     uint64_t (*plane_word)(uint64_t w, int plane); /* one weight word as stored in plane p */
-    /* Weights in a layout of the ISA's own (AMX tiles), made once per call into ConvArgs.wl instead of
-     * lane weights: malloc'ed, NULL when memory ran out; NULL for the ISAs that use planes. */
+    /* Weights in a layout of the ISA's own (AVX2's nibble-plane blocks, AMX tiles), made once per call
+     * into ConvArgs.wl instead of lane weights: malloc'ed, NULL when memory ran out; NULL for the ISAs
+     * that use planes. */
     uint64_t *(*prepare_weights)(const uint64_t *w, int out_channels, int channel_words);
     int activation_planes; /* words of RowScratch.x_planes per activation word */
     ConvRowsFn conv_rows;
@@ -113,6 +119,7 @@ void bbcu_float_conv_portable(const FloatConvArgs *a, int row_begin, int row_end
 long bbcu_fma_ceiling_portable(long rounds);
 #ifdef BBCU_X86
 void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch);
+uint64_t *bbcu_nibble_blocks_avx2(const uint64_t *w, int out_channels, int channel_words);
 void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *out);
 long bbcu_binary_ceiling_avx2(long rounds);
 void bbcu_float_conv_avx2(const FloatConvArgs *a, int row_begin, int row_end);

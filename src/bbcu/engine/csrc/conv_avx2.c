@@ -9,6 +9,8 @@
  * into low/high nibble planes beforehand, leaving 6 instructions per tap word and 4 output channels
  * (2 XOR, 2 vpshufb, 2 byte adds). See docs/engine_kernels.md for the measured ceiling.
  */
+#include <stdlib.h>
+
 #include "bitops.h"
 
 #ifdef BBCU_X86
@@ -87,20 +89,27 @@ static inline __attribute__((always_inline)) void store_counts(const __m256i *to
     }
 }
 
+/* The weights of the output block starting at lane o (bbcu_nibble_blocks_avx2's layout). */
+static inline const uint64_t *block_weights(const ConvArgs *a, int o)
+{
+    return a->wl + (size_t)o * 18 * a->channel_words;
+}
+
 /* The hot case: an interior pixel with C <= 64 (one word per tap). Nine words never overflow a byte
  * counter, the taps unroll completely and the nv counters stay in registers. */
 static inline __attribute__((always_inline)) void count_interior_one_word(const ConvArgs *a, int w, int o, int nv,
                                                                           const uint64_t *x_planes, int32_t *count)
 {
     const __m256i table = nibble_table();
-    const size_t plane = (size_t)a->o_lanes;
+    const size_t plane = (size_t)nv * LANES;
+    const uint64_t *weights = block_weights(a, o);
     __m256i bytes[8], total[8];
     for (int j = 0; j < nv; j++)
         bytes[j] = total[j] = _mm256_setzero_si256();
 #pragma GCC unroll 9
     for (int tap = 0; tap < 9; tap++) {
         const uint64_t *xw = x_planes + ((size_t)(tap / 3) * a->width + (w + tap % 3 - 1)) * 2;
-        add_word(bytes, nv, xw, a->wl + (size_t)tap * 2 * plane + o, plane, table);
+        add_word(bytes, nv, xw, weights + (size_t)tap * 2 * plane, plane, table);
     }
     flush_bytes(bytes, total, nv);
     store_counts(total, nv, count + o);
@@ -112,8 +121,9 @@ static inline __attribute__((always_inline)) void count_general(const ConvArgs *
                                                                 const uint64_t *x_planes, int32_t *count)
 {
     const __m256i table = nibble_table();
-    const size_t plane = (size_t)a->o_lanes;
+    const size_t plane = (size_t)nv * LANES;
     const int cw = a->channel_words;
+    const uint64_t *weights = block_weights(a, o);
     __m256i bytes[8], total[8];
     for (int j = 0; j < nv; j++)
         bytes[j] = total[j] = _mm256_setzero_si256();
@@ -123,7 +133,7 @@ static inline __attribute__((always_inline)) void count_general(const ConvArgs *
     for (int dy = y_first; dy <= y_last; dy++)
         for (int dx = x_first; dx <= x_last; dx++) {
             const uint64_t *xw = x_planes + ((size_t)(dy + 1) * a->width + (w + dx)) * cw * 2;
-            const uint64_t *ww = a->wl + (size_t)((dy + 1) * 3 + (dx + 1)) * cw * 2 * plane + o;
+            const uint64_t *ww = weights + (size_t)((dy + 1) * 3 + (dx + 1)) * cw * 2 * plane;
             for (int k = 0; k < cw; k++) {
                 add_word(bytes, nv, xw + 2 * k, ww + 2 * plane * k, plane, table);
                 if (++pending == WORDS_PER_FLUSH) {
@@ -136,22 +146,55 @@ static inline __attribute__((always_inline)) void count_general(const ConvArgs *
     store_counts(total, nv, count + o);
 }
 
+/* The lane weights, one output block after the other: the block of lanes [o, o + n) (n = BLOCK * LANES for
+ * the whole blocks, LANES for the rest) at wl + o * 18 * Cw, as (9 * Cw words, 2 nibble planes, n lanes).
+ * A block's 4.5 KB (C <= 64) are then contiguous: in the lane-major layout of the other paths, a 64 ->
+ * 256 upsampler's block is 18 pieces of 256 bytes 2 KB apart, all in 8 of the L1's 64 sets, more lines
+ * than its 8 ways hold, and the conv ran at 237 G MAC/s on Zen 3 against 350 G at 64-192 outputs
+ * (benchmarks/kernels_session10.md). */
+uint64_t *bbcu_nibble_blocks_avx2(const uint64_t *w, int out_channels, int channel_words)
+{
+    const uint64_t low_nibbles = UINT64_C(0x0f0f0f0f0f0f0f0f);
+    const int words = 9 * channel_words, o_lanes = (out_channels + LANES - 1) / LANES * LANES;
+    const int full_blocks = o_lanes / (BLOCK * LANES) * (BLOCK * LANES);
+    uint64_t *wl = calloc((size_t)o_lanes * words * 2, sizeof(uint64_t));
+    if (!wl)
+        return NULL;
+    for (int o = 0; o < out_channels; o++) {
+        const int lanes = o < full_blocks ? BLOCK * LANES : LANES, first = o / lanes * lanes;
+        uint64_t *block = wl + (size_t)first * words * 2;
+        for (int tk = 0; tk < words; tk++) {
+            const uint64_t word = w[(size_t)o * words + tk];
+            block[(size_t)tk * 2 * lanes + (o - first)] = word & low_nibbles;
+            block[(size_t)(tk * 2 + 1) * lanes + (o - first)] = (word >> 4) & low_nibbles;
+        }
+    }
+    return wl;
+}
+
 static void begin_row_avx2(const ConvArgs *a, int h, const RowScratch *s) { split_rows(a, h, s->x_planes); }
 
-static void count_pixel_avx2(const ConvArgs *a, int h, int w, const RowScratch *s, int32_t *count)
+/* One output block's counts for pixel (h, w): the unrolled interior kernel where it applies. */
+static inline __attribute__((always_inline)) void count_block(const ConvArgs *a, int h, int w, int o, int nv,
+                                                              const uint64_t *x_planes, int32_t *count)
+{
+    if (a->channel_words == 1 && h > 0 && h < a->height - 1 && w > 0 && w < a->width - 1)
+        count_interior_one_word(a, w, o, nv, x_planes, count);
+    else
+        count_general(a, h, w, o, nv, x_planes, count);
+}
+
+/* Counts pixels w0 .. w0 + pixels - 1 of row h, pixel p's counts at count + p * o_lanes, one output
+ * block at a time over all the pixels, so that a block's weights are read from L1 by every pixel. */
+static void count_span(const ConvArgs *a, int h, int w0, int pixels, const uint64_t *x_planes, int32_t *count)
 {
     const int full_blocks = a->o_lanes / (BLOCK * LANES) * (BLOCK * LANES);
-    if (a->channel_words == 1 && h > 0 && h < a->height - 1 && w > 0 && w < a->width - 1) {
-        for (int o = 0; o < full_blocks; o += BLOCK * LANES)
-            count_interior_one_word(a, w, o, BLOCK, s->x_planes, count);
-        for (int o = full_blocks; o < a->o_lanes; o += LANES)
-            count_interior_one_word(a, w, o, 1, s->x_planes, count);
-    } else {
-        for (int o = 0; o < full_blocks; o += BLOCK * LANES)
-            count_general(a, h, w, o, BLOCK, s->x_planes, count);
-        for (int o = full_blocks; o < a->o_lanes; o += LANES)
-            count_general(a, h, w, o, 1, s->x_planes, count);
-    }
+    for (int o = 0; o < full_blocks; o += BLOCK * LANES)
+        for (int p = 0; p < pixels; p++)
+            count_block(a, h, w0 + p, o, BLOCK, x_planes, count + (size_t)p * a->o_lanes);
+    for (int o = full_blocks; o < a->o_lanes; o += LANES)
+        for (int p = 0; p < pixels; p++)
+            count_block(a, h, w0 + p, o, 1, x_planes, count + (size_t)p * a->o_lanes);
 }
 
 void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *out)
@@ -171,9 +214,22 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
     }
 }
 
-void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *scratch)
+/* Pixel by pixel, the lane weights of every output block are read for every pixel: from L1 while they
+ * fit (64 outputs: 9 KB), but BBCU-M's 64 -> 256 upsamplers have 36 KB of them, more than the 32 KB L1
+ * of Zen 3 / Zen 4, and streamed from L2 their loads outrun the L2 bandwidth (on Zen 3 the raw conv ran
+ * at 237 G MAC/s against 350 G at 64-160 outputs; benchmarks/kernels_session10.md). So the row loop
+ * counts COUNT_SPAN pixels a block at a time before their epilogues. */
+void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *s)
 {
-    conv_rows(a, row_begin, row_end, scratch, begin_row_avx2, count_pixel_avx2, bbcu_pack_signs_avx2);
+    for (int h = row_begin; h < row_end; h++) {
+        begin_row_avx2(a, h, s);
+        for (int w0 = 0; w0 < a->width; w0 += COUNT_SPAN) {
+            const int pixels = a->width - w0 < COUNT_SPAN ? a->width - w0 : COUNT_SPAN;
+            count_span(a, h, w0, pixels, s->x_planes, s->count);
+            for (int p = 0; p < pixels; p++)
+                finish_pixel(a, h, w0 + p, s->count + (size_t)p * a->o_lanes, s->values, bbcu_pack_signs_avx2);
+        }
+    }
 }
 
 #ifdef __clang__

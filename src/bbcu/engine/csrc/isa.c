@@ -30,16 +30,6 @@ static uint64_t whole_word(uint64_t w, int plane)
 }
 
 #ifdef BBCU_X86
-/* AVX2 counts bits by nibble lookups; (x ^ w) & 0x0f.. == (x & 0x0f..) ^ (w & 0x0f..), so the weights
- * arrive already split into low and high nibbles (and the kernel splits each input row once). */
-static uint64_t nibble_word(uint64_t w, int plane)
-{
-    const uint64_t low_nibbles = UINT64_C(0x0f0f0f0f0f0f0f0f);
-    return plane == 0 ? w & low_nibbles : (w >> 4) & low_nibbles;
-}
-#endif
-
-#ifdef BBCU_X86
 /* AMX-INT8 is usable when the CPU reports AMX-TILE and AMX-INT8, the OS enables the tile state in XCR0,
  * and Linux grants it to this process (arch_prctl ARCH_REQ_XCOMP_PERM, once: every thread of the
  * process may then use the tiles). */
@@ -67,7 +57,7 @@ static const IsaKernels ISAS[] = {
     {"portable", 1, 0, NULL, NULL, 0, bbcu_conv_rows_portable, bbcu_pack_signs_portable, bbcu_binary_ceiling_portable,
      bbcu_fma_ceiling_portable, bbcu_float_conv_portable},
 #ifdef BBCU_X86
-    {"avx2", 4, 2, nibble_word, NULL, 2, bbcu_conv_rows_avx2, bbcu_pack_signs_avx2, bbcu_binary_ceiling_avx2,
+    {"avx2", 4, 0, NULL, bbcu_nibble_blocks_avx2, 2, bbcu_conv_rows_avx2, bbcu_pack_signs_avx2, bbcu_binary_ceiling_avx2,
      bbcu_fma_ceiling_avx2, bbcu_float_conv_avx2},
     /* Before avx512, so not the default: on the one AMX machine measured (session 7) its 64 -> 64 unit
      * ran slower than the AVX-512 popcount unit (set_isa("amx") runs it). */

@@ -170,7 +170,7 @@ static void binary_rows(void *context, int row_begin, int row_end)
     int from, to;
     computed_rows(a->rows_from, a->rows_to, a->height, &from, &to);
     const size_t plane_words = (size_t)3 * a->width * a->channel_words * job->isa->activation_planes;
-    RowScratch scratch = {malloc((size_t)a->o_lanes * sizeof(int32_t)), malloc((size_t)a->out_channels * sizeof(float)),
+    RowScratch scratch = {malloc((size_t)COUNT_SPAN * a->o_lanes * sizeof(int32_t)), malloc((size_t)a->out_channels * sizeof(float)),
                           plane_words ? malloc(plane_words * sizeof(uint64_t)) : NULL, &job->out_of_memory};
     if (scratch.count && scratch.values && (!plane_words || scratch.x_planes))
         job->isa->conv_rows(a, from + row_begin, from + row_end, &scratch);
