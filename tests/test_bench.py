@@ -48,6 +48,7 @@ from bbcu.report.crossover import (
     efficiency_in_rounds,
     efficiency_target,
     format_crossovers,
+    format_targets,
 )
 from bbcu.report.latency import label_offsets, latency_points
 from bbcu.report.scaling import ScalingPoint, fits, format_scaling, linear_fit, save_scaling_plot
@@ -184,6 +185,34 @@ def test_crossover_arithmetic_matches_hand_computed_numbers() -> None:
     assert cells[2:8] == ["28.4x", "10.6x", "50%", "5.3x", "268%", "30%"]
 
 
+def test_target_arithmetic_names_what_stands_in_the_way() -> None:
+    """A 10x target against a full-width reference (R = 144 / 146 = 0.986) running at half the fp32
+    ceiling, with G = 8.1: binary efficiency needed 10 x 0.986 x 0.5 / 8.1 = 60.9 %. With the layer at
+    62 % and the network at 36 % the network is what misses; with the layer at 55 % the kernel is; with
+    the reference at the full ceiling 121.7 % is needed and no kernel can; a measured 10.2x is met."""
+    pixels = 320 * 180 * 9
+    full = Crossover("b", "full", 144 * pixels, 146 * pixels, 8.1, 0.62, 0.5, 4.97, 10.0, 0.36)
+    assert full.target_efficiency == pytest.approx(10 * 144 / 146 * 0.5 / 8.1)
+    assert full.target_efficiency == pytest.approx(0.6088, abs=1e-4)
+    assert (
+        full.target_verdict()
+        == "within the layer's efficiency: missed by the rest of the network (it runs at 36%)"
+    )
+    slow_layer = Crossover("b", "full", 144 * pixels, 146 * pixels, 8.1, 0.55, 0.5, 4.97, 10.0, 0.36)
+    assert slow_layer.target_verdict() == "out of reach at the layer's efficiency (55%)"
+    at_ceiling = Crossover("b", "full", 144 * pixels, 146 * pixels, 8.1, 0.62, 1.0, 4.97, 10.0, 0.36)
+    assert at_ceiling.target_efficiency == pytest.approx(1.2177, abs=1e-4)
+    assert at_ceiling.target_verdict() == "out of reach on this CPU: no kernel can run that fast"
+    met = Crossover("b", "full", 144 * pixels, 146 * pixels, 8.1, 0.62, 0.5, 10.2, 10.0, 0.36)
+    assert met.target_verdict() == "met"
+    untargeted = Crossover("b", "lite", 144 * pixels, 5 * pixels, 8.1, 0.62, 0.3, 0.5)
+    assert untargeted.target_efficiency is None and untargeted.target_verdict() is None
+    table = format_targets([full.as_dict(), untargeted.as_dict()]).splitlines()
+    assert len(table) == 3  # the untargeted row is left out
+    cells = [cell.strip() for cell in table[2].strip("|").split("|")]
+    assert cells[2:9] == ["10x", "4.97x", "50%", "8.1x", "61%", "62%", "36%"]
+
+
 def test_network_rows_share_the_engine_run_and_check_it_against_the_simulation() -> None:
     """Binary DnCNN (depth 4, 16 channels) on 12x10 against the full DnCNN: its OPs by hand are 3->16
     and 16->3 float convs plus two 16->16 binary ones at 1/64, DnCNN's are 3->64, 18 64->64 and 64->3
@@ -210,7 +239,12 @@ def test_network_rows_share_the_engine_run_and_check_it_against_the_simulation()
     assert versus_float.reference == "dncnn fp32 (PyTorch)"
     assert versus_simulation.reference == "dncnn-bbcu fp32 simulated (PyTorch)"
     assert versus_float.efficiency == pytest.approx(binary_macs / (versus_float.engine.wall_ms / 1e3) / 1e12)
-    assert crossovers == []  # neither a Lite nor an int8 reference
+    (arithmetic,) = crossovers  # for the targeted fp32 reference only: neither a Lite nor an int8 one
+    assert (arithmetic.reference, arithmetic.target) == ("dncnn fp32", 5.0)
+    assert arithmetic.mac_ratio == pytest.approx(binary_macs / dncnn_macs)
+    assert arithmetic.target_efficiency == pytest.approx(
+        5.0 * arithmetic.mac_ratio * arithmetic.reference_rate / arithmetic.per_mac_gain
+    )
     bf16 = [n for n in run.networks if n.network == "dncnn" and n.precision == "bf16"]
     assert len(bf16) == 1 and bf16[0].time is None and bf16[0].note == BF16_MISSING
     engine = run.networks[0]

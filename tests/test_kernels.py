@@ -441,8 +441,8 @@ static void run(int lanes, int planes, int activation_planes, ConvRowsFn rows, C
 #endif
     a.wl = wl;
     const size_t plane_words = (size_t)3 * a.width * a.channel_words * activation_planes;
-    RowScratch s = {malloc(4 * (size_t)COUNT_SPAN * a.o_lanes), malloc(4 * a.out_channels), malloc(8 * plane_words + 8),
-                    &out_of_memory};
+    RowScratch s = {malloc(4 * (size_t)COUNT_SPAN * a.o_lanes), malloc(4 * a.out_channels),
+                    malloc(8 * plane_words + 8), &out_of_memory};
     rows(&a, 0, a.height, &s);
     free(s.count); free(s.values); free(s.x_planes); free(wl);
 }

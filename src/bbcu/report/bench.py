@@ -158,8 +158,9 @@ class Reference:
     @property
     def crossover(self) -> bool:
         """Whether the comparison gets the crossover arithmetic: against a 12-channel Lite network or an
-        int8 one, where the float side does far fewer or far cheaper MACs (issue 13)."""
-        return self.precision == "int8" or self.network.endswith("-lite")
+        int8 one, where the float side does far fewer or far cheaper MACs, and wherever a speed-up
+        target is set, so that a missed target says what stands in its way (issue 13)."""
+        return self.precision == "int8" or self.network.endswith("-lite") or self.target is not None
 
 
 @dataclass(frozen=True)
@@ -510,9 +511,11 @@ def compare(
     )
 
 
-def crossover(engine: TimedNetwork, reference: TimedNetwork, run: BenchRun) -> Crossover | None:
-    """The crossover arithmetic of a binary network against a float one, when the ceilings and the
-    layer's kernel efficiency were measured in this run."""
+def crossover(
+    engine: TimedNetwork, reference: TimedNetwork, run: BenchRun, target: float | None = None
+) -> Crossover | None:
+    """The crossover arithmetic of a binary network against a float one (with the comparison's speed-up
+    ``target``), when the ceilings and the layer's kernel efficiency were measured in this run."""
     if run.ceilings is None or run.kernel_efficiency is None:
         return None
     reference_macs = reference.fp_macs + reference.binary_macs
@@ -527,6 +530,8 @@ def crossover(engine: TimedNetwork, reference: TimedNetwork, run: BenchRun) -> C
             reference_macs, _round_seconds(reference.time), [c.fp32_macs_per_s for c in run.round_ceilings]
         ),
         measured_speedup=reference.time.wall_ms / engine.time.wall_ms,
+        target=target,
+        network_efficiency=_binary_efficiency(engine.binary_macs, engine.time, run),
     )
 
 
@@ -556,7 +561,7 @@ def file_network(case: NetworkCase, run: BenchRun) -> Rows:
             if reference.time is None:
                 continue
             comparisons.append(compare(timed, reference, wanted.target, run))
-            arithmetic = crossover(timed, reference, run) if wanted.crossover else None
+            arithmetic = crossover(timed, reference, run, wanted.target) if wanted.crossover else None
             crossovers += [] if arithmetic is None else [arithmetic]
         comparisons.append(compare(timed, run.timed(simulated), None, run, mean_abs_diff=gap))
         return comparisons, crossovers

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from bbcu.report.crossover import format_crossovers
+from bbcu.report.crossover import format_crossovers, format_targets
 
 Row = Mapping[str, object]
 
@@ -118,12 +118,23 @@ CROSSOVER_NOTE = (
     "ceiling; 'E needed' is R / G (over 100 %: no kernel can win on this CPU)."
 )
 
+TARGETS_NOTE = (
+    "Speed-up targets against the same arithmetic: a target T over a reference running at 'rate' times "
+    "the fp32 ceiling needs the binary network, its float layers free, to run its binary MACs at "
+    "T x R x rate / G of the binary ceiling. Over 100 %: no kernel reaches T on this CPU; over the 64->64 "
+    "layer's E: not even a network of such layers; under it: the rest of the network (its "
+    "high-resolution tail and float layers) is what misses."
+)
+
 
 def format_table(result: Row) -> str:
     """The whole report: header, comparisons, networks timed and, when measured, the crossovers."""
     lines = [*format_header(result), "", *format_comparisons(result["comparisons"])]
     if result.get("networks"):
         lines += ["", "Networks timed (same run, same threads):", "", *format_networks(result["networks"])]
-    if result.get("crossovers"):
-        lines += ["", CROSSOVER_NOTE, "", format_crossovers(result["crossovers"])]
+    crossovers = result.get("crossovers")
+    if crossovers:
+        lines += ["", CROSSOVER_NOTE, "", format_crossovers(crossovers)]
+    if any(row.get("target") is not None for row in crossovers or []):
+        lines += ["", TARGETS_NOTE, "", format_targets(crossovers)]
     return "\n".join(lines)

@@ -8,6 +8,12 @@ a float network (a 64-channel binary layer against a 12-channel float one: 64^2 
 therefore only be faster where ``G * E > R``, even if its float layers cost nothing and the float
 network ran at its own ceiling. The bench prints this beside the measured times, so a target that
 cannot be met on a CPU says why in numbers (issue 13).
+
+A speed-up target ``T`` against a reference that runs at ``rate`` times the fp32 ceiling (PyTorch's
+SRResNet at about half of it) needs the binary network, its float layers free, to run its binary MACs at
+``T * R * rate / G`` of the binary ceiling: above 1 no kernel can reach the target on this CPU; above
+the 64->64 layer's own efficiency not even a network made only of such layers; below it, what misses is
+the rest of the network (its high-resolution tail, its float layers), not the kernel.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ class Crossover:
             network faster per MAC than fp32 FMAs can be), so a reader sees how far from the ceiling
             the float side ran; the verdict itself assumes the float side at the fp32 ceiling.
         measured_speedup: Reference wall time / binary wall time in the same run.
+        target: The comparison's wall speed-up target ``T``, or None.
+        network_efficiency: The binary network's own binary MACs/s over the binary ceiling (all its
+            time counted, float layers included), or None.
     """
 
     binary: str
@@ -83,6 +92,8 @@ class Crossover:
     kernel_efficiency: float
     reference_rate: float
     measured_speedup: float
+    target: float | None = None
+    network_efficiency: float | None = None
 
     @property
     def mac_ratio(self) -> float:
@@ -110,6 +121,29 @@ class Crossover:
             return f"can win ({self.available / self.mac_ratio:.2f}x margin)"
         return f"cannot win on this CPU: {self.mac_ratio / self.available:.2f}x short"
 
+    @property
+    def target_efficiency(self) -> float | None:
+        """``T * R * rate / G``: the binary efficiency at which the target is reached with the reference
+        as measured and the binary network's float layers free; None without a target."""
+        if self.target is None:
+            return None
+        return self.target * self.mac_ratio * self.reference_rate / self.per_mac_gain
+
+    def target_verdict(self) -> str | None:
+        """Whether the target was met, and if not, whether the CPU, the kernel or the rest of the
+        network stands in its way; None without a target."""
+        needed = self.target_efficiency
+        if needed is None:
+            return None
+        if self.measured_speedup >= self.target:
+            return "met"
+        if needed > 1:
+            return "out of reach on this CPU: no kernel can run that fast"
+        if needed > self.kernel_efficiency:
+            return f"out of reach at the layer's efficiency ({self.kernel_efficiency:.0%})"
+        network = "" if self.network_efficiency is None else f" (it runs at {self.network_efficiency:.0%})"
+        return f"within the layer's efficiency: missed by the rest of the network{network}"
+
     def as_dict(self) -> dict[str, object]:
         return {
             **asdict(self),
@@ -118,6 +152,8 @@ class Crossover:
             "needed_efficiency": self.needed_efficiency,
             "can_win": self.can_win,
             "verdict": self.verdict(),
+            "target_efficiency": self.target_efficiency,
+            "target_verdict": self.target_verdict(),
         }
 
 
@@ -133,5 +169,25 @@ def format_crossovers(rows: list[dict[str, object]]) -> str:
             f"| {row['binary']} | {row['reference']} | {row['mac_ratio']:.1f}x | {row['per_mac_gain']:.1f}x "
             f"| {row['kernel_efficiency']:.0%} | {row['available']:.1f}x | {row['needed_efficiency']:.0%} "
             f"| {row['reference_rate']:.0%} | {row['verdict']} | {row['measured_speedup']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def format_targets(rows: list[dict[str, object]]) -> str:
+    """A Markdown table of the crossover rows that carry a speed-up target: what the target asks of the
+    binary kernels on this CPU, beside what the layer and the whole network reach."""
+    lines = [
+        "| binary | vs | target T | measured speed-up | reference MAC/s / fp32 ceiling | per-MAC gain G "
+        "| binary efficiency needed (T x R x rate / G) | 64->64 layer's E | whole network's | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        if row.get("target") is None:
+            continue
+        network = "-" if row["network_efficiency"] is None else f"{row['network_efficiency']:.0%}"
+        lines.append(
+            f"| {row['binary']} | {row['reference']} | {row['target']:g}x | {row['measured_speedup']:.2f}x "
+            f"| {row['reference_rate']:.0%} | {row['per_mac_gain']:.1f}x | {row['target_efficiency']:.0%} "
+            f"| {row['kernel_efficiency']:.0%} | {network} | {row['target_verdict']} |"
         )
     return "\n".join(lines)

@@ -150,8 +150,8 @@ static inline __attribute__((always_inline)) void count_general(const ConvArgs *
  * the whole blocks, LANES for the rest) at wl + o * 18 * Cw, as (9 * Cw words, 2 nibble planes, n lanes).
  * A block's 4.5 KB (C <= 64) are then contiguous: in the lane-major layout of the other paths, a 64 ->
  * 256 upsampler's block is 18 pieces of 256 bytes 2 KB apart, all in 8 of the L1's 64 sets, more lines
- * than its 8 ways hold, and the conv ran at 237 G MAC/s on Zen 3 against 350 G at 64-192 outputs
- * (benchmarks/kernels_session10.md). */
+ * than its 8 ways hold. With the span order below, the raw conv on Zen 3 went from 75 % of the ceiling
+ * at 64 outputs and 60 % at 256 to 67-76 % at every width up to 512 (benchmarks/kernels_session10.md). */
 uint64_t *bbcu_nibble_blocks_avx2(const uint64_t *w, int out_channels, int channel_words)
 {
     const uint64_t low_nibbles = UINT64_C(0x0f0f0f0f0f0f0f0f);
@@ -216,9 +216,9 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
 
 /* Pixel by pixel, the lane weights of every output block are read for every pixel: from L1 while they
  * fit (64 outputs: 9 KB), but BBCU-M's 64 -> 256 upsamplers have 36 KB of them, more than the 32 KB L1
- * of Zen 3 / Zen 4, and streamed from L2 their loads outrun the L2 bandwidth (on Zen 3 the raw conv ran
- * at 237 G MAC/s against 350 G at 64-160 outputs; benchmarks/kernels_session10.md). So the row loop
- * counts COUNT_SPAN pixels a block at a time before their epilogues. */
+ * of Zen 3 / Zen 4, and streamed from L2 their loads outrun its bandwidth. So the row loop counts
+ * COUNT_SPAN pixels a block at a time before their epilogues: each block's weights are read from L2
+ * once per span (10-13 % off the upsampler's time beside the block layout alone, on Zen 3). */
 void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *s)
 {
     for (int h = row_begin; h < row_end; h++) {
