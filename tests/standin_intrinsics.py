@@ -99,11 +99,23 @@ static inline __m256i _mm256_sad_epu8(__m256i a, __m256i b) {
     __m256i r = {{0}}; EACH(32, r.q[i / 8] += (uint64_t)abs(a.b[i] - b.b[i]);) return r; }
 static inline __m256i _mm256_permutevar8x32_epi32(__m256i a, __m256i index) {
     __m256i r; EACH(8, r.d[i] = a.d[index.d[i] & 7];) return r; }
+static inline __m256i _mm256_set1_epi32(int x) { __m256i r; EACH(8, r.d[i] = x;) return r; }
+static inline __m256i _mm256_sub_epi32(__m256i a, __m256i b) {
+    EACH(8, a.d[i] = (int32_t)((uint32_t)a.d[i] - (uint32_t)b.d[i]);) return a; }
+static inline __m256i _mm256_slli_epi32(__m256i a, int n) {
+    EACH(8, a.d[i] = n > 31 ? 0 : (int32_t)((uint32_t)a.d[i] << n);) return a; }
 
 /* AVX2 and FMA, float (sign packing in conv_avx2.c, the float conv in conv_float.c) */
 static inline __m256 _mm256_setzero_ps(void) { __m256 r = {{0}}; return r; }
 static inline __m256 _mm256_loadu_ps(const float *p) { __m256 r; memcpy(&r, p, 32); return r; }
 static inline __m256 _mm256_add_ps(__m256 a, __m256 b) { EACH(8, a.v[i] += b.v[i];) return a; }
+static inline __m256 _mm256_mul_ps(__m256 a, __m256 b) { EACH(8, a.v[i] *= b.v[i];) return a; }
+static inline __m256 _mm256_set1_ps(float x) { __m256 r; EACH(8, r.v[i] = x;) return r; }
+static inline void _mm256_storeu_ps(float *p, __m256 a) { memcpy(p, &a, 32); }
+static inline __m256 _mm256_cvtepi32_ps(__m256i a) { __m256 r; EACH(8, r.v[i] = (float)a.d[i];) return r; }
+/* vblendvps: lane i from b where bit 31 of mask lane i is set, else from a. */
+static inline __m256 _mm256_blendv_ps(__m256 a, __m256 b, __m256 mask) {
+    EACH(8, uint32_t m; memcpy(&m, &mask.v[i], 4); if (m >> 31) a.v[i] = b.v[i];) return a; }
 static inline __m256 _mm256_fmadd_ps(__m256 a, __m256 b, __m256 c) {
     EACH(8, c.v[i] = fmaf(a.v[i], b.v[i], c.v[i]);) return c; }
 /* vcmpps: all bits of a lane set where the predicate holds, none where it does not. */

@@ -474,7 +474,7 @@ static int conv_mismatches(void) {
         a.channels = c; a.channel_words = cw; a.out_channels = o;
         int32_t *raw[2] = {malloc(4 * n), malloc(4 * n)};
         float *y[2] = {malloc(4 * n), malloc(4 * n)};
-        uint64_t *bits[2] = {malloc(8 * (size_t)h * w * ow), malloc(8 * (size_t)h * w * ow)};
+        uint64_t *bits[2] = {calloc((size_t)h * w * ow, 8), calloc((size_t)h * w * ow, 8)};
         for (int path = 0; path < 2; path++) {
             ConvRowsFn rows = path ? PATH(bbcu_conv_rows_, STANDIN_ISA) : bbcu_conv_rows_portable;
             const int lanes = path ? STANDIN_LANES : 1, planes = path ? STANDIN_PLANES : 0;
@@ -484,7 +484,8 @@ static int conv_mismatches(void) {
             run(lanes, planes, activation_planes, rows, r);
             f.scale = p[0]; f.bias = trial & 1 ? p[1] : NULL; f.residual = trial & 4 ? p[6] : NULL;
             if (trial & 2) { f.gamma = p[2]; f.beta = p[3]; f.zeta = p[4]; }
-            f.next_shift = p[5]; f.y = y[path]; f.next_bits = bits[path]; f.shuffle = shuffle;
+            f.next_shift = trial & 16 ? NULL : p[5]; /* none, with gamma, residual, leaky: a tail unit */
+            f.y = y[path]; f.next_bits = bits[path]; f.shuffle = shuffle;
             f.leaky = trial & 8 ? 1 : 0; f.leaky_slope = 0.2f;
             run(lanes, planes, activation_planes, rows, f);
         }

@@ -214,22 +214,86 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
     }
 }
 
+/* Pixel (h, w)'s epilogue from its counts in one pass, 8 channels per step: epilogue.h's float operations
+ * in their order (so the bits are those of every other path), each value loaded once and stored once,
+ * where finish_pixel's loops go through scratch memory stage by stage. `shape` (shape_of) is a constant
+ * for the shapes networks use. Takes layers with whole 8-channel steps per sub-pixel. */
+static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvArgs *a, int h, int w,
+                                                                    const int32_t *count, int shape)
+{
+    const __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(a->leaky_slope);
+    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
+    const __m256i full = _mm256_set1_epi32(valid_taps(h, a->height) * valid_taps(w, a->width) * a->channels);
+    const float *residual = a->residual + (size_t)(h * a->width + w) * n;
+    for (int r = 0, o = 0; r < subpixels; r++, o += n) {
+        const size_t out = output_pixel(a, h, w, r);
+        float *y = a->y + out * n;
+        uint64_t bits = 0;
+        for (int c = 0; c < n; c += 8) {
+            const __m256i twice = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(count + o + c)), 1);
+            const __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(full, twice));
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(a->scale + o + c), dot);
+            if (shape & BIAS)
+                v = _mm256_add_ps(v, _mm256_loadu_ps(a->bias + o + c));
+            if (shape & RPRELU) {
+                const __m256 t = _mm256_add_ps(v, _mm256_loadu_ps(a->gamma + o + c));
+                const __m256 negative = _mm256_mul_ps(_mm256_loadu_ps(a->beta + o + c), t);
+                const __m256 kept = _mm256_blendv_ps(negative, t, _mm256_cmp_ps(t, zero, _CMP_GE_OQ));
+                v = _mm256_add_ps(kept, _mm256_loadu_ps(a->zeta + o + c));
+            }
+            if (shape & RESIDUAL)
+                v = _mm256_add_ps(v, _mm256_loadu_ps(residual + c));
+            if (shape & LEAKY)
+                v = _mm256_blendv_ps(_mm256_mul_ps(slope, v), v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+            _mm256_storeu_ps(y + c, v);
+            if (!(shape & NEXT))
+                continue;
+            const __m256 u = _mm256_add_ps(v, _mm256_loadu_ps(a->next_shift + o + c));
+            bits |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(u, zero, _CMP_GE_OQ)) << (c % 64);
+            if (c % 64 == 56 || c + 8 == n) {
+                a->next_bits[out * (size_t)((n + 63) / 64) + c / 64] = bits;
+                bits = 0;
+            }
+        }
+    }
+}
+
 /* Pixel by pixel, the lane weights of every output block are read for every pixel: from L1 while they
  * fit (64 outputs: 9 KB), but BBCU-M's 64 -> 256 upsamplers have 36 KB of them, more than the 32 KB L1
  * of Zen 3 / Zen 4, and streamed from L2 their loads outrun its bandwidth. So the row loop counts
  * COUNT_SPAN pixels a block at a time before their epilogues: each block's weights are read from L2
- * once per span (10-13 % off the upsampler's time beside the block layout alone, on Zen 3). */
-void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *s)
+ * once per span (10-13 % off the upsampler's time beside the block layout alone, on Zen 3). A negative
+ * `shape` takes epilogue.h's finish_pixel. */
+static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *a, int row_begin, int row_end,
+                                                                const RowScratch *s, int shape)
 {
     for (int h = row_begin; h < row_end; h++) {
         begin_row_avx2(a, h, s);
         for (int w0 = 0; w0 < a->width; w0 += COUNT_SPAN) {
             const int pixels = a->width - w0 < COUNT_SPAN ? a->width - w0 : COUNT_SPAN;
             count_span(a, h, w0, pixels, s->x_planes, s->count);
-            for (int p = 0; p < pixels; p++)
-                finish_pixel(a, h, w0 + p, s->count + (size_t)p * a->o_lanes, s->values, bbcu_pack_signs_avx2);
+            for (int p = 0; p < pixels; p++) {
+                const int32_t *count = s->count + (size_t)p * a->o_lanes;
+                if (shape < 0)
+                    finish_pixel(a, h, w0 + p, count, s->values, bbcu_pack_signs_avx2);
+                else
+                    finish_pixel_avx2(a, h, w0 + p, count, shape);
+            }
         }
     }
+}
+
+void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *s)
+{
+    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, shape = shape_of(a);
+    if (shape == RAW || (a->out_channels / subpixels) % 8)
+        rows_of_shape(a, row_begin, row_end, s, -1);
+    else if (shape == UNIT_SHAPE)
+        rows_of_shape(a, row_begin, row_end, s, UNIT_SHAPE);
+    else if (shape == TAIL_SHAPE)
+        rows_of_shape(a, row_begin, row_end, s, TAIL_SHAPE);
+    else
+        rows_of_shape(a, row_begin, row_end, s, shape);
 }
 
 #ifdef __clang__

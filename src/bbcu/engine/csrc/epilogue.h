@@ -27,6 +27,22 @@ static inline int valid_taps(int i, int n)
     return last - first + 1;
 }
 
+/* The epilogue's shape: which optional stages a layer has, as bits. The SIMD paths' hot loops take it
+ * as a compile-time constant for the shapes networks use, so that they carry no test per vector step
+ * (otherwise about one instruction in eight of the AVX-512 loop); any other shape passes it at run
+ * time. */
+enum { RAW = 1, BIAS = 2, RPRELU = 4, RESIDUAL = 8, LEAKY = 16, NEXT = 32 };
+#define UNIT_SHAPE (RPRELU | RESIDUAL | NEXT) /* a BBCU unit (or upsampler) feeding the next binary layer */
+#define TAIL_SHAPE (RPRELU | RESIDUAL | LEAKY) /* the last unit before a float conv */
+
+static inline int shape_of(const ConvArgs *a)
+{
+    if (a->raw)
+        return RAW;
+    return (a->bias ? BIAS : 0) | (a->gamma ? RPRELU : 0) | (a->residual ? RESIDUAL : 0) | (a->leaky ? LEAKY : 0) |
+           (a->next_shift ? NEXT : 0);
+}
+
 /* v = scale*dot (+ bias) (-> RPReLU) for one pixel. The parameters are restrict (GCC ignores restrict
  * on local variables) so that the compiler knows `v` aliases none of the inputs and vectorises the
  * loops without a run-time overlap check. */

@@ -11,21 +11,6 @@
 
 #include "epilogue.h"
 
-/* The epilogue's shape: which optional stages a layer has, as bits. The hot loops take it as a
- * compile-time constant for the shapes networks use, so that they carry no test per 16 channels
- * (otherwise about one instruction in eight of the loop); any other shape passes it at run time. */
-enum { RAW = 1, BIAS = 2, RPRELU = 4, RESIDUAL = 8, LEAKY = 16, NEXT = 32 };
-#define UNIT_SHAPE (RPRELU | RESIDUAL | NEXT)          /* a BBCU unit feeding the next binary layer */
-#define TAIL_SHAPE (RPRELU | RESIDUAL | LEAKY)         /* the last unit before a float conv */
-
-static int shape_of(const ConvArgs *a)
-{
-    if (a->raw)
-        return RAW;
-    return (a->bias ? BIAS : 0) | (a->gamma ? RPRELU : 0) | (a->residual ? RESIDUAL : 0) | (a->leaky ? LEAKY : 0) |
-           (a->next_shift ? NEXT : 0);
-}
-
 /* Where channels [o, o + 64) of interior pixel (h, w) go. */
 typedef struct Placement {
     size_t pixel, out; /* the input pixel (residual, raw), the output pixel (y, next_bits; shuffled) */
