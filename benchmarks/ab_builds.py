@@ -10,11 +10,12 @@ sees the same moment of the host, and neither finds the other's data warm in cac
 read is the median of the paired ratios B / A.
 
 The layer is ``bbcu bench``'s fused V4 unit (64 -> 64 at 320x180, in place; ``LayerProblem``, one per
-build) or BBCU-M x4's first x2 upsampler (64 -> 256 with the sub-pixel shuffle, 320x180 -> 640x360,
-random weights moved off their init as ``bbcu bench`` makes them).
+build), BBCU-M x4's first x2 upsampler (64 -> 256 with the sub-pixel shuffle, 320x180 -> 640x360,
+random weights moved off their init as ``bbcu bench`` makes them), or that whole packed network on a
+320x180 image (popcount paths; the runtime's PyTorch steps take ``--threads`` too).
 
 Usage: .venv/bin/python benchmarks/ab_builds.py A/_bitops...so B/_bitops...so [--isa avx512]
-    [--threads 1] [--layer unit|upsampler] [--rounds 40]
+    [--threads 1] [--layer unit|upsampler|network] [--rounds 40]
 (A build of an earlier commit: ``git archive <commit> | tar -x -C DIR && cd DIR && python setup.py
 build_ext --inplace``.)
 """
@@ -85,22 +86,39 @@ def upsampler_layer() -> Layer:
     return call, lambda: out
 
 
+def network_layer() -> Layer:
+    """One build's packed BBCU-M x4 (popcount paths) on a fixed random 320x180 image."""
+    torch.manual_seed(0)
+    packed = pack_model(moved_off_init(bbcu.create_model("bbcu-m", scale=4)), "popcount")
+    image = torch.rand(1, 3, *LAYER_SIZE)
+    result: list[torch.Tensor] = []
+
+    def call() -> None:
+        result[:] = [packed.forward(image)]
+
+    return call, lambda: result[0].numpy()
+
+
+LAYERS = {"unit": unit_layer, "upsampler": upsampler_layer, "network": network_layer}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--isa", default="avx512")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--layer", choices=("unit", "upsampler"), default="unit")
+    parser.add_argument("--layer", choices=tuple(LAYERS), default="unit")
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
     builds = {"A": load_build("a", args.a), "B": load_build("b", args.b)}
+    torch.set_num_threads(args.threads)
     layers = {}
     for tag, build in builds.items():
         build.set_isa(args.isa)
         build.set_num_threads(args.threads)
         with behind_kernels(build):
-            layers[tag] = unit_layer() if args.layer == "unit" else upsampler_layer()
+            layers[tag] = LAYERS[args.layer]()
 
     def turn(tag: str) -> None:
         with behind_kernels(builds[tag]):
