@@ -7,11 +7,13 @@ import pkgutil
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 import bbcu.cli
+import bbcu.cli.complexity
 from bbcu.cli.main import VERBS, main
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "bbcu"
@@ -60,3 +62,24 @@ def test_console_script_lists_exactly_the_verbs() -> None:
     done = subprocess.run([str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert listed_verbs(done.stdout) == list(VERBS)
+
+
+def test_a_warning_prints_as_one_line_of_the_verb(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warning raised inside a verb reaches stderr as ``bbcu VERB: warning: ...`` on one line, without
+    Python's file:line header and source line; Python's own printer is back once the verb returns."""
+
+    def warns(args: object) -> int:
+        warnings.warn("skipped 7 training image(s) smaller than 128x128 pixels, e.g. t12.png", stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(bbcu.cli.complexity, "run", warns)
+    original = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["complexity", "bbcu-m"]) == 0
+    assert capsys.readouterr().err == (
+        "bbcu complexity: warning: skipped 7 training image(s) smaller than 128x128 pixels, e.g. t12.png\n"
+    )
+    assert warnings.showwarning is original

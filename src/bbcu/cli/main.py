@@ -4,7 +4,8 @@ Each verb module exposes ``add_parser(subparsers)``, which registers its argumen
 Every verb is imported eagerly, so a verb that fails to import fails ``bbcu --help`` loudly instead of
 vanishing from the list; verbs that need an optional extra import it inside ``func``. Errors a user can
 cause raise ``bbcu.core.errors.BbcuError`` and become one line on stderr with exit status 2, never a
-traceback.
+traceback; warnings become one line too (``bbcu VERB: warning: ...``), not Python's file:line header with
+the source line under it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from bbcu.core.errors import BbcuError
 
@@ -43,12 +46,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warning_printer(verb: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints ``bbcu VERB: warning: MESSAGE`` on one line of stderr."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        print(f"bbcu {verb}: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbcu`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"bbcu {args.verb}: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores Python's own printer when the verb returns
+            warnings.showwarning = warning_printer(args.verb)
+            return int(args.func(args) or 0)
     except BbcuError as err:
         print(f"bbcu {args.verb}: error: {err}", file=sys.stderr)
         return 2
