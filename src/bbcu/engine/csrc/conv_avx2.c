@@ -224,7 +224,7 @@ static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvAr
     const __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(a->leaky_slope);
     const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
     const __m256i full = _mm256_set1_epi32(valid_taps(h, a->height) * valid_taps(w, a->width) * a->channels);
-    const float *residual = a->residual + (size_t)(h * a->width + w) * n;
+    const float *residual = shape & RESIDUAL ? a->residual + ((size_t)h * a->width + w) * n : NULL;
     for (int r = 0, o = 0; r < subpixels; r++, o += n) {
         const size_t out = output_pixel(a, h, w, r);
         float *y = a->y + out * n;
