@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--widths", default="64,128,192,256,264,512")
     args = parser.parse_args()
+    if args.isa not in kernels.available_isas():
+        raise SystemExit(f"error: this CPU cannot run the {args.isa!r} kernels: {kernels.available_isas()}")
     kernels.set_isa(args.isa)
     kernels.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
