@@ -8,7 +8,7 @@
  * Build and run from the repository root (the kernels' own flags, as setup.py builds them):
  *   C=src/bbcu/engine/csrc; cc -O3 -std=c11 -ffp-contract=off -fno-trapping-math -pthread -I$C \
  *     benchmarks/kernel_driver.c $C/isa.c $C/threads.c $C/ceiling.c $C/bilinear.c $C/conv_float.c \
- *     $C/conv_portable.c $C/conv_avx2.c $C/conv_avx512.c -lm -o build/kernel_driver
+ *     $C/conv_portable.c $C/conv_avx2.c $C/conv_avx512.c $C/conv_amx.c -lm -o build/kernel_driver
  *   build/kernel_driver HEIGHT WIDTH MODE [avx512|avx2]
  * It prints the fastest of 40 calls and its share of the path's ceiling (the fastest of 40 ceiling loops,
  * each run just before a call).
