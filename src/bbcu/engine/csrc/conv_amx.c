@@ -172,7 +172,7 @@ static inline __attribute__((always_inline)) void finish_block_pixels(const Conv
                                                                       int x0, int pixels, const int32_t *dots,
                                                                       int stride, int shape)
 {
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
+    const int subpixels = subpixels_of(a), n = pixel_channels(a);
     for (int p = 0; p < pixels; p++)
         for (int r = 0; r < subpixels; r++)
             for (int first = 0; first < n; first += 64) {
@@ -222,7 +222,6 @@ void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const Row
         return;
     }
     const int pairs = output_blocks(a) / 2, stride = 16 * output_blocks(a), fast = whole_blocks(a) && !a->raw;
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1;
     float table[PARAMS * MAX_TABLE_CHANNELS] __attribute__((aligned(64)));
     if (fast)
         gather_params(a, table);
@@ -232,7 +231,7 @@ void bbcu_conv_rows_amx(const ConvArgs *a, int row_begin, int row_end, const Row
         int8_t *rows[3] = {input_row(a, &s, h - 1), input_row(a, &s, h), input_row(a, &s, h + 1)};
         for (int x0 = 0; x0 < a->width; x0 += BLOCK_PIXELS) {
             const int pixels = a->width - x0 < BLOCK_PIXELS ? a->width - x0 : BLOCK_PIXELS;
-            const int steps = pairs * 9 * a->channel_words, n = a->out_channels / subpixels;
+            const int steps = pairs * 9 * a->channel_words, n = pixel_channels(a);
             const int per_step = (pixels * n * (int)sizeof(float) / 64 + steps - 1) / steps;
             const char *residual = a->residual ? (const char *)(a->residual + ((size_t)h * a->width + x0) * n)
                                                : NULL;

@@ -158,7 +158,7 @@ static inline __attribute__((always_inline)) void pair_totals(const ConvArgs *a,
 static inline __attribute__((always_inline)) void interior_row_blocks(const ConvArgs *a, const Finish *f, int h,
                                                                       int blocks, int shape)
 {
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = 64 * blocks / subpixels;
+    const int subpixels = subpixels_of(a), n = 64 * blocks / subpixels;
     int w = 1;
     for (; w + 1 < a->width - 1; w += 2)
         for (int r = 0; r < subpixels; r++)

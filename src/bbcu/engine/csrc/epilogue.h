@@ -81,6 +81,12 @@ static inline void leaky_relu(int n, float slope, float *restrict y)
         y[o] = y[o] > 0.0f ? y[o] : slope * y[o];
 }
 
+/* Output pixels each input pixel fills: s^2 under the fused shuffle (ConvArgs.shuffle), else 1. */
+static inline int subpixels_of(const ConvArgs *a) { return a->shuffle > 1 ? a->shuffle * a->shuffle : 1; }
+
+/* Channels of one output pixel: all the conv's, or one sub-pixel's share of them under the shuffle. */
+static inline int pixel_channels(const ConvArgs *a) { return a->out_channels / subpixels_of(a); }
+
 /* Where sub-pixel r of input pixel (h, w) lands in the output (ConvArgs.shuffle). */
 static inline size_t output_pixel(const ConvArgs *a, int h, int w, int r)
 {
@@ -106,7 +112,7 @@ static inline void finish_pixel(const ConvArgs *a, int h, int w, const int32_t *
             dot[o] = full - 2 * count[o];
         return;
     }
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1, n = a->out_channels / subpixels;
+    const int subpixels = subpixels_of(a), n = pixel_channels(a);
     const float *residual = a->residual ? a->residual + pixel * n : NULL;
     for (int r = 0, o = 0; r < subpixels; r++, o += n) {
         const size_t out = output_pixel(a, h, w, r);

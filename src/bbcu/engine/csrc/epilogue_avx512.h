@@ -116,8 +116,7 @@ static inline __attribute__((always_inline)) void store_next_bits(const Finish *
  * sub-pixel, and few enough channels for the parameter table. */
 static int whole_blocks(const ConvArgs *a)
 {
-    const int subpixels = a->shuffle > 1 ? a->shuffle * a->shuffle : 1;
-    return (a->out_channels / subpixels) % 64 == 0 && a->out_channels <= MAX_TABLE_CHANNELS;
+    return pixel_channels(a) % 64 == 0 && a->out_channels <= MAX_TABLE_CHANNELS;
 }
 
 #endif
