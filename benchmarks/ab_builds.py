@@ -12,10 +12,11 @@ read is the median of the paired ratios B / A.
 The layer is ``bbcu bench``'s fused V4 unit (64 -> 64 at 320x180, in place; ``LayerProblem``, one per
 build), BBCU-M x4's first x2 upsampler (64 -> 256 with the sub-pixel shuffle, 320x180 -> 640x360,
 random weights moved off their init as ``bbcu bench`` makes them), or that whole packed network on a
-320x180 image (popcount paths; the runtime's PyTorch steps take ``--threads`` too).
+320x180 image (popcount paths; the runtime's PyTorch steps take ``--threads`` too), or the path's binary
+ceiling loop (``--layer ceiling``: the same rounds in each build, so B / A compares how fast they count).
 
 Usage: .venv/bin/python benchmarks/ab_builds.py A/_bitops...so B/_bitops...so [--isa avx512]
-    [--threads 1] [--layer unit|upsampler|network] [--rounds 40]
+    [--threads 1] [--layer unit|upsampler|network|ceiling] [--rounds 40]
 (A build of an earlier commit: ``git archive <commit> | tar -x -C DIR && cd DIR && python setup.py
 build_ext --inplace``.)
 """
@@ -99,7 +100,26 @@ def network_layer() -> Layer:
     return call, lambda: result[0].numpy()
 
 
-LAYERS = {"unit": unit_layer, "upsampler": upsampler_layer, "network": network_layer}
+CEILING_ROUNDS = 100_000  # about 4 ms of the AVX2 loop on one Zen 3 core
+
+
+def ceiling_layer() -> Layer:
+    """One build's binary ceiling loop for a fixed number of rounds: its time, so a loop that counts
+    faster shows as B / A below 1 (both count the same MACs; there is no output to compare)."""
+    threads = kernels.get_num_threads()
+
+    def call() -> None:
+        kernels._bitops.ceiling_rate("binary", CEILING_ROUNDS, threads)
+
+    return call, lambda: np.zeros(1)
+
+
+LAYERS = {
+    "unit": unit_layer,
+    "upsampler": upsampler_layer,
+    "network": network_layer,
+    "ceiling": ceiling_layer,
+}
 
 
 def main() -> None:

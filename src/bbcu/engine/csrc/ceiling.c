@@ -85,27 +85,36 @@ long bbcu_fma_ceiling_portable(long rounds)
 /* ------------------------------------------------------------------ AVX2 (conv_avx2.c's mix) */
 
 /* Per tap and register of 4 output channels: 2 XOR of nibble planes, 2 vpshufb, 2 byte adds; one
- * vpsadbw flush per 9 taps, as in the interior kernel. */
+ * vpsadbw flush per 9 taps, as in the interior kernel, the activation planes broadcast from memory as
+ * the kernel's are. The flushed counts go to one running total: 8 totals live across rounds, beside
+ * the 8 byte counters, the table and the planes, are more registers than AVX2 has, and GCC then kept
+ * the counters on the stack (a vpaddb from memory per step), which read this ceiling at two thirds of
+ * what the kernel's own step reaches alone (benchmarks/avx2_ports.c, kernels_session11.md). */
 __attribute__((target("avx2,popcnt"))) long bbcu_binary_ceiling_avx2(long rounds)
 {
     const uint64_t low_nibbles = UINT64_C(0x0f0f0f0f0f0f0f0f);
     uint64_t planes[2 * CEILING_WEIGHT_WORDS] __attribute__((aligned(32)));
-    const uint64_t *w = weights;
+    uint64_t x_planes[2 * CEILING_ACTIVATION_WORDS];
     for (int tap = 0; tap < 9; tap++)
         for (int o = 0; o < 64; o++) {
-            planes[tap * 128 + o] = w[tap * 64 + o] & low_nibbles;
-            planes[tap * 128 + 64 + o] = (w[tap * 64 + o] >> 4) & low_nibbles;
+            planes[tap * 128 + o] = weights[tap * 64 + o] & low_nibbles;
+            planes[tap * 128 + 64 + o] = (weights[tap * 64 + o] >> 4) & low_nibbles;
         }
+    for (int i = 0; i < CEILING_ACTIVATION_WORDS; i++) {
+        x_planes[2 * i] = activations[i] & low_nibbles;
+        x_planes[2 * i + 1] = (activations[i] >> 4) & low_nibbles;
+    }
     const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
                                            2, 2, 3, 2, 3, 3, 4);
-    __m256i bytes[8], total[8];
+    __m256i bytes[8], total = _mm256_setzero_si256();
     for (int j = 0; j < 8; j++)
-        bytes[j] = total[j] = _mm256_setzero_si256();
+        bytes[j] = _mm256_setzero_si256();
     for (long r = 0; r < rounds; r++) {
 #pragma GCC unroll 9
         for (int tap = 0; tap < 9; tap++) {
-            const __m256i x_lo = _mm256_set1_epi64x((long long)(activation(r, tap) & low_nibbles));
-            const __m256i x_hi = _mm256_set1_epi64x((long long)((activation(r, tap) >> 4) & low_nibbles));
+            const uint64_t *x = x_planes + 2 * ((r + tap) % CEILING_ACTIVATION_WORDS);
+            const __m256i x_lo = _mm256_set1_epi64x((long long)x[0]);
+            const __m256i x_hi = _mm256_set1_epi64x((long long)x[1]);
 #pragma GCC unroll 8
             for (int j = 0; j < 8; j++) {
                 const __m256i lo = _mm256_xor_si256(x_lo, _mm256_load_si256((const __m256i *)(planes + tap * 128 + 4 * j)));
@@ -117,7 +126,7 @@ __attribute__((target("avx2,popcnt"))) long bbcu_binary_ceiling_avx2(long rounds
             }
         }
         for (int j = 0; j < 8; j++) {
-            total[j] = _mm256_add_epi64(total[j], _mm256_sad_epu8(bytes[j], _mm256_setzero_si256()));
+            total = _mm256_add_epi64(total, _mm256_sad_epu8(bytes[j], _mm256_setzero_si256()));
             bytes[j] = _mm256_setzero_si256();
         }
     }
