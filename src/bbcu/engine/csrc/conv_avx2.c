@@ -217,50 +217,55 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
 /* Pixel (h, w)'s epilogue from its counts in one pass, 8 channels per step: epilogue.h's float operations
  * in their order (so the bits are those of every other path), each value loaded once and stored once,
  * where finish_pixel's loops go through scratch memory stage by stage. `shape` (shape_of) is a constant
- * for the shapes networks use. Takes layers with whole 8-channel steps per sub-pixel. The parameters
- * are read from ConvArgs once, into locals, as the AVX-512 path's Finish holds them (here it measured
- * the same as reading the fields in the loop: benchmarks/kernels_session10.md). */
+ * for the shapes networks use, and so is `channels` (pixel_channels) when it is 64: the 8 steps then
+ * unroll, with each next-layer word's end known at compile time. Sub-pixels are walked by row and
+ * column, not found by division (one idiv per pixel in output_pixel cost more than an 8-channel
+ * step). Takes layers with whole 8-channel steps per sub-pixel. The parameters are read from ConvArgs
+ * once, into locals, as the AVX-512 path's Finish holds them. */
 static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvArgs *a, int h, int w,
-                                                                    const int32_t *count, int shape)
+                                                                    const int32_t *count, int shape, int channels)
 {
     const float *scale = a->scale, *bias = a->bias, *gamma = a->gamma, *beta = a->beta, *zeta = a->zeta;
     const float *next_shift = a->next_shift;
     const __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(a->leaky_slope);
-    const int subpixels = subpixels_of(a), n = pixel_channels(a), words = (n + 63) / 64;
+    const int s = a->shuffle > 1 ? a->shuffle : 1, n = channels ? channels : pixel_channels(a), words = (n + 63) / 64;
+    const size_t out_width = (size_t)a->width * s;
     const __m256i full = _mm256_set1_epi32(valid_taps(h, a->height) * valid_taps(w, a->width) * a->channels);
     const float *residual = shape & RESIDUAL ? a->residual + ((size_t)h * a->width + w) * n : NULL;
-    for (int r = 0, o = 0; r < subpixels; r++, o += n) {
-        const size_t out = output_pixel(a, h, w, r);
-        float *y = a->y + out * n;
-        uint64_t *next_bits = shape & NEXT ? a->next_bits + out * words : NULL;
-        uint64_t bits = 0;
-        for (int c = 0; c < n; c += 8) {
-            const __m256i twice = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(count + o + c)), 1);
-            const __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(full, twice));
-            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(scale + o + c), dot);
-            if (shape & BIAS)
-                v = _mm256_add_ps(v, _mm256_loadu_ps(bias + o + c));
-            if (shape & RPRELU) {
-                const __m256 t = _mm256_add_ps(v, _mm256_loadu_ps(gamma + o + c));
-                const __m256 negative = _mm256_mul_ps(_mm256_loadu_ps(beta + o + c), t);
-                const __m256 kept = _mm256_blendv_ps(negative, t, _mm256_cmp_ps(t, zero, _CMP_GE_OQ));
-                v = _mm256_add_ps(kept, _mm256_loadu_ps(zeta + o + c));
-            }
-            if (shape & RESIDUAL)
-                v = _mm256_add_ps(v, _mm256_loadu_ps(residual + c));
-            if (shape & LEAKY)
-                v = _mm256_blendv_ps(_mm256_mul_ps(slope, v), v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
-            _mm256_storeu_ps(y + c, v);
-            if (!(shape & NEXT))
-                continue;
-            const __m256 u = _mm256_add_ps(v, _mm256_loadu_ps(next_shift + o + c));
-            bits |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(u, zero, _CMP_GE_OQ)) << (c % 64);
-            if (c % 64 == 56 || c + 8 == n) {
-                next_bits[c / 64] = bits;
-                bits = 0;
+    for (int dy = 0, o = 0; dy < s; dy++)
+        for (int dx = 0; dx < s; dx++, o += n) {
+            const size_t out = (size_t)(h * s + dy) * out_width + (size_t)w * s + dx;
+            float *y = a->y + out * n;
+            uint64_t *next_bits = shape & NEXT ? a->next_bits + out * words : NULL;
+            uint64_t bits = 0;
+#pragma GCC unroll 8
+            for (int c = 0; c < n; c += 8) {
+                const __m256i twice = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(count + o + c)), 1);
+                const __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(full, twice));
+                __m256 v = _mm256_mul_ps(_mm256_loadu_ps(scale + o + c), dot);
+                if (shape & BIAS)
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(bias + o + c));
+                if (shape & RPRELU) {
+                    const __m256 t = _mm256_add_ps(v, _mm256_loadu_ps(gamma + o + c));
+                    const __m256 negative = _mm256_mul_ps(_mm256_loadu_ps(beta + o + c), t);
+                    const __m256 kept = _mm256_blendv_ps(negative, t, _mm256_cmp_ps(t, zero, _CMP_GE_OQ));
+                    v = _mm256_add_ps(kept, _mm256_loadu_ps(zeta + o + c));
+                }
+                if (shape & RESIDUAL)
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(residual + c));
+                if (shape & LEAKY)
+                    v = _mm256_blendv_ps(_mm256_mul_ps(slope, v), v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+                _mm256_storeu_ps(y + c, v);
+                if (!(shape & NEXT))
+                    continue;
+                const __m256 u = _mm256_add_ps(v, _mm256_loadu_ps(next_shift + o + c));
+                bits |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(u, zero, _CMP_GE_OQ)) << (c % 64);
+                if (c % 64 == 56 || c + 8 == n) {
+                    next_bits[c / 64] = bits;
+                    bits = 0;
+                }
             }
         }
-    }
 }
 
 /* Pixel by pixel, the lane weights of every output block are read for every pixel: from L1 while they
@@ -270,7 +275,7 @@ static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvAr
  * once per span (10-13 % off the upsampler's time beside the block layout alone, on Zen 3). A negative
  * `shape` takes epilogue.h's finish_pixel. */
 static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *a, int row_begin, int row_end,
-                                                                const RowScratch *s, int shape)
+                                                                const RowScratch *s, int shape, int channels)
 {
     for (int h = row_begin; h < row_end; h++) {
         begin_row_avx2(a, h, s);
@@ -282,7 +287,7 @@ static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *
                 if (shape < 0)
                     finish_pixel(a, h, w0 + p, count, s->values, bbcu_pack_signs_avx2);
                 else
-                    finish_pixel_avx2(a, h, w0 + p, count, shape);
+                    finish_pixel_avx2(a, h, w0 + p, count, shape, channels);
             }
         }
     }
@@ -290,15 +295,15 @@ static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *
 
 void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *s)
 {
-    const int shape = shape_of(a);
+    const int shape = shape_of(a), wide = pixel_channels(a) == 64;
     if (shape == RAW || pixel_channels(a) % 8)
-        rows_of_shape(a, row_begin, row_end, s, -1);
-    else if (shape == UNIT_SHAPE)
-        rows_of_shape(a, row_begin, row_end, s, UNIT_SHAPE);
-    else if (shape == TAIL_SHAPE)
-        rows_of_shape(a, row_begin, row_end, s, TAIL_SHAPE);
+        rows_of_shape(a, row_begin, row_end, s, -1, 0);
+    else if (shape == UNIT_SHAPE && wide)
+        rows_of_shape(a, row_begin, row_end, s, UNIT_SHAPE, 64);
+    else if (shape == TAIL_SHAPE && wide)
+        rows_of_shape(a, row_begin, row_end, s, TAIL_SHAPE, 64);
     else
-        rows_of_shape(a, row_begin, row_end, s, shape);
+        rows_of_shape(a, row_begin, row_end, s, shape, 0);
 }
 
 #ifdef __clang__
