@@ -218,10 +218,11 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
  * in their order (so the bits are those of every other path), each value loaded once and stored once,
  * where finish_pixel's loops go through scratch memory stage by stage. `shape` (shape_of) is a constant
  * for the shapes networks use, and so is `channels` (pixel_channels) when it is 64: the 8 steps then
- * unroll, with each next-layer word's end known at compile time. Sub-pixels are walked by row and
- * column, not found by division (one idiv per pixel in output_pixel cost more than an 8-channel
- * step). Takes layers with whole 8-channel steps per sub-pixel. The parameters are read from ConvArgs
- * once, into locals, as the AVX-512 path's Finish holds them. */
+ * unroll, with each next-layer word's end known at compile time; and sub-pixels are walked by row and
+ * column, where output_pixel divides (an idiv per pixel). Both together: the unit 0.90-0.92x of its
+ * time, BBCU-M x4 0.92x (benchmarks/kernels_session11.md). Takes layers with whole 8-channel steps per
+ * sub-pixel. The parameters are read from ConvArgs once, into locals, as the AVX-512 path's Finish
+ * holds them. */
 static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvArgs *a, int h, int w,
                                                                     const int32_t *count, int shape, int channels)
 {
