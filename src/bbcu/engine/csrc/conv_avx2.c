@@ -217,21 +217,26 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
 /* Pixel (h, w)'s epilogue from its counts in one pass, 8 channels per step: epilogue.h's float operations
  * in their order (so the bits are those of every other path), each value loaded once and stored once,
  * where finish_pixel's loops go through scratch memory stage by stage. `shape` (shape_of) is a constant
- * for the shapes networks use, and so is `channels` (pixel_channels) when it is 64: the 8 steps then
- * unroll, with each next-layer word's end known at compile time; and sub-pixels are walked by row and
- * column, where output_pixel divides (an idiv per pixel). Both together: the unit 0.90-0.92x of its
- * time, BBCU-M x4 0.92x (benchmarks/kernels_session11.md). Takes layers with whole 8-channel steps per
+ * for the shapes networks use, and so are `channels` (pixel_channels) when it is 64 and `side` (the
+ * shuffle factor, 1 or 2; 0: read at run time): the 8 steps then unroll, with each next-layer word's
+ * end known at compile time, and the sub-pixels' loops disappear or unroll; sub-pixels are walked by
+ * row and column where output_pixel divides (an idiv per pixel), and `row_taps` (valid_taps of the row)
+ * comes from the row loop. In a loop over one row of pixels this runs at 1.06x the time of the bare
+ * operations, where the same function with only `shape` constant took 1.4-1.5x; in the unit, 0.84-0.90x
+ * of the time in all (benchmarks/kernels_session11.md). Takes layers with whole 8-channel steps per
  * sub-pixel. The parameters are read from ConvArgs once, into locals, as the AVX-512 path's Finish
  * holds them. */
 static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvArgs *a, int h, int w,
-                                                                    const int32_t *count, int shape, int channels)
+                                                                    const int32_t *count, int shape, int channels,
+                                                                    int side, int row_taps)
 {
     const float *scale = a->scale, *bias = a->bias, *gamma = a->gamma, *beta = a->beta, *zeta = a->zeta;
     const float *next_shift = a->next_shift;
     const __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(a->leaky_slope);
-    const int s = a->shuffle > 1 ? a->shuffle : 1, n = channels ? channels : pixel_channels(a), words = (n + 63) / 64;
+    const int s = side ? side : (a->shuffle > 1 ? a->shuffle : 1), n = channels ? channels : pixel_channels(a);
+    const int words = (n + 63) / 64, column_taps = 1 + (w > 0) + (w < a->width - 1);
     const size_t out_width = (size_t)a->width * s;
-    const __m256i full = _mm256_set1_epi32(valid_taps(h, a->height) * valid_taps(w, a->width) * a->channels);
+    const __m256i full = _mm256_set1_epi32(row_taps * column_taps * a->channels);
     const float *residual = shape & RESIDUAL ? a->residual + ((size_t)h * a->width + w) * n : NULL;
     for (int dy = 0, o = 0; dy < s; dy++)
         for (int dx = 0; dx < s; dx++, o += n) {
@@ -276,9 +281,11 @@ static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvAr
  * once per span (10-13 % off the upsampler's time beside the block layout alone, on Zen 3). A negative
  * `shape` takes epilogue.h's finish_pixel. */
 static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *a, int row_begin, int row_end,
-                                                                const RowScratch *s, int shape, int channels)
+                                                                const RowScratch *s, int shape, int channels,
+                                                                int side)
 {
     for (int h = row_begin; h < row_end; h++) {
+        const int row_taps = valid_taps(h, a->height);
         begin_row_avx2(a, h, s);
         for (int w0 = 0; w0 < a->width; w0 += COUNT_SPAN) {
             const int pixels = a->width - w0 < COUNT_SPAN ? a->width - w0 : COUNT_SPAN;
@@ -288,7 +295,7 @@ static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *
                 if (shape < 0)
                     finish_pixel(a, h, w0 + p, count, s->values, bbcu_pack_signs_avx2);
                 else
-                    finish_pixel_avx2(a, h, w0 + p, count, shape, channels);
+                    finish_pixel_avx2(a, h, w0 + p, count, shape, channels, side, row_taps);
             }
         }
     }
@@ -296,15 +303,17 @@ static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *
 
 void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *s)
 {
-    const int shape = shape_of(a), wide = pixel_channels(a) == 64;
+    const int shape = shape_of(a), wide = pixel_channels(a) == 64, side = a->shuffle > 1 ? a->shuffle : 1;
     if (shape == RAW || pixel_channels(a) % 8)
-        rows_of_shape(a, row_begin, row_end, s, -1, 0);
-    else if (shape == UNIT_SHAPE && wide)
-        rows_of_shape(a, row_begin, row_end, s, UNIT_SHAPE, 64);
-    else if (shape == TAIL_SHAPE && wide)
-        rows_of_shape(a, row_begin, row_end, s, TAIL_SHAPE, 64);
+        rows_of_shape(a, row_begin, row_end, s, -1, 0, 0);
+    else if (shape == UNIT_SHAPE && wide && side == 1)
+        rows_of_shape(a, row_begin, row_end, s, UNIT_SHAPE, 64, 1);
+    else if (shape == UNIT_SHAPE && wide && side == 2)
+        rows_of_shape(a, row_begin, row_end, s, UNIT_SHAPE, 64, 2);
+    else if (shape == TAIL_SHAPE && wide && side == 1)
+        rows_of_shape(a, row_begin, row_end, s, TAIL_SHAPE, 64, 1);
     else
-        rows_of_shape(a, row_begin, row_end, s, shape, 0);
+        rows_of_shape(a, row_begin, row_end, s, shape, 0, 0);
 }
 
 #ifdef __clang__
