@@ -222,8 +222,8 @@ void bbcu_pack_signs_avx2(const float *v, const float *shift, int n, uint64_t *o
  * end known at compile time, and the sub-pixels' loops disappear or unroll; sub-pixels are walked by
  * row and column where output_pixel divides (an idiv per pixel), and `row_taps` (valid_taps of the row)
  * comes from the row loop. In a loop over one row of pixels this runs at 1.06x the time of the bare
- * operations, where the same function with only `shape` constant took 1.4-1.5x; in the unit, 0.84-0.90x
- * of the time in all (benchmarks/kernels_session11.md). Takes layers with whole 8-channel steps per
+ * operations, where the same function with only `shape` constant took 1.4-1.5x; the unit takes 0.88x
+ * of its time before both (benchmarks/kernels_session11.md). Takes layers with whole 8-channel steps per
  * sub-pixel. The parameters are read from ConvArgs once, into locals, as the AVX-512 path's Finish
  * holds them. */
 static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvArgs *a, int h, int w,
