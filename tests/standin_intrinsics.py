@@ -27,7 +27,7 @@ STANDINS = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-typedef union { uint64_t q[4]; int32_t d[8]; uint8_t b[32]; } __m256i;
+typedef union { uint64_t q[4]; int32_t d[8]; int16_t w[16]; uint8_t b[32]; } __m256i;
 typedef union { uint64_t q[2]; uint8_t b[16]; } __m128i;
 typedef struct { float v[8]; } __m256;
 typedef union { uint64_t v[8]; int32_t d[16]; int8_t c[64]; } __m512i;
@@ -100,6 +100,19 @@ static inline __m256i _mm256_sad_epu8(__m256i a, __m256i b) {
 static inline __m256i _mm256_permutevar8x32_epi32(__m256i a, __m256i index) {
     __m256i r; EACH(8, r.d[i] = a.d[index.d[i] & 7];) return r; }
 static inline __m256i _mm256_set1_epi32(int x) { __m256i r; EACH(8, r.d[i] = x;) return r; }
+/* vpackssdw: per 128-bit half, a's 4 int32 of that half then b's, each saturated to int16. */
+static inline int16_t standin_saturate16(int32_t x) {
+    return (int16_t)(x > 32767 ? 32767 : x < -32768 ? -32768 : x); }
+static inline __m256i _mm256_packs_epi32(__m256i a, __m256i b) {
+    __m256i r; EACH(16, const int k = i % 8;
+                       r.w[i] = standin_saturate16((k < 4 ? a : b).d[4 * (i / 8) + k % 4]);) return r; }
+/* vpacksswb: per 128-bit half, a's 8 int16 of that half then b's, each saturated to int8. */
+static inline __m256i _mm256_packs_epi16(__m256i a, __m256i b) {
+    __m256i r; EACH(32, const int k = i % 16; const int16_t x = (k < 8 ? a : b).w[8 * (i / 16) + k % 8];
+                       r.b[i] = (uint8_t)(int8_t)(x > 127 ? 127 : x < -128 ? -128 : x);) return r; }
+/* vpmovmskb: bit i is the top bit of byte i. */
+static inline int _mm256_movemask_epi8(__m256i a) {
+    uint32_t m = 0; EACH(32, m |= (uint32_t)(a.b[i] >> 7) << i;) return (int)m; }
 static inline __m256i _mm256_sub_epi32(__m256i a, __m256i b) {
     EACH(8, a.d[i] = (int32_t)((uint32_t)a.d[i] - (uint32_t)b.d[i]);) return a; }
 static inline __m256i _mm256_slli_epi32(__m256i a, int n) {
@@ -122,6 +135,7 @@ static inline __m256 _mm256_fmadd_ps(__m256 a, __m256 b, __m256 c) {
 static inline __m256 _mm256_cmp_ps(__m256 a, __m256 b, int predicate) {
     __m256 r; EACH(8, const uint32_t m = standin_compare(a.v[i], b.v[i], predicate) ? ~0u : 0u;
                       memcpy(&r.v[i], &m, 4);) return r; }
+static inline __m256i _mm256_castps_si256(__m256 a) { __m256i r; memcpy(&r, &a, 32); return r; }
 static inline int _mm256_movemask_ps(__m256 a) {
     int m = 0; EACH(8, uint32_t u; memcpy(&u, &a.v[i], 4); m |= (int)(u >> 31) << i;) return m; }
 static inline __m256 _mm256_shuffle_ps(__m256 a, __m256 b, int imm) {
