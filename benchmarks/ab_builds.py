@@ -150,8 +150,10 @@ def main() -> None:
         raise SystemExit("error: the two builds give different outputs")
     timings = turns.run(args.rounds)
     a_ms, b_ms = np.array(timings[handle_a].rounds_ms), np.array(timings[handle_b].rounds_ms)
+    size = f"input {LAYER_SIZE[0]}x{LAYER_SIZE[1]}"
+    problem = f"{CEILING_ROUNDS} loop rounds" if args.layer == "ceiling" else size
     print(
-        f"{args.layer}, input {LAYER_SIZE[0]}x{LAYER_SIZE[1]}, isa {args.isa}, threads {args.threads}, "
+        f"{args.layer}, {problem}, isa {args.isa}, threads {args.threads}, "
         f"{args.rounds} rounds in turns: "
         f"A median {np.median(a_ms):.2f} ms (fastest {a_ms.min():.2f}), B median {np.median(b_ms):.2f} ms "
         f"(fastest {b_ms.min():.2f}); median of paired B / A {np.median(b_ms / a_ms):.3f}"

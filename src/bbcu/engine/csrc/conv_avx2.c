@@ -232,16 +232,16 @@ static inline __attribute__((always_inline)) uint64_t signs_of_64(const __m256i 
 
 /* Pixel (h, w)'s epilogue from its counts in one pass, 8 channels per step: epilogue.h's float operations
  * in their order (so the bits are those of every other path), each value loaded once and stored once,
- * where finish_pixel's loops go through scratch memory stage by stage. `shape` (shape_of) is a constant
- * for the shapes networks use, and so are `channels` (pixel_channels) when it is 64 and `side` (the
- * shuffle factor, 1 or 2; 0: read at run time): the 8 steps then unroll, with each next-layer word's
- * end known at compile time, and the sub-pixels' loops disappear or unroll; sub-pixels are walked by
- * row and column where output_pixel divides (an idiv per pixel), and `row_taps` (valid_taps of the row)
- * comes from the row loop. In a loop over one row of pixels this runs at 1.06x the time of the bare
- * operations, where the same function with only `shape` constant took 1.4-1.5x; the unit takes 0.88x
- * of its time before both (benchmarks/kernels_session11.md). Takes layers with whole 8-channel steps per
- * sub-pixel. The parameters are read from ConvArgs once, into locals, as the AVX-512 path's Finish
- * holds them. */
+ * where finish_pixel's loops go through scratch memory stage by stage. For the shapes networks use,
+ * `shape` (shape_of), `channels` (pixel_channels, 64) and `side` (shuffle_side, 1 or 2) are
+ * compile-time constants (any other layer passes them at run time): the 8 steps then unroll, with each
+ * next-layer word's end known at compile time, and the sub-pixel loops disappear or unroll. Sub-pixels
+ * are walked by row and column where output_pixel divides (an idiv per pixel), and `row_taps`
+ * (valid_taps of the row) comes from the row loop. In a loop over one row of pixels this runs at 1.06x
+ * the time of the bare operations, where the same function with only `shape` constant took 1.4-1.5x;
+ * the unit takes 0.88x of its time before both (benchmarks/kernels_session11.md). Takes layers with
+ * whole 8-channel steps per sub-pixel. The parameters are read from ConvArgs once, into locals, as the
+ * AVX-512 path's Finish holds them. */
 static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvArgs *a, int h, int w,
                                                                     const int32_t *count, int shape, int channels,
                                                                     int side, int row_taps)
@@ -249,8 +249,7 @@ static inline __attribute__((always_inline)) void finish_pixel_avx2(const ConvAr
     const float *scale = a->scale, *bias = a->bias, *gamma = a->gamma, *beta = a->beta, *zeta = a->zeta;
     const float *next_shift = a->next_shift;
     const __m256 zero = _mm256_setzero_ps(), slope = _mm256_set1_ps(a->leaky_slope);
-    const int s = side ? side : (a->shuffle > 1 ? a->shuffle : 1), n = channels ? channels : pixel_channels(a);
-    const int words = (n + 63) / 64, column_taps = 1 + (w > 0) + (w < a->width - 1);
+    const int s = side, n = channels, words = (n + 63) / 64, column_taps = 1 + (w > 0) + (w < a->width - 1);
     const size_t out_width = (size_t)a->width * s;
     const __m256i full = _mm256_set1_epi32(row_taps * column_taps * a->channels);
     const float *residual = shape & RESIDUAL ? a->residual + ((size_t)h * a->width + w) * n : NULL;
@@ -327,9 +326,9 @@ static inline __attribute__((always_inline)) void rows_of_shape(const ConvArgs *
 
 void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const RowScratch *s)
 {
-    const int shape = shape_of(a), wide = pixel_channels(a) == 64, side = a->shuffle > 1 ? a->shuffle : 1;
-    if (shape == RAW || pixel_channels(a) % 8)
-        rows_of_shape(a, row_begin, row_end, s, -1, 0, 0);
+    const int shape = shape_of(a), channels = pixel_channels(a), side = shuffle_side(a), wide = channels == 64;
+    if (shape == RAW || channels % 8)
+        rows_of_shape(a, row_begin, row_end, s, -1, channels, side);
     else if (shape == UNIT_SHAPE && wide && side == 1)
         rows_of_shape(a, row_begin, row_end, s, UNIT_SHAPE, 64, 1);
     else if (shape == UNIT_SHAPE && wide && side == 2)
@@ -337,7 +336,7 @@ void bbcu_conv_rows_avx2(const ConvArgs *a, int row_begin, int row_end, const Ro
     else if (shape == TAIL_SHAPE && wide && side == 1)
         rows_of_shape(a, row_begin, row_end, s, TAIL_SHAPE, 64, 1);
     else
-        rows_of_shape(a, row_begin, row_end, s, shape, 0, 0);
+        rows_of_shape(a, row_begin, row_end, s, shape, channels, side);
 }
 
 #ifdef __clang__

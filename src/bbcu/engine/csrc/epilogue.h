@@ -81,8 +81,12 @@ static inline void leaky_relu(int n, float slope, float *restrict y)
         y[o] = y[o] > 0.0f ? y[o] : slope * y[o];
 }
 
-/* Output pixels each input pixel fills: s^2 under the fused shuffle (ConvArgs.shuffle), else 1. */
-static inline int subpixels_of(const ConvArgs *a) { return a->shuffle > 1 ? a->shuffle * a->shuffle : 1; }
+/* The side of the square of output pixels each input pixel fills: s under the fused shuffle
+ * (ConvArgs.shuffle), else 1. */
+static inline int shuffle_side(const ConvArgs *a) { return a->shuffle > 1 ? a->shuffle : 1; }
+
+/* Output pixels each input pixel fills: s^2 under the fused shuffle, else 1. */
+static inline int subpixels_of(const ConvArgs *a) { return shuffle_side(a) * shuffle_side(a); }
 
 /* Channels of one output pixel: all the conv's, or one sub-pixel's share of them under the shuffle. */
 static inline int pixel_channels(const ConvArgs *a) { return a->out_channels / subpixels_of(a); }
@@ -90,7 +94,7 @@ static inline int pixel_channels(const ConvArgs *a) { return a->out_channels / s
 /* Where sub-pixel r of input pixel (h, w) lands in the output (ConvArgs.shuffle). */
 static inline size_t output_pixel(const ConvArgs *a, int h, int w, int r)
 {
-    const int s = a->shuffle > 1 ? a->shuffle : 1;
+    const int s = shuffle_side(a);
     return (size_t)(h * s + r / s) * ((size_t)a->width * s) + (size_t)w * s + (size_t)(r % s);
 }
 
