@@ -148,20 +148,30 @@ def test_a_wrong_input_shape_is_refused() -> None:
         packed(torch.rand(1, 3, 4, 4))
 
 
-@pytest.mark.parametrize("height", [1, 17, 45])
-def test_the_banded_tail_equals_its_steps_run_on_the_whole_image(height: int) -> None:
+@pytest.mark.parametrize(
+    ("scale", "height", "band_rows"),
+    [(4, 1, 32), (4, 17, 32), (4, 45, 32), (2, 23, 32), (3, 13, 32), (2, 9, 1), (3, 7, 2), (4, 5, 3)],
+)
+def test_the_banded_tail_equals_its_steps_run_on_the_whole_image(
+    scale: int, height: int, band_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """BBCU-M's last upsampler -> conv_hr -> LeakyReLU -> conv_last runs band by band
-    (``_BandedTail``); on inputs whose high-resolution height is below, across and well beyond one
-    band, it gives what those steps give on the whole image, bit for bit."""
-    model = randomized("bbcu-m", scale=4, num_units=2)
+    (``_BandedTail``), keeping the rows a band shares with the next; on inputs whose high-resolution
+    height is below, across and well beyond one band, and with bands smaller than the rows kept, it
+    gives what those steps give on the whole image, bit for bit."""
+    model = randomized("bbcu-m", scale=scale, num_units=2)
     banded = pack_model(model, "popcount")
     whole = pack_model(model, "popcount")
     (at,) = [i for i, step in enumerate(whole.steps) if isinstance(step, _BandedTail)]
     whole.steps[at : at + 1] = whole.steps[at].whole_image_steps()
     x = torch.rand(1, 3, height, 9, generator=torch.Generator().manual_seed(3))
-    assert 4 * height > _BandedTail.BAND_ROWS or height == 1
+    monkeypatch.setattr(_BandedTail, "BAND_ROWS", band_rows)
     assert torch.equal(banded(x), whole(x))
-    assert [name for name, _ in banded.layer_paths()][-3:] == ["upsampler.1", "conv_hr", "conv_last"]
+    assert [name for name, _ in banded.layer_paths()][-3:] == [
+        f"upsampler.{scale // 4}",
+        "conv_hr",
+        "conv_last",
+    ]
 
 
 def test_small_pytorch_steps_run_on_one_thread_and_restore_the_count() -> None:

@@ -422,8 +422,36 @@ def in_reused_buffer(x: np.ndarray) -> bool:
     return any(np.may_share_memory(x, array) for array in buffers.values())
 
 
+@dataclass
+class _RowWindow:
+    """The rows of a high-resolution feature map a banded tail holds, as one contiguous window.
+
+    Rows ``[base, made)`` of the image sit in buffer rows ``[0, made - base)``: the upsampler's output
+    (``features``, with its next-layer signs in ``bits``) from ``done`` on, the unit's output before
+    ``done``, since the unit updates its features in place. Each band appends the rows it makes and
+    keeps the few the next band reads again, so no row is computed twice.
+    """
+
+    features: np.ndarray
+    bits: np.ndarray
+    base: int = 0
+    made: int = 0
+    done: int = 0
+
+    def rows(self, array: np.ndarray, first: int, last: int) -> np.ndarray:
+        """Image rows ``[first, last)`` of ``features`` or ``bits``."""
+        return array[first - self.base : last - self.base]
+
+    def forget_before(self, row: int) -> None:
+        """Moves rows ``[row, made)`` to the buffers' start, so the next band's rows fit after them."""
+        kept = slice(row - self.base, self.made - self.base)
+        for array in (self.features, self.bits):
+            np.copyto(array[: kept.stop - kept.start], array[kept])
+        self.base = row
+
+
 class _BandedTail:
-    """A network's high-resolution tail -- [binary upsampler ->] binary unit -> LeakyReLU -> last conv
+    """A network's high-resolution tail -- binary upsampler -> binary unit -> LeakyReLU -> last conv
     (BBCU-M's last ``upsampler``, ``conv_hr`` and ``conv_last``) -- run band of rows by band of rows.
 
     Run one after the other, these steps write and read the whole high-resolution feature map (236 MB
@@ -431,16 +459,17 @@ class _BandedTail:
     are barely faster than one. Band by band, each band of features is made, used and overwritten in
     cache, and only the network's 3-channel output reaches memory. Each conv computes only the rows
     the next one reads (``rows=``), with the rows around them as real neighbours, so the result is the
-    same bit for bit as the whole-image run; what bands recompute is the two rows of unit output and
-    the upsampler's input rows where neighbouring bands meet.
+    same bit for bit as the whole-image run; the rows a band shares with the next stay in a
+    ``_RowWindow`` rather than being computed again.
     """
 
     BAND_ROWS = 32  # high-resolution rows kept per band: about 13 MB of 64-channel band at 1280 wide
 
     def __init__(
-        self, upsample: _BinaryUpsample | None, unit: _BinaryUnit, slope: float, conv: _FewOutputsConv
+        self, upsample: _BinaryUpsample, unit: _BinaryUnit, slope: float, conv: _FewOutputsConv
     ) -> None:
         self.upsample, self.unit, self.slope, self.conv = upsample, unit, slope, conv
+        self.scale = upsample.scale
 
     def layers(self) -> list[tuple[str, str]]:
         """The convolutions inside, with what computes them."""
@@ -450,83 +479,98 @@ class _BandedTail:
 
     def whole_image_steps(self) -> list[Step]:
         """The steps this one stands for, to run one after the other on the whole image instead."""
-        return [*([self.upsample] if self.upsample else []), self.unit, _LeakyReLU(self.slope), self.conv]
+        return [self.upsample, self.unit, _LeakyReLU(self.slope), self.conv]
 
     def __call__(self, flow: _Flow) -> None:
-        s = self.upsample.scale if self.upsample else 1
-        first_unit = self.upsample.unit if self.upsample else self.unit
-        x, packed = flow.x, first_unit.packed_input(flow)
+        s, x = self.scale, flow.x
+        packed = self.upsample.unit.packed_input(flow)
         height, width = s * x.shape[0], s * x.shape[1]
         out = np.empty((height, width, self.conv.weight.shape[0]), np.float32)
-        # One band buffer for the whole image (a fresh one per band would cost page faults each time):
-        # the band's rows, two more each side, and the upsampler's rounding to whole input rows.
-        scratch = cache_line_aligned((min(height, self.BAND_ROWS + 4 + 4 * s), width, self.unit.channels))
+        window = self.window(height, width)
         for top in range(0, height, self.BAND_ROWS):
             bottom = min(height, top + self.BAND_ROWS)
             y_first, y_last = max(0, top - 1), min(height, bottom + 1)  # unit outputs the last conv reads
-            features, bits, first = self.high_resolution_rows(
-                x, packed, max(0, y_first - 1), min(height, y_last + 1), scratch
-            )
-            kernels.binary_conv3x3(
-                bits,
-                self.unit.bits,
-                self.unit.channels,
-                residual=features,
-                out=features,
-                leaky=self.slope,
-                rows=(y_first - first, y_last - first),
-                **self.unit.epilogue,
-            )
-            y = features[y_first - first : y_last - first]
+            # Kept: those the unit already made, the signs above its next row, the upsampler's row above.
+            window.forget_before(max(0, min(y_first, window.made - s)))
+            self.make_rows(window, x, packed, min(height, y_last + 1))
+            self.run_unit(window, y_last)
             band = kernels.float_conv3x3(
-                y, self.conv.weight, self.conv.bias, rows=(top - y_first, bottom - y_first)
+                window.rows(window.features, y_first, y_last),
+                self.conv.weight,
+                self.conv.bias,
+                rows=(top - y_first, bottom - y_first),
             )
             out[top:bottom] = band[top - y_first : bottom - y_first]
         flow.update(out)
 
-    def high_resolution_rows(
-        self, x: np.ndarray, packed: np.ndarray, first: int, last: int, scratch: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """High-resolution feature rows covering [first, last) (in ``scratch``), their signs for the
-        unit, and the image row their first row is: made by the upsampler from the low-resolution rows
-        they come from (each computed once, its neighbours read, not recomputed), or, without one, read
-        from ``x``."""
-        if self.upsample is None:
-            features = scratch[: last - first]
-            np.copyto(features, x[first:last])
-            return features, packed[first:last], first
-        s, unit = self.upsample.scale, self.upsample.unit
+    def window(self, height: int, width: int) -> _RowWindow:
+        """An empty window for this image, room for a band, the rows kept from the band before and the
+        upsampler's rounding to whole input rows; its features in this step's buffer from one call to
+        the next (a fresh 13 MB would cost its page faults every time)."""
+        rows = min(height, self.BAND_ROWS + 4 * self.scale + 2)
+        features = reused_buffer(self, (rows, width, self.unit.channels))
+        return _RowWindow(
+            features, np.empty((rows, width, kernels.channel_words(self.unit.channels)), np.uint64)
+        )
+
+    def make_rows(self, window: _RowWindow, x: np.ndarray, packed: np.ndarray, last: int) -> None:
+        """Appends the unit's input rows up to ``last``, made by the upsampler from the low-resolution
+        rows they come from (their neighbours read, not recomputed)."""
+        first = window.made
+        if first >= last:
+            return
+        s, unit = self.scale, self.upsample.unit
         low_first, low_last = first // s, -(-last // s)  # the input rows these rows come from
         read_first, read_last = max(0, low_first - 1), min(x.shape[0], low_last + 1)  # and their neighbours
-        features, bits = kernels.binary_conv3x3(
+        _, bits = kernels.binary_conv3x3(
             packed[read_first:read_last],
             unit.bits,
             unit.channels,
             residual=x[read_first:read_last],
-            out=scratch[: s * (read_last - read_first)],
+            out=window.rows(window.features, s * read_first, s * read_last),
             shuffle=s,
             rows=(low_first - read_first, low_last - read_first),
             **unit.epilogue,
         )
-        made = slice(s * (low_first - read_first), s * (low_last - read_first))
-        return features[made], bits[made], s * low_first
+        np.copyto(
+            window.rows(window.bits, s * low_first, s * low_last),
+            bits[s * (low_first - read_first) : s * (low_last - read_first)],
+        )
+        window.made = s * low_last
+
+    def run_unit(self, window: _RowWindow, last: int) -> None:
+        """Runs the unit (its LeakyReLU fused) on rows ``[done, last)``, in place, reading the signs of
+        the rows around them."""
+        first = window.done
+        if first >= last:
+            return
+        read_first, read_last = max(0, first - 1), min(window.made, last + 1)
+        features = window.rows(window.features, read_first, read_last)
+        kernels.binary_conv3x3(
+            window.rows(window.bits, read_first, read_last),
+            self.unit.bits,
+            self.unit.channels,
+            residual=features,
+            out=features,
+            leaky=self.slope,
+            rows=(first - read_first, last - read_first),
+            **self.unit.epilogue,
+        )
+        window.done = last
 
 
 def _band_tails(steps: list[Step]) -> list[Step]:
-    """``steps`` with every [upsampler ->] binary unit -> LeakyReLU -> few-output conv run as one
+    """``steps`` with every binary upsampler -> binary unit -> LeakyReLU -> few-output conv run as one
     ``_BandedTail``."""
     fused: list[Step] = []
     for step in steps:
-        window = fused[-2:]
-        if (
-            isinstance(step, _FewOutputsConv)
-            and len(window) == 2
-            and isinstance(window[0], _BinaryUnit)
-            and window[0].epilogue["next_shift"] is None
-            and isinstance(window[1], _LeakyReLU)
-        ):
-            unit, leaky = fused.pop(-2), fused.pop()
-            upsample = fused.pop() if fused and isinstance(fused[-1], _BinaryUpsample) else None
+        if isinstance(step, _FewOutputsConv) and [type(s) for s in fused[-3:]] == [
+            _BinaryUpsample,
+            _BinaryUnit,
+            _LeakyReLU,
+        ]:
+            upsample, unit, leaky = fused[-3:]
+            del fused[-3:]
             step = _BandedTail(upsample, unit, leaky.slope, step)
         fused.append(step)
     return fused
