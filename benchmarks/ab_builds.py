@@ -12,11 +12,13 @@ read is the median of the paired ratios B / A.
 The layer is ``bbcu bench``'s fused V4 unit (64 -> 64 at 320x180, in place; ``LayerProblem``, one per
 build), BBCU-M x4's first x2 upsampler (64 -> 256 with the sub-pixel shuffle, 320x180 -> 640x360,
 random weights moved off their init as ``bbcu bench`` makes them), or that whole packed network on a
-320x180 image (popcount paths; the runtime's PyTorch steps take ``--threads`` too), or the path's binary
-ceiling loop (``--layer ceiling``: the same rounds in each build, so B / A compares how fast they count).
+320x180 image (popcount paths; the runtime's PyTorch steps take ``--threads`` too), its last conv
+(``--layer float``: 64 -> 3 fp32 on one band of its banded tail, 36 x 1280, cache-line aligned), or the
+path's binary ceiling loop (``--layer ceiling``: the same rounds in each build, so B / A compares how
+fast they count).
 
 Usage: .venv/bin/python benchmarks/ab_builds.py A/_bitops...so B/_bitops...so [--isa avx512]
-    [--threads 1] [--layer unit|upsampler|network|ceiling] [--rounds 40]
+    [--threads 1] [--layer unit|upsampler|network|float|ceiling] [--rounds 40]
 (A build of an earlier commit: ``git archive <commit> | tar -x -C DIR && cd DIR && python setup.py
 build_ext --inplace``.)
 """
@@ -100,6 +102,24 @@ def network_layer() -> Layer:
     return call, lambda: result[0].numpy()
 
 
+FLOAT_BAND = (36, 1280)  # rows x columns of one band of BBCU-M x4's tail at 320x180
+
+
+def float_layer() -> Layer:
+    """One build's 64 -> 3 float conv on a band of BBCU-M x4's tail (random features and weights)."""
+    rng = np.random.default_rng(0)
+    band = cache_line_aligned((*FLOAT_BAND, 64))
+    band[...] = rng.standard_normal(band.shape, np.float32)
+    weight = kernels.float_conv_weight(rng.standard_normal((3, 64, 3, 3)).astype(np.float32))
+    bias = rng.standard_normal(3).astype(np.float32)
+    result: list[np.ndarray] = []
+
+    def call() -> None:
+        result[:] = [kernels.float_conv3x3(band, weight, bias)]
+
+    return call, lambda: result[0]
+
+
 CEILING_ROUNDS = 100_000  # about 4 ms of the AVX2 loop on one Zen 3 core
 
 
@@ -118,6 +138,7 @@ LAYERS = {
     "unit": unit_layer,
     "upsampler": upsampler_layer,
     "network": network_layer,
+    "float": float_layer,
     "ceiling": ceiling_layer,
 }
 
@@ -151,7 +172,10 @@ def main() -> None:
     timings = turns.run(args.rounds)
     a_ms, b_ms = np.array(timings[handle_a].rounds_ms), np.array(timings[handle_b].rounds_ms)
     size = f"input {LAYER_SIZE[0]}x{LAYER_SIZE[1]}"
-    problem = f"{CEILING_ROUNDS} loop rounds" if args.layer == "ceiling" else size
+    problem = {
+        "ceiling": f"{CEILING_ROUNDS} loop rounds",
+        "float": f"band {FLOAT_BAND[0]}x{FLOAT_BAND[1]}",
+    }.get(args.layer, size)
     print(
         f"{args.layer}, {problem}, isa {args.isa}, threads {args.threads}, "
         f"{args.rounds} rounds in turns: "
