@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 from statistics import median
 
@@ -189,7 +190,11 @@ def test_target_arithmetic_names_what_stands_in_the_way() -> None:
     """A 10x target against a full-width reference (R = 144 / 146 = 0.986) running at half the fp32
     ceiling, with G = 8.1: binary efficiency needed 10 x 0.986 x 0.5 / 8.1 = 60.9 %. With the layer at
     62 % and the network at 36 % the network is what misses; with the layer at 55 % the kernel is; with
-    the reference at the full ceiling 121.7 % is needed and no kernel can; a measured 10.2x is met."""
+    the reference at the full ceiling 121.7 % is needed and no kernel can; a measured 10.2x is met.
+    With the binary network's own float MACs (BBCU-M x4: 1.69 G against SRResNet's 146 G) at the fp32
+    ceiling, they take 10 x 0.5 x 1.69 / 146 = 5.8 % of the time the target allows, and the binary MACs
+    need 60.9 % / (1 - 0.058) = 64.6 %, above the layer's 62 %; float layers that alone take longer
+    than the target allows leave no kernel a chance."""
     pixels = 320 * 180 * 9
     full = Crossover("b", "full", 144 * pixels, 146 * pixels, 8.1, 0.62, 0.5, 4.97, 10.0, 0.36)
     assert full.target_efficiency == pytest.approx(10 * 144 / 146 * 0.5 / 8.1)
@@ -205,6 +210,16 @@ def test_target_arithmetic_names_what_stands_in_the_way() -> None:
     assert at_ceiling.target_verdict() == "out of reach on this CPU: no kernel can run that fast"
     met = Crossover("b", "full", 144 * pixels, 146 * pixels, 8.1, 0.62, 0.5, 10.2, 10.0, 0.36)
     assert met.target_verdict() == "met"
+    floats = 1.69 / 146 * 146 * pixels  # BBCU-M x4's float MACs against SRResNet x4's
+    with_floats = Crossover("b", "full", 144 * pixels, 146 * pixels, 8.1, 0.62, 0.5, 4.97, 10.0, 0.36, floats)
+    assert with_floats.target_efficiency == pytest.approx(0.6088 / (1 - 10 * 0.5 * 1.69 / 146), abs=1e-4)
+    assert with_floats.target_efficiency == pytest.approx(0.6462, abs=1e-4)
+    assert with_floats.target_verdict() == "out of reach at the layer's efficiency (62%)"
+    float_bound = Crossover(
+        "b", "full", 144 * pixels, 146 * pixels, 8.1, 0.62, 0.5, 4.97, 10.0, 0.36, 30 * pixels
+    )
+    assert float_bound.target_efficiency == math.inf  # 10 x 0.5 x 30 / 146 > 1: floats alone too slow
+    assert float_bound.target_verdict() == "out of reach on this CPU: no kernel can run that fast"
     untargeted = Crossover("b", "lite", 144 * pixels, 5 * pixels, 8.1, 0.62, 0.3, 0.5)
     assert untargeted.target_efficiency is None and untargeted.target_verdict() is None
     table = format_targets([full.as_dict(), untargeted.as_dict()]).splitlines()
@@ -242,8 +257,10 @@ def test_network_rows_share_the_engine_run_and_check_it_against_the_simulation()
     (arithmetic,) = crossovers  # for the targeted fp32 reference only: neither a Lite nor an int8 one
     assert (arithmetic.reference, arithmetic.target) == ("dncnn fp32", 5.0)
     assert arithmetic.mac_ratio == pytest.approx(binary_macs / dncnn_macs)
+    assert arithmetic.binary_float_macs == fp_macs
+    float_share = 5.0 * arithmetic.reference_rate * fp_macs / dncnn_macs
     assert arithmetic.target_efficiency == pytest.approx(
-        5.0 * arithmetic.mac_ratio * arithmetic.reference_rate / arithmetic.per_mac_gain
+        5.0 * arithmetic.mac_ratio * arithmetic.reference_rate / arithmetic.per_mac_gain / (1 - float_share)
     )
     bf16 = [n for n in run.networks if n.network == "dncnn" and n.precision == "bf16"]
     assert len(bf16) == 1 and bf16[0].time is None and bf16[0].note == BF16_MISSING

@@ -532,6 +532,7 @@ def crossover(
         measured_speedup=reference.time.wall_ms / engine.time.wall_ms,
         target=target,
         network_efficiency=_binary_efficiency(engine.binary_macs, engine.time, run),
+        binary_float_macs=engine.fp_macs,
     )
 
 

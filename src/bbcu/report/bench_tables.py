@@ -119,11 +119,12 @@ CROSSOVER_NOTE = (
 )
 
 TARGETS_NOTE = (
-    "Speed-up targets against the same arithmetic: a target T over a reference running at 'rate' times "
-    "the fp32 ceiling needs the binary network, its float layers free, to run its binary MACs at "
-    "T x R x rate / G of the binary ceiling. Over 100 %: no kernel reaches T on this CPU; over the 64->64 "
-    "layer's E: not even a network of such layers; under it: the rest of the network (its "
-    "high-resolution tail and float layers) is what misses."
+    "Speed-up targets against the same arithmetic: a target T over a reference of M MACs running at "
+    "'rate' times the fp32 ceiling needs the binary network, its F float MACs (first and last convs) at "
+    "the fp32 ceiling, to run its binary MACs at T x R x rate / G / (1 - T x rate x F / M) of the binary "
+    "ceiling. Over 100 %: no kernel reaches T on this CPU; over the 64->64 layer's E: not even a network "
+    "of such layers; under it: the rest of the network (its high-resolution tail, its float layers below "
+    "their ceiling) is what misses."
 )
 
 

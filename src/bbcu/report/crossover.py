@@ -10,14 +10,18 @@ network ran at its own ceiling. The bench prints this beside the measured times,
 cannot be met on a CPU says why in numbers (issue 13).
 
 A speed-up target ``T`` against a reference that runs at ``rate`` times the fp32 ceiling (PyTorch's
-SRResNet at about half of it) needs the binary network, its float layers free, to run its binary MACs at
-``T * R * rate / G`` of the binary ceiling: above 1 no kernel can reach the target on this CPU; above
-the 64->64 layer's own efficiency not even a network made only of such layers; below it, what misses is
-the rest of the network (its high-resolution tail, its float layers), not the kernel.
+SRResNet at about half of it) leaves the binary network ``1 / (T * rate)`` of the reference's MACs worth
+of fp32-ceiling time. Its own float layers (``F`` MACs: BBCU-M's first and last convs) take at least
+``F`` of that, at the fp32 ceiling, so its binary MACs must run at ``T * R * rate / G / (1 - T * rate *
+F / M)`` of the binary ceiling (``M`` the reference's MACs; ``F = 0``: ``T * R * rate / G``): above 1,
+or with the float layers alone over the time, no kernel can reach the target on this CPU; above the
+64->64 layer's own efficiency not even a network made only of such layers; below it, what misses is the
+rest of the network (its high-resolution tail, its float layers below the ceiling), not the kernel.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -82,6 +86,8 @@ class Crossover:
         target: The comparison's wall speed-up target ``T``, or None.
         network_efficiency: The binary network's own binary MACs/s over the binary ceiling (all its
             time counted, float layers included), or None.
+        binary_float_macs: ``F``, the float MACs of one binary-network call (its first and last
+            convs), which the target arithmetic counts at the fp32 ceiling.
     """
 
     binary: str
@@ -94,6 +100,7 @@ class Crossover:
     measured_speedup: float
     target: float | None = None
     network_efficiency: float | None = None
+    binary_float_macs: int = 0
 
     @property
     def mac_ratio(self) -> float:
@@ -123,11 +130,16 @@ class Crossover:
 
     @property
     def target_efficiency(self) -> float | None:
-        """``T * R * rate / G``: the binary efficiency at which the target is reached with the reference
-        as measured and the binary network's float layers free; None without a target."""
+        """``T * R * rate / G / (1 - T * rate * F / M)``: the binary efficiency at which the target is
+        reached with the reference as measured and the binary network's float layers at the fp32
+        ceiling (infinite where those alone take longer than the target allows); None without a
+        target."""
         if self.target is None:
             return None
-        return self.target * self.mac_ratio * self.reference_rate / self.per_mac_gain
+        float_share = self.target * self.reference_rate * self.binary_float_macs / self.reference_macs
+        if float_share >= 1:
+            return math.inf
+        return self.target * self.mac_ratio * self.reference_rate / self.per_mac_gain / (1 - float_share)
 
     def target_verdict(self) -> str | None:
         """Whether the target was met, and if not, whether the CPU, the kernel or the rest of the
@@ -178,7 +190,8 @@ def format_targets(rows: list[dict[str, object]]) -> str:
     binary kernels on this CPU, beside what the layer and the whole network reach."""
     lines = [
         "| binary | vs | target T | measured speed-up | reference MAC/s / fp32 ceiling | per-MAC gain G "
-        "| binary efficiency needed (T x R x rate / G) | 64->64 layer's E | whole network's | verdict |",
+        "| binary efficiency needed (T x R x rate / G / (1 - T x rate x F / M)) | 64->64 layer's E "
+        "| whole network's | verdict |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
