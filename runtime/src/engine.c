@@ -3,8 +3,10 @@
  *
  * This mirrors bbcu.engine.runtime (the Python engine): features are float32 (H, W, C), a bbcu_unit is
  * one call of the shared kernels (src/bbcu/engine/csrc) with its whole epilogue fused and, when the
- * next op is binary too, that op's input signs packed in the same pass; a bbcu_upsample is s^2 calls,
- * one per sub-pixel, each with the unshuffled input as its residual (the nearest-neighbour skip).
+ * next op is binary too, that op's input signs packed in the same pass; a bbcu_upsample is one such
+ * call C -> s^2 C with the sub-pixel shuffle fused into its epilogue, the input its residual (the
+ * nearest-neighbour skip); a conv with few outputs (a network's last) runs on the kernels' blocked
+ * float conv, in the Python engine's order of sums.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -42,82 +44,85 @@ static uint64_t *pack(const Runner *r, const Flow *f, const float *shift)
     return bits;
 }
 
-/* One binary conv C -> C through the kernels: part `part` of op, residual = f->x, written to y; with
- * next_shift, also the signs of y + next_shift into *next_bits (allocated here). */
-static int binary_conv(const Runner *r, const Op *op, int part, const Flow *f, const uint64_t *bits, float *y,
-                       const float *next_shift, uint64_t **next_bits)
+/* Whether an op takes its input as packed signs (which the op before it can pack in its epilogue). */
+static int binary(const Op *op) { return op && (op->kind == OP_BBCU_UNIT || op->kind == OP_BBCU_UPSAMPLE); }
+
+/* next_shift (C,) repeated for each of `parts` blocks of C output channels: per-channel parameters
+ * cover every output channel of a shuffled conv. */
+static float *repeated(const float *next_shift, int channels, int parts)
 {
-    const int c = op->in_channels, cw = (c + 63) / 64;
+    float *out = new_floats((size_t)channels * parts);
+    for (int part = 0; out && part < parts; part++)
+        memcpy(out + (size_t)part * channels, next_shift, (size_t)channels * sizeof(float));
+    return out;
+}
+
+/* One binary conv through the kernels: op's `parts` blocks of C output channels in one call, the
+ * sub-pixel shuffle fused for an upsampler (block r is sub-pixel r), residual = f->x, the leaky_relu op
+ * `leaky` (or NULL) applied last, written to y; with next_shift, also the signs of y + next_shift into
+ * *next_bits (allocated here). */
+static int binary_conv(const Runner *r, const Op *op, const Op *leaky, const Flow *f, const uint64_t *bits,
+                       float *y, const float *next_shift, uint64_t **next_bits)
+{
+    const int c = op->in_channels, cw = (c + 63) / 64, outputs = op->parts * c;
+    const int s = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1;
     ConvArgs a = {0};
     a.x = bits;
-    a.w = op->bits + (size_t)part * c * 9 * cw;
-    a.height = f->height, a.width = f->width, a.channels = c, a.channel_words = cw, a.out_channels = c;
-    a.o_lanes = bbcu_o_lanes(r->isa, c);
+    a.w = op->bits;
+    a.height = f->height, a.width = f->width, a.channels = c, a.channel_words = cw, a.out_channels = outputs;
+    a.shuffle = s;
+    a.o_lanes = bbcu_o_lanes(r->isa, outputs);
     a.y = y;
-    a.scale = op->alpha + (size_t)part * c;
-    a.bias = op->binary_bias ? op->binary_bias + (size_t)part * c : NULL;
-    a.gamma = op->gamma + (size_t)part * c;
-    a.beta = op->beta + (size_t)part * c;
-    a.zeta = op->zeta + (size_t)part * c;
+    a.scale = op->alpha, a.bias = op->binary_bias, a.gamma = op->gamma, a.beta = op->beta, a.zeta = op->zeta;
     a.residual = f->x;
-    uint64_t *wl = bbcu_lane_weights(r->isa, a.w, c, cw);
-    if (bbcu_reads_wl(r->isa) && !wl)
-        return -1;
-    a.wl = wl;
+    a.leaky = leaky != NULL, a.leaky_slope = leaky ? leaky->slope : 0.0f;
+    uint64_t *wl = bbcu_lane_weights(r->isa, a.w, outputs, cw);
+    float *shifts = next_shift ? repeated(next_shift, c, op->parts) : NULL;
     if (next_shift) {
-        a.next_shift = next_shift;
-        a.next_bits = *next_bits = malloc((size_t)f->height * f->width * cw * sizeof(uint64_t));
+        a.next_shift = shifts;
+        a.next_bits = *next_bits = malloc((size_t)f->height * s * f->width * s * cw * sizeof(uint64_t));
     }
-    const int status = (next_shift && !a.next_bits) ? -1 : bbcu_run_rows(&a, r->isa, bbcu_threads_for(&a, r->threads));
+    const int ready = (wl || !bbcu_reads_wl(r->isa)) && (!next_shift || (shifts && a.next_bits));
+    a.wl = wl;
+    const int status = ready ? bbcu_run_rows(&a, r->isa, bbcu_threads_for(&a, r->threads)) : -1;
     free(wl);
+    free(shifts);
     return status;
 }
 
-static int run_unit(const Runner *r, const Op *op, const Op *next, Flow *f)
+/* A bbcu_unit (y written over its input) or a bbcu_upsample (y s times larger each side), with a
+ * leaky_relu fused (or NULL); the next op's input signs come with it when that op is binary. */
+static int run_binary(const Runner *r, const Op *op, const Op *leaky, const Op *next, Flow *f)
 {
+    const int s = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1;
     uint64_t *bits = f->packed ? f->packed : pack(r, f, op->shift), *next_bits = NULL;
     f->packed = NULL;
-    if (!bits)
-        return -1;
-    const int feeds_binary = next && (next->kind == OP_BBCU_UNIT || next->kind == OP_BBCU_UPSAMPLE);
-    const int status = binary_conv(r, op, 0, f, bits, f->x, feeds_binary ? next->shift : NULL, &next_bits);
+    float *y = s == 1 ? f->x : new_floats((size_t)f->height * s * f->width * s * f->channels);
+    const int status = bits && y ? binary_conv(r, op, leaky, f, bits, y, binary(next) ? next->shift : NULL, &next_bits) : -1;
     free(bits);
     f->packed = next_bits;
-    return status;
-}
-
-/* Copies a (H, W, C) plane to sub-pixel (i, j) of the (sH, sW, C) grid y. */
-static void scatter(const float *plane, int height, int width, int channels, int scale, int i, int j, float *y)
-{
-    for (int h = 0; h < height; h++)
-        for (int w = 0; w < width; w++)
-            memcpy(y + ((size_t)(h * scale + i) * width * scale + (size_t)w * scale + j) * channels,
-                   plane + ((size_t)h * width + w) * channels, (size_t)channels * sizeof(float));
-}
-
-static int run_upsample(const Runner *r, const Op *op, Flow *f)
-{
-    const int s = op->scale, c = f->channels;
-    const size_t pixels = (size_t)f->height * f->width;
-    uint64_t *bits = f->packed ? f->packed : pack(r, f, op->shift);
-    f->packed = NULL;
-    float *plane = new_floats(pixels * c), *y = new_floats(pixels * c * s * s);
-    int status = bits && plane && y ? 0 : -1;
-    for (int part = 0; part < op->parts && !status; part++) {
-        status = binary_conv(r, op, part, f, bits, plane, NULL, NULL);
-        if (!status)
-            scatter(plane, f->height, f->width, c, s, part / s, part % s, y);
-    }
-    free(bits);
-    free(plane);
-    if (status) {
-        free(y);
-        return -1;
+    if (s == 1 || status) {
+        if (y != f->x)
+            free(y);
+        return status;
     }
     free(f->x);
     f->x = y;
     f->height *= s, f->width *= s;
     return 0;
+}
+
+/* A 3x3 float conv: with few outputs on the kernels' blocked float conv (the Python engine's, the same
+ * sums in the same order), any other on ops.c's loop. */
+static void float_conv(const Runner *r, const Op *op, const Flow *f, float *y)
+{
+    if (!bbcu_few_outputs(f->channels, op->out_channels)) {
+        bbcu_conv3x3_float(f->x, f->height, f->width, f->channels, op->weight, op->bias, op->out_channels, y,
+                           r->threads);
+        return;
+    }
+    const FloatConvArgs a = {f->x, op->weight, op->bias, f->height, f->width, f->channels, op->out_channels, y, 0, 0};
+    bbcu_float_conv3x3(&a, r->isa, r->threads);
 }
 
 static int replace_x(Flow *f, float *y, int height, int width, int channels)
@@ -130,7 +135,8 @@ static int replace_x(Flow *f, float *y, int height, int width, int channels)
     return 0;
 }
 
-static int run_op(const Runner *r, const Op *op, const Op *next, Flow *f, const float *in)
+/* Runs op (a bbcu_unit with the leaky_relu `leaky` fused, or NULL); `next` is the op after them. */
+static int run_op(const Runner *r, const Op *op, const Op *leaky, const Op *next, Flow *f, const float *in)
 {
     const size_t count = (size_t)f->height * f->width * f->channels;
     const float k = r->model->k;
@@ -147,8 +153,7 @@ static int run_op(const Runner *r, const Op *op, const Op *next, Flow *f, const 
     case OP_CONV:
         y = new_floats((size_t)f->height * f->width * op->out_channels);
         if (y)
-            bbcu_conv3x3_float(f->x, f->height, f->width, f->channels, op->weight, op->bias, op->out_channels, y,
-                               r->threads);
+            float_conv(r, op, f, y);
         return replace_x(f, y, f->height, f->width, op->out_channels);
     case OP_LEAKY_RELU:
         for (size_t i = 0; i < count; i++)
@@ -164,9 +169,8 @@ static int run_op(const Runner *r, const Op *op, const Op *next, Flow *f, const 
             bbcu_pixel_shuffle(f->x, f->height, f->width, op->out_channels, op->scale, y);
         return replace_x(f, y, f->height * op->scale, f->width * op->scale, op->out_channels);
     case OP_BBCU_UNIT:
-        return run_unit(r, op, next, f);
     case OP_BBCU_UPSAMPLE:
-        return run_upsample(r, op, f);
+        return run_binary(r, op, leaky, next, f);
     case OP_ADD_BILINEAR_SKIP:
         return bbcu_add_bilinear(f->skip, f->height / op->scale, f->width / op->scale, f->channels, op->scale, f->x,
                                  r->threads);
@@ -182,14 +186,26 @@ static int run_op(const Runner *r, const Op *op, const Op *next, Flow *f, const 
     return -1;
 }
 
+/* The leaky_relu right after op i when op i is a bbcu_unit, which then applies it last in its epilogue
+ * (as the Python engine does in its banded tail): a separate pass over BBCU-M x4's largest map took an
+ * eighth of bbcu-run's time. NULL otherwise. */
+static const Op *fused_leaky(const bbcu_model *m, int i)
+{
+    const Op *next = i + 1 < m->op_count ? &m->ops[i + 1] : NULL;
+    return m->ops[i].kind == OP_BBCU_UNIT && next && next->kind == OP_LEAKY_RELU ? next : NULL;
+}
+
 /* The whole graph on one (height, width) input; out receives (sH, sW, out_channels). */
 static int run_tile(const Runner *r, const float *in, int height, int width, float *out)
 {
     const bbcu_model *m = r->model;
     Flow f = {NULL, NULL, NULL, height, width, m->in_channels};
     int status = 0;
-    for (int i = 0; i < m->op_count && !status; i++)
-        status = run_op(r, &m->ops[i], i + 1 < m->op_count ? &m->ops[i + 1] : NULL, &f, in);
+    for (int i = 0; i < m->op_count && !status;) {
+        const Op *op = &m->ops[i], *leaky = fused_leaky(m, i);
+        i += leaky ? 2 : 1;
+        status = run_op(r, op, leaky, i < m->op_count ? &m->ops[i] : NULL, &f, in);
+    }
     if (!status)
         memcpy(out, f.x, (size_t)f.height * f.width * f.channels * sizeof(float));
     free(f.x);

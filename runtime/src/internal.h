@@ -29,7 +29,8 @@ typedef struct Op {
     int in_channels, out_channels; /* features before and after */
     int scale;                     /* pixel_shuffle, bbcu_upsample, add_bilinear_skip */
     float slope;                   /* leaky_relu */
-    /* conv: weight as (3, 3, in_channels, out_channels), bias (out_channels,) or NULL. */
+    /* conv: weight as (3, 3, in_channels, out_channels), or (out_channels, 9, in_channels) where
+     * bbcu_few_outputs, bias (out_channels,) or NULL. */
     float *weight, *bias;
     /* Binary ops, C = in_channels, one "part" per sub-pixel (1 for bbcu_unit, scale^2 for
      * bbcu_upsample, part r holding the stored output channels c * scale^2 + r): bits
@@ -53,6 +54,13 @@ struct bbcu_model {
 /* Sets error (when not NULL) and returns status. */
 bbcu_status bbcu_fail(bbcu_error *error, bbcu_status status, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Whether a conv runs on the kernels' few-output float conv (conv_float.c), a network's last conv: the
+ * Python engine's rule (runtime.py's _float_conv), so both sum its outputs in the same order. */
+static inline int bbcu_few_outputs(int in_channels, int out_channels)
+{
+    return out_channels <= 4 && in_channels % 16 == 0;
+}
 
 /* ------------------------------------------------------------------ ops.c: full-precision layers */
 

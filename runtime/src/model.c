@@ -487,10 +487,12 @@ static bbcu_status take_conv(Loader *l, const char *name, int has_bias, Op *op)
         free(stored);
         return bbcu_fail(l->error, BBCU_ERROR_MEMORY, "%s: out of memory", l->where);
     }
+    const int few = bbcu_few_outputs(c, o);
     for (int oc = 0; oc < o; oc++)
         for (int ic = 0; ic < c; ic++)
             for (int tap = 0; tap < 9; tap++)
-                op->weight[((size_t)tap * c + ic) * o + oc] = stored[((size_t)oc * c + ic) * 9 + tap];
+                op->weight[few ? ((size_t)oc * 9 + tap) * c + ic : ((size_t)tap * c + ic) * o + oc] =
+                    stored[((size_t)oc * c + ic) * 9 + tap];
     free(stored);
     return has_bias ? take(l, name, "bias", DTYPE_F32, 1, bias_shape, (void **)&op->bias) : BBCU_OK;
 }
