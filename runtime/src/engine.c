@@ -57,33 +57,42 @@ static float *repeated(const float *next_shift, int channels, int parts)
     return out;
 }
 
+/* The rows one binary conv call reads and writes: the signs and residual of `height` x `width` input
+ * pixels, y and next_bits (s times as many each side under a shuffle; next_bits NULL when no signs are
+ * wanted), and output rows [from, to) of the input's (both 0: all), the rows around them read as real
+ * neighbours. */
+typedef struct Slice {
+    const uint64_t *bits;
+    const float *residual;
+    int height, width;
+    float *y;
+    uint64_t *next_bits;
+    int from, to;
+} Slice;
+
 /* One binary conv through the kernels: op's `parts` blocks of C output channels in one call, the
- * sub-pixel shuffle fused for an upsampler (block r is sub-pixel r), residual = f->x, the leaky_relu op
- * `leaky` (or NULL) applied last, written to y; with next_shift, also the signs of y + next_shift into
- * *next_bits (allocated here). */
-static int binary_conv(const Runner *r, const Op *op, const Op *leaky, const Flow *f, const uint64_t *bits,
-                       float *y, const float *next_shift, uint64_t **next_bits)
+ * sub-pixel shuffle fused for an upsampler (block r is sub-pixel r), the leaky_relu op `leaky` (or NULL)
+ * applied last; with next_shift, also the signs of y + next_shift into x->next_bits. */
+static int binary_conv(const Runner *r, const Op *op, const Op *leaky, const Slice *x, const float *next_shift)
 {
     const int c = op->in_channels, cw = (c + 63) / 64, outputs = op->parts * c;
-    const int s = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1;
     ConvArgs a = {0};
-    a.x = bits;
+    a.x = x->bits;
     a.w = op->bits;
-    a.height = f->height, a.width = f->width, a.channels = c, a.channel_words = cw, a.out_channels = outputs;
-    a.shuffle = s;
+    a.height = x->height, a.width = x->width, a.channels = c, a.channel_words = cw, a.out_channels = outputs;
+    a.shuffle = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1;
     a.o_lanes = bbcu_o_lanes(r->isa, outputs);
-    a.y = y;
+    a.y = x->y;
     a.scale = op->alpha, a.bias = op->binary_bias, a.gamma = op->gamma, a.beta = op->beta, a.zeta = op->zeta;
-    a.residual = f->x;
+    a.residual = x->residual;
     a.leaky = leaky != NULL, a.leaky_slope = leaky ? leaky->slope : 0.0f;
+    a.rows_from = x->from, a.rows_to = x->to;
     uint64_t *wl = bbcu_lane_weights(r->isa, a.w, outputs, cw);
     float *shifts = next_shift ? repeated(next_shift, c, op->parts) : NULL;
-    if (next_shift) {
-        a.next_shift = shifts;
-        a.next_bits = *next_bits = malloc((size_t)f->height * s * f->width * s * cw * sizeof(uint64_t));
-    }
-    const int ready = (wl || !bbcu_reads_wl(r->isa)) && (!next_shift || (shifts && a.next_bits));
     a.wl = wl;
+    a.next_shift = shifts;
+    a.next_bits = next_shift ? x->next_bits : NULL;
+    const int ready = (wl || !bbcu_reads_wl(r->isa)) && (!next_shift || (shifts && a.next_bits));
     const int status = ready ? bbcu_run_rows(&a, r->isa, bbcu_threads_for(&a, r->threads)) : -1;
     free(wl);
     free(shifts);
@@ -94,11 +103,15 @@ static int binary_conv(const Runner *r, const Op *op, const Op *leaky, const Flo
  * leaky_relu fused (or NULL); the next op's input signs come with it when that op is binary. */
 static int run_binary(const Runner *r, const Op *op, const Op *leaky, const Op *next, Flow *f)
 {
-    const int s = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1;
-    uint64_t *bits = f->packed ? f->packed : pack(r, f, op->shift), *next_bits = NULL;
+    const int s = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1, cw = (f->channels + 63) / 64;
+    const size_t out_pixels = (size_t)f->height * s * f->width * s;
+    uint64_t *bits = f->packed ? f->packed : pack(r, f, op->shift);
+    uint64_t *next_bits = binary(next) ? malloc(out_pixels * cw * sizeof(uint64_t)) : NULL;
     f->packed = NULL;
-    float *y = s == 1 ? f->x : new_floats((size_t)f->height * s * f->width * s * f->channels);
-    const int status = bits && y ? binary_conv(r, op, leaky, f, bits, y, binary(next) ? next->shift : NULL, &next_bits) : -1;
+    float *y = s == 1 ? f->x : new_floats(out_pixels * f->channels);
+    const Slice x = {bits, f->x, f->height, f->width, y, next_bits, 0, 0};
+    const int ready = bits && y && (next_bits || !binary(next));
+    const int status = ready ? binary_conv(r, op, leaky, &x, binary(next) ? next->shift : NULL) : -1;
     free(bits);
     f->packed = next_bits;
     if (s == 1 || status) {
@@ -133,6 +146,120 @@ static int replace_x(Flow *f, float *y, int height, int width, int channels)
     f->x = y;
     f->height = height, f->width = width, f->channels = channels;
     return 0;
+}
+
+/* ------------------------------------------------------------------ the banded tail */
+
+#define BAND_ROWS 32 /* output rows per band, as runtime.py's _BandedTail */
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+/* The rows of the high-resolution map a banded tail holds (runtime.py's _RowWindow): map rows
+ * [base, made) in buffer rows [0, made - base) of `rows`, with their signs for the unit; before `done`
+ * they hold the unit's output (it updates them in place). */
+typedef struct Window {
+    float *features;
+    uint64_t *bits;
+    int rows, width, channels, base, made, done;
+} Window;
+
+static float *window_features(const Window *w, int row)
+{
+    return w->features + (size_t)(row - w->base) * w->width * w->channels;
+}
+
+static uint64_t *window_bits(const Window *w, int row)
+{
+    return w->bits + (size_t)(row - w->base) * w->width * ((w->channels + 63) / 64);
+}
+
+/* Moves rows [row, made) to the buffers' start, so the next band's rows fit after them. */
+static void forget_before(Window *w, int row)
+{
+    const size_t rows = (size_t)(w->made - row), words = (w->channels + 63) / 64;
+    memmove(w->features, window_features(w, row), rows * w->width * w->channels * sizeof(float));
+    memmove(w->bits, window_bits(w, row), rows * w->width * words * sizeof(uint64_t));
+    w->base = row;
+}
+
+/* Appends the unit's input rows up to `last`, made by the upsampler from the low-resolution rows they
+ * come from (their neighbours read, not recomputed). */
+static int make_rows(const Runner *r, const Op *up, const Op *unit, const Flow *f, const uint64_t *low_bits,
+                     Window *w, int last)
+{
+    const int s = up->scale, first = w->made, cw = (f->channels + 63) / 64;
+    if (first >= last)
+        return 0;
+    const int low_first = first / s, low_last = (last + s - 1) / s;
+    const int read_first = max_int(0, low_first - 1), read_last = min_int(f->height, low_last + 1);
+    if (s * low_last - w->base > w->rows)
+        return -1; /* never reached: window_rows leaves room for every band */
+    const size_t low_row = (size_t)f->width;
+    const Slice x = {low_bits + (size_t)read_first * low_row * cw,
+                     f->x + (size_t)read_first * low_row * f->channels,
+                     read_last - read_first,
+                     f->width,
+                     window_features(w, s * read_first),
+                     window_bits(w, s * read_first),
+                     low_first - read_first,
+                     low_last - read_first};
+    w->made = s * low_last;
+    return binary_conv(r, up, NULL, &x, unit->shift);
+}
+
+/* Runs the unit, its leaky_relu fused, on rows [done, last), in place, reading the signs around them. */
+static int run_unit_rows(const Runner *r, const Op *unit, const Op *leaky, Window *w, int last)
+{
+    const int first = w->done;
+    if (first >= last)
+        return 0;
+    const int read_first = max_int(0, first - 1), read_last = min_int(w->made, last + 1);
+    float *features = window_features(w, read_first);
+    const Slice x = {window_bits(w, read_first), features, read_last - read_first, w->width, features, NULL,
+                     first - read_first, last - read_first};
+    w->done = last;
+    return binary_conv(r, unit, leaky, &x, NULL);
+}
+
+/* Rows of the window a banded tail needs: a band, the rows kept from the band before, and the
+ * upsampler's rounding to whole input rows (runtime.py's _BandedTail.window). */
+static int window_rows(int height, int scale) { return min_int(height, BAND_ROWS + 4 * scale + 2); }
+
+/* Ops[0 .. 3] (bbcu_banded_tail) band of rows by band of rows, as runtime.py's _BandedTail: each band's
+ * high-resolution features are made, used and overwritten in a window that stays in cache, so the
+ * 4x map of BBCU-M x4 never exists whole, and the result is the whole-map run's bit for bit. */
+static int run_tail(const Runner *r, const Op *ops, Flow *f)
+{
+    const Op *up = &ops[0], *unit = &ops[1], *leaky = &ops[2], *conv = &ops[3];
+    const int s = up->scale, height = s * f->height, width = s * f->width, c = f->channels;
+    const int outputs = conv->out_channels, rows = window_rows(height, s);
+    uint64_t *low_bits = f->packed ? f->packed : pack(r, f, up->shift);
+    f->packed = NULL;
+    Window w = {new_floats((size_t)rows * width * c), malloc((size_t)rows * width * ((c + 63) / 64) * 8), rows,
+                width, c, 0, 0, 0};
+    float *out = new_floats((size_t)height * width * outputs);
+    int status = low_bits && w.features && w.bits && out ? 0 : -1;
+    for (int top = 0; top < height && !status; top += BAND_ROWS) {
+        const int bottom = min_int(height, top + BAND_ROWS);
+        const int y_first = max_int(0, top - 1), y_last = min_int(height, bottom + 1); /* what conv reads */
+        forget_before(&w, max_int(0, min_int(y_first, w.made - s)));
+        status = make_rows(r, up, unit, f, low_bits, &w, min_int(height, y_last + 1));
+        if (!status)
+            status = run_unit_rows(r, unit, leaky, &w, y_last);
+        const FloatConvArgs a = {window_features(&w, y_first), conv->weight, conv->bias, y_last - y_first, width, c,
+                                 outputs, out + (size_t)y_first * width * outputs, top - y_first, bottom - y_first};
+        if (!status)
+            bbcu_float_conv3x3(&a, r->isa, r->threads);
+    }
+    free(low_bits);
+    free(w.features);
+    free(w.bits);
+    if (status) {
+        free(out);
+        return -1;
+    }
+    return replace_x(f, out, height, width, outputs);
 }
 
 /* Runs op (a bbcu_unit with the leaky_relu `leaky` fused, or NULL); `next` is the op after them. */
@@ -202,6 +329,11 @@ static int run_tile(const Runner *r, const float *in, int height, int width, flo
     Flow f = {NULL, NULL, NULL, height, width, m->in_channels};
     int status = 0;
     for (int i = 0; i < m->op_count && !status;) {
+        if (bbcu_banded_tail(m, i)) {
+            status = run_tail(r, &m->ops[i], &f);
+            i += 4;
+            continue;
+        }
         const Op *op = &m->ops[i], *leaky = fused_leaky(m, i);
         i += leaky ? 2 : 1;
         status = run_op(r, op, leaky, i < m->op_count ? &m->ops[i] : NULL, &f, in);

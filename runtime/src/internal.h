@@ -62,6 +62,12 @@ static inline int bbcu_few_outputs(int in_channels, int out_channels)
     return out_channels <= 4 && in_channels % 16 == 0;
 }
 
+/* Whether ops i .. i + 3 are a high-resolution tail -- bbcu_upsample, bbcu_unit, leaky_relu, a conv
+ * with few outputs (BBCU-M's last upsampler, conv_hr, conv_last) -- which engine.c runs band by band,
+ * as the Python engine's _BandedTail does: their maps then never exist whole (model.c's tile budget
+ * counts on it). */
+int bbcu_banded_tail(const bbcu_model *model, int i);
+
 /* ------------------------------------------------------------------ ops.c: full-precision layers */
 
 /* y (H, W, O) = conv3x3(x (H, W, C)) with zero padding, weight (3, 3, C, O), bias (O,) or NULL. */

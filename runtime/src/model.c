@@ -574,19 +574,34 @@ static bbcu_status take_tensors(Loader *l)
 static void measure(bbcu_model *m)
 {
     long reach = 0, upscaled = 1, floats = m->in_channels;
+    int tail_left = 0; /* ops still inside a banded tail: only its input and its output exist whole */
     for (int i = 0; i < m->op_count; i++) {
         const Op *op = &m->ops[i];
+        if (!tail_left && bbcu_banded_tail(m, i))
+            tail_left = 4;
         const long before = (long)op->in_channels * upscaled * upscaled;
         if (op->kind == OP_CONV || op->kind == OP_BBCU_UNIT || op->kind == OP_BBCU_UPSAMPLE)
             reach += m->scale / upscaled;
         if (op->kind == OP_PIXEL_SHUFFLE || op->kind == OP_BBCU_UPSAMPLE)
             upscaled *= op->scale;
         const long after = (long)op->out_channels * upscaled * upscaled;
-        floats = before > floats ? before : floats;
-        floats = after > floats ? after : floats;
+        if (!tail_left || tail_left == 4)
+            floats = before > floats ? before : floats;
+        if (!tail_left || tail_left == 1)
+            floats = after > floats ? after : floats;
+        tail_left -= tail_left > 0;
     }
     m->radius = (int)((reach + m->scale - 1) / m->scale) + 1;
     m->floats_per_pixel = (int)floats; /* floats per input pixel of the largest feature map */
+}
+
+int bbcu_banded_tail(const bbcu_model *m, int i)
+{
+    static const OpKind kinds[4] = {OP_BBCU_UPSAMPLE, OP_BBCU_UNIT, OP_LEAKY_RELU, OP_CONV};
+    for (int k = 0; k < 4; k++)
+        if (i + k >= m->op_count || m->ops[i + k].kind != kinds[k])
+            return 0;
+    return bbcu_few_outputs(m->ops[i + 3].in_channels, m->ops[i + 3].out_channels);
 }
 
 /* ------------------------------------------------------------------ entry points */
