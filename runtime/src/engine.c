@@ -236,8 +236,8 @@ static int run_tail(const Runner *r, const Op *ops, Flow *f)
     const int outputs = conv->out_channels, rows = window_rows(height, s);
     uint64_t *low_bits = f->packed ? f->packed : pack(r, f, up->shift);
     f->packed = NULL;
-    Window w = {new_floats((size_t)rows * width * c), malloc((size_t)rows * width * ((c + 63) / 64) * 8), rows,
-                width, c, 0, 0, 0};
+    const size_t words = (size_t)rows * width * ((c + 63) / 64);
+    Window w = {new_floats((size_t)rows * width * c), malloc(words * sizeof(uint64_t)), rows, width, c, 0, 0, 0};
     float *out = new_floats((size_t)height * width * outputs);
     int status = low_bits && w.features && w.bits && out ? 0 : -1;
     for (int top = 0; top < height && !status; top += BAND_ROWS) {
