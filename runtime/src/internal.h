@@ -29,8 +29,9 @@ typedef struct Op {
     int in_channels, out_channels; /* features before and after */
     int scale;                     /* pixel_shuffle, bbcu_upsample, add_bilinear_skip */
     float slope;                   /* leaky_relu */
-    /* conv: weight as (3, 3, in_channels, out_channels), or (out_channels, 9, in_channels) where
-     * bbcu_few_outputs, bias (out_channels,) or NULL. */
+    /* conv: weight as (ceil(out_channels / BBCU_CONV_BLOCK), 3, 3, in_channels, BBCU_CONV_BLOCK), the
+     * last block's missing outputs zero, or (out_channels, 9, in_channels) where bbcu_few_outputs; bias
+     * (out_channels,) or NULL. */
     float *weight, *bias;
     /* Binary ops, C = in_channels, one "part" per sub-pixel (1 for bbcu_unit, scale^2 for
      * bbcu_upsample, part r holding the stored output channels c * scale^2 + r): bits
@@ -55,6 +56,10 @@ struct bbcu_model {
 bbcu_status bbcu_fail(bbcu_error *error, bbcu_status status, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Output channels whose conv weights lie together (Op.weight): ops.c's plain conv computes them side by
+ * side, each input channel's weights of a block one 64-byte line. */
+#define BBCU_CONV_BLOCK 16
+
 /* Whether a conv runs on the kernels' few-output float conv (conv_float.c), a network's last conv: the
  * Python engine's rule (runtime.py's _float_conv), so both sum its outputs in the same order. */
 static inline int bbcu_few_outputs(int in_channels, int out_channels)
@@ -70,7 +75,8 @@ int bbcu_banded_tail(const bbcu_model *model, int i);
 
 /* ------------------------------------------------------------------ ops.c: full-precision layers */
 
-/* y (H, W, O) = conv3x3(x (H, W, C)) with zero padding, weight (3, 3, C, O), bias (O,) or NULL. */
+/* y (H, W, O) = conv3x3(x (H, W, C)) with zero padding, weight in blocks of outputs (Op.weight), bias
+ * (O,) or NULL. */
 void bbcu_conv3x3_float(const float *x, int height, int width, int channels, const float *weight,
                         const float *bias, int out_channels, float *y, int threads);
 /* y (sH, sW, C) = PixelShuffle(s) of x (H, W, s^2 C), PyTorch's channel order. */

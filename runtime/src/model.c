@@ -482,17 +482,20 @@ static bbcu_status take_conv(Loader *l, const char *name, int has_bias, Op *op)
     bbcu_status status = take(l, name, "weight", DTYPE_F32, 4, shape, (void **)&stored);
     if (status)
         return status;
-    op->weight = malloc((size_t)9 * c * o * sizeof(float));
+    const int few = bbcu_few_outputs(c, o), blocks = (o + BBCU_CONV_BLOCK - 1) / BBCU_CONV_BLOCK;
+    op->weight = calloc((size_t)9 * c * (few ? o : blocks * BBCU_CONV_BLOCK), sizeof(float));
     if (!op->weight) {
         free(stored);
         return bbcu_fail(l->error, BBCU_ERROR_MEMORY, "%s: out of memory", l->where);
     }
-    const int few = bbcu_few_outputs(c, o);
     for (int oc = 0; oc < o; oc++)
         for (int ic = 0; ic < c; ic++)
-            for (int tap = 0; tap < 9; tap++)
-                op->weight[few ? ((size_t)oc * 9 + tap) * c + ic : ((size_t)tap * c + ic) * o + oc] =
-                    stored[((size_t)oc * c + ic) * 9 + tap];
+            for (int tap = 0; tap < 9; tap++) {
+                const int block = oc / BBCU_CONV_BLOCK, j = oc % BBCU_CONV_BLOCK;
+                const size_t at = few ? ((size_t)oc * 9 + tap) * c + ic
+                                      : (((size_t)block * 9 + tap) * c + ic) * BBCU_CONV_BLOCK + j;
+                op->weight[at] = stored[((size_t)oc * c + ic) * 9 + tap];
+            }
     free(stored);
     return has_bias ? take(l, name, "bias", DTYPE_F32, 1, bias_shape, (void **)&op->bias) : BBCU_OK;
 }

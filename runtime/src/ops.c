@@ -38,43 +38,136 @@ typedef struct ConvContext {
  * (1 channel; 3 channels: at least 32,000), so their outputs, which the first binarizer thresholds,
  * agree with the Python engine's bit for bit (docs/deploy.md says what happens beyond). Wider
  * convolutions are summed in blocks by oneDNN and agree to float rounding.
- * fmaf is exact on every CPU; on x86-64 a clone built for FMA3 is picked at load time, so the loop
- * runs on vector FMA where the CPU has it, and on aarch64 it is the native fmla. */
+ * fmaf is exact on every CPU; on x86-64 clones built for FMA3 are picked at load time, so the loops
+ * run on vector FMA where the CPU has it, and on aarch64 it is the native fmla.
+ *
+ * Interior pixels go BLOCK_PIXELS at a time, BLOCK_OUTPUTS output channels at a time: each weight
+ * loaded then feeds BLOCK_PIXELS multiply-adds and the block's sums stay in registers (8 AVX2 or 16
+ * NEON registers), where one pixel at a time streamed a wide layer's weights (64 KB a tap for BBCU-L's
+ * 64 -> 256 upsampler convs) from L2 for every pixel. Every output keeps its order of sums, so a
+ * pixel's bits do not depend on which way it went. */
+#define BLOCK_PIXELS 4
+#define BLOCK_OUTPUTS BBCU_CONV_BLOCK
 #if defined(__x86_64__) && defined(__GLIBC__)
-__attribute__((target_clones("fma", "default")))
+#define FMA_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FMA_CLONES
 #endif
-static void add_tap(const float *restrict x, const float *restrict w, int channels, int out_channels,
-                    float *restrict acc)
+
+/* acc[0 .. count) += x[c] * w[c * stride + 0 .. count) for each input channel c in turn. */
+FMA_CLONES static void add_tap(const float *restrict x, const float *restrict w, int channels, int stride, int count,
+                               float *restrict acc)
 {
     for (int c = 0; c < channels; c++) {
         const float v = x[c];
-        const float *restrict row = w + (size_t)c * out_channels;
-        for (int o = 0; o < out_channels; o++)
+        const float *restrict row = w + (size_t)c * stride;
+        for (int o = 0; o < count; o++)
             acc[o] = fmaf(v, row[o], acc[o]);
     }
 }
 
+/* The weights of output block `block` (Op.weight) for tap `tap`: (C, BLOCK_OUTPUTS). */
+static const float *block_weights(const ConvContext *a, int block, int tap)
+{
+    return a->weight + ((size_t)block * 9 + tap) * a->channels * BLOCK_OUTPUTS;
+}
+
+/* Output channels [o, o + count) of pixel (h, w), all in one block. */
+static void conv_pixel_block(const ConvContext *a, int h, int w, int o, int count)
+{
+    const int c = a->channels;
+    float *acc = a->y + ((size_t)h * a->width + w) * a->out_channels + o;
+    memset(acc, 0, (size_t)count * sizeof *acc);
+    for (int dy = -1; dy <= 1; dy++) {
+        if (h + dy < 0 || h + dy >= a->height)
+            continue;
+        for (int dx = -1; dx <= 1; dx++) {
+            if (w + dx < 0 || w + dx >= a->width)
+                continue;
+            const float *x = a->x + ((size_t)(h + dy) * a->width + (w + dx)) * c;
+            const float *weights = block_weights(a, o / BLOCK_OUTPUTS, (dy + 1) * 3 + dx + 1) + o % BLOCK_OUTPUTS;
+            add_tap(x, weights, c, BLOCK_OUTPUTS, count, acc);
+        }
+    }
+    for (int i = 0; a->bias && i < count; i++)
+        acc[i] += a->bias[o + i];
+}
+
+/* Output channels [o, o + count) of pixel (h, w), block by block. */
+static void conv_pixel(const ConvContext *a, int h, int w, int o, int count)
+{
+    for (int end = o + count; o < end;) {
+        const int in_block = BLOCK_OUTPUTS - o % BLOCK_OUTPUTS, n = end - o < in_block ? end - o : in_block;
+        conv_pixel_block(a, h, w, o, n);
+        o += n;
+    }
+}
+
+/* acc[p][0 .. BLOCK_OUTPUTS) += x_p[c] * w[c][0 ..) for each input channel c in turn, x_p
+ * the input of pixel p (channels floats apart): add_tap's sums for 4 pixels at once. The sums go through
+ * one local array per pixel, which GCC keeps in registers for the whole loop (a 2-D array it kept in
+ * memory). */
+#define BLOCK_TAP(sums, v)                                                                                    \
+    for (int j = 0; j < BLOCK_OUTPUTS; j++)                                                                   \
+        sums[j] = fmaf(v, row[j], sums[j]);
+FMA_CLONES static void add_tap_block(const float *restrict x, int channels, const float *restrict w,
+                                     float acc[BLOCK_PIXELS][BLOCK_OUTPUTS])
+{
+    float s0[BLOCK_OUTPUTS], s1[BLOCK_OUTPUTS], s2[BLOCK_OUTPUTS], s3[BLOCK_OUTPUTS];
+    memcpy(s0, acc[0], sizeof s0), memcpy(s1, acc[1], sizeof s1), memcpy(s2, acc[2], sizeof s2);
+    memcpy(s3, acc[3], sizeof s3);
+    for (int c = 0; c < channels; c++) {
+        const float *restrict row = w + (size_t)c * BLOCK_OUTPUTS;
+        const float v0 = x[c], v1 = x[(size_t)channels + c], v2 = x[2 * (size_t)channels + c];
+        const float v3 = x[3 * (size_t)channels + c];
+        BLOCK_TAP(s0, v0)
+        BLOCK_TAP(s1, v1)
+        BLOCK_TAP(s2, v2)
+        BLOCK_TAP(s3, v3)
+    }
+    memcpy(acc[0], s0, sizeof s0), memcpy(acc[1], s1, sizeof s1), memcpy(acc[2], s2, sizeof s2);
+    memcpy(acc[3], s3, sizeof s3);
+}
+
+/* Output channels [o, o + BLOCK_OUTPUTS) of pixels (h, w .. w + BLOCK_PIXELS - 1), none in the first or
+ * the last column: conv_pixel's sums in conv_pixel's order. */
+static void conv_block(const ConvContext *a, int h, int w, int o)
+{
+    const int c = a->channels;
+    float acc[BLOCK_PIXELS][BLOCK_OUTPUTS] = {{0}};
+    for (int dy = -1; dy <= 1; dy++) {
+        if (h + dy < 0 || h + dy >= a->height)
+            continue;
+        for (int dx = -1; dx <= 1; dx++) {
+            const float *x = a->x + ((size_t)(h + dy) * a->width + (w + dx)) * c;
+            add_tap_block(x, c, block_weights(a, o / BLOCK_OUTPUTS, (dy + 1) * 3 + dx + 1), acc);
+        }
+    }
+    for (int p = 0; p < BLOCK_PIXELS; p++) {
+        float *y = a->y + ((size_t)h * a->width + w + p) * a->out_channels + o;
+        for (int j = 0; j < BLOCK_OUTPUTS; j++)
+            y[j] = a->bias ? acc[p][j] + a->bias[o + j] : acc[p][j];
+    }
+}
+
+/* Rows [begin, end): the interior columns in blocks, one block of outputs at a time along the row (so
+ * that its 36 KB of weights, at 64 input channels, stay in cache while the row's pixels pass), then
+ * the outputs left over and the columns no block covers, pixel by pixel. */
 static void conv_rows(void *context, int begin, int end)
 {
     const ConvContext *a = context;
-    const int c = a->channels, o = a->out_channels;
-    for (int h = begin; h < end; h++)
-        for (int w = 0; w < a->width; w++) {
-            float *acc = a->y + ((size_t)h * a->width + w) * o;
-            memset(acc, 0, (size_t)o * sizeof *acc);
-            for (int dy = -1; dy <= 1; dy++) {
-                if (h + dy < 0 || h + dy >= a->height)
-                    continue;
-                for (int dx = -1; dx <= 1; dx++) {
-                    if (w + dx < 0 || w + dx >= a->width)
-                        continue;
-                    const float *x = a->x + ((size_t)(h + dy) * a->width + (w + dx)) * c;
-                    add_tap(x, a->weight + (size_t)((dy + 1) * 3 + dx + 1) * c * o, c, o, acc);
-                }
-            }
-            for (int i = 0; a->bias && i < o; i++)
-                acc[i] += a->bias[i];
-        }
+    const int outputs = a->out_channels, blocked_outputs = outputs / BLOCK_OUTPUTS * BLOCK_OUTPUTS;
+    const int blocked_end = blocked_outputs ? 1 + (a->width - 2) / BLOCK_PIXELS * BLOCK_PIXELS : 1;
+    for (int h = begin; h < end; h++) {
+        for (int o = 0; o < blocked_outputs; o += BLOCK_OUTPUTS)
+            for (int w = 1; w < blocked_end; w += BLOCK_PIXELS)
+                conv_block(a, h, w, o);
+        for (int w = 1; w < blocked_end && blocked_outputs < outputs; w++)
+            conv_pixel(a, h, w, blocked_outputs, outputs - blocked_outputs);
+        conv_pixel(a, h, 0, 0, outputs);
+        for (int w = blocked_end > 1 ? blocked_end : 1; w < a->width; w++)
+            conv_pixel(a, h, w, 0, outputs);
+    }
 }
 
 void bbcu_conv3x3_float(const float *x, int height, int width, int channels, const float *weight,
