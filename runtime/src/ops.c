@@ -1,6 +1,7 @@
 /*
- * The full-precision layers of a packed network, in plain C: 3x3 convolutions (head, tail, BBCU-L's
- * upsampler) and PixelShuffle (the bilinear skip is the Python engine's too: engine/csrc/bilinear.c).
+ * The full-precision layers of a packed network, in plain C: 3x3 convolutions (the heads, BBCU-L's
+ * upsampler and conv_hr; a last conv with few outputs runs on the kernels' conv_float.c) and
+ * PixelShuffle (the bilinear skip is the Python engine's too: engine/csrc/bilinear.c).
  *
  * Every output value is computed by one thread in a fixed order, so results do not depend on the thread
  * count or the tiling, and (built with -ffp-contract=off, as the kernels are) are identical on x86-64
@@ -38,14 +39,15 @@ typedef struct ConvContext {
  * (1 channel; 3 channels: at least 32,000), so their outputs, which the first binarizer thresholds,
  * agree with the Python engine's bit for bit (docs/deploy.md says what happens beyond). Wider
  * convolutions are summed in blocks by oneDNN and agree to float rounding.
- * fmaf is exact on every CPU; on x86-64 clones built for FMA3 are picked at load time, so the loops
- * run on vector FMA where the CPU has it, and on aarch64 it is the native fmla.
+ * fmaf is exact on every CPU; on x86-64 clones built for x86-64-v3 (AVX2 and FMA3) are picked at load
+ * time, so the loops run on vector FMA where the CPU has it, and on aarch64 it is the native fmla.
  *
- * Interior pixels go BLOCK_PIXELS at a time, BLOCK_OUTPUTS output channels at a time: each weight
- * loaded then feeds BLOCK_PIXELS multiply-adds and the block's sums stay in registers (8 AVX2 or 16
- * NEON registers), where one pixel at a time streamed a wide layer's weights (64 KB a tap for BBCU-L's
- * 64 -> 256 upsampler convs) from L2 for every pixel. Every output keeps its order of sums, so a
- * pixel's bits do not depend on which way it went. */
+ * Interior pixels go BLOCK_PIXELS at a time, BLOCK_OUTPUTS output channels at a time (the weights of
+ * such a block lie together, Op.weight): each weight loaded then feeds BLOCK_PIXELS multiply-adds and
+ * the block's sums stay in registers (8 AVX2 or 16 NEON registers), where one pixel at a time streamed
+ * a wide layer's weights (64 KB a tap for BBCU-L's 64 -> 256 upsampler convs) from L2 for every pixel
+ * (BBCU-L x4 on one Zen 3 core: 17.0 s before, 7.4 s after, docs/deploy.md). Every output keeps its
+ * order of sums, so a pixel's bits do not depend on which way it went. */
 #define BLOCK_PIXELS 4
 #define BLOCK_OUTPUTS BBCU_CONV_BLOCK
 #if defined(__x86_64__) && defined(__GLIBC__)
