@@ -266,8 +266,9 @@ static int run_tail(const Runner *r, const Op *ops, Flow *f)
 static int run_op(const Runner *r, const Op *op, const Op *leaky, const Op *next, Flow *f, const float *in)
 {
     const size_t count = (size_t)f->height * f->width * f->channels;
-    const float k = r->model->k;
-    float *y;
+    const float k = r->model->k, slope = op->slope;
+    /* The features in locals, so that the elementwise loops vectorise (through f they could alias it). */
+    float *restrict x = f->x, *restrict skip = f->skip, *y;
     switch (op->kind) {
     case OP_INPUT_SCALE:
         f->skip = new_floats(count);
@@ -284,11 +285,11 @@ static int run_op(const Runner *r, const Op *op, const Op *leaky, const Op *next
         return replace_x(f, y, f->height, f->width, op->out_channels);
     case OP_LEAKY_RELU:
         for (size_t i = 0; i < count; i++)
-            f->x[i] = f->x[i] > 0.0f ? f->x[i] : f->x[i] * op->slope;
+            x[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
         return 0;
     case OP_RELU:
         for (size_t i = 0; i < count; i++)
-            f->x[i] = f->x[i] > 0.0f ? f->x[i] : 0.0f;
+            x[i] = x[i] > 0.0f ? x[i] : 0.0f;
         return 0;
     case OP_PIXEL_SHUFFLE:
         y = new_floats(count);
@@ -303,11 +304,11 @@ static int run_op(const Runner *r, const Op *op, const Op *leaky, const Op *next
                                  r->threads);
     case OP_SUBTRACT_FROM_SKIP:
         for (size_t i = 0; i < count; i++)
-            f->x[i] = f->skip[i] - f->x[i];
+            x[i] = skip[i] - x[i];
         return 0;
     case OP_OUTPUT_SCALE:
         for (size_t i = 0; i < count; i++)
-            f->x[i] = f->x[i] / k;
+            x[i] = x[i] / k;
         return 0;
     }
     return -1;
