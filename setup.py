@@ -22,8 +22,8 @@ bitops = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     # No FMA contraction: every ISA path must round the float epilogue identically. No trapping math:
     # lets the compiler turn RPReLU's select into vector blends (nothing here reads FP exception flags).
-    # Strict overflow: Python's own CFLAGS bring -fwrapv, which keeps int index arithmetic from being
-    # folded into pointer steps and cost the few-output float conv 15-20 % (benchmarks/kernels_session12.md);
+    # Strict overflow: Python's own CFLAGS bring -fwrapv, under which GCC compiles the kernels' int index
+    # arithmetic differently and the few-output float conv ran 15-20 % slower (benchmarks/kernels_session12.md);
     # the kernels overflow no signed int (runtime/Makefile builds them without -fwrapv and tests them
     # under UBSan).
     extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fstrict-overflow", "-pthread"],
