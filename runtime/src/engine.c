@@ -36,7 +36,7 @@ static float *new_floats(size_t count) { return malloc((count ? count : 1) * siz
 
 static uint64_t *pack(const Runner *r, const Flow *f, const float *shift)
 {
-    const int cw = (f->channels + 63) / 64;
+    const int cw = bbcu_channel_words(f->channels);
     const size_t pixels = (size_t)f->height * f->width;
     uint64_t *bits = malloc(pixels * cw * sizeof(uint64_t));
     for (size_t p = 0; bits && p < pixels; p++)
@@ -75,7 +75,7 @@ typedef struct Slice {
  * applied last; with next_shift, also the signs of y + next_shift into x->next_bits. */
 static int binary_conv(const Runner *r, const Op *op, const Op *leaky, const Slice *x, const float *next_shift)
 {
-    const int c = op->in_channels, cw = (c + 63) / 64, outputs = op->parts * c;
+    const int c = op->in_channels, cw = bbcu_channel_words(c), outputs = op->parts * c;
     ConvArgs a = {0};
     a.x = x->bits;
     a.w = op->bits;
@@ -103,7 +103,7 @@ static int binary_conv(const Runner *r, const Op *op, const Op *leaky, const Sli
  * leaky_relu fused (or NULL); the next op's input signs come with it when that op is binary. */
 static int run_binary(const Runner *r, const Op *op, const Op *leaky, const Op *next, Flow *f)
 {
-    const int s = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1, cw = (f->channels + 63) / 64;
+    const int s = op->kind == OP_BBCU_UPSAMPLE ? op->scale : 1, cw = bbcu_channel_words(f->channels);
     const size_t out_pixels = (size_t)f->height * s * f->width * s;
     uint64_t *bits = f->packed ? f->packed : pack(r, f, op->shift);
     uint64_t *next_bits = binary(next) ? malloc(out_pixels * cw * sizeof(uint64_t)) : NULL;
@@ -171,13 +171,13 @@ static float *window_features(const Window *w, int row)
 
 static uint64_t *window_bits(const Window *w, int row)
 {
-    return w->bits + (size_t)(row - w->base) * w->width * ((w->channels + 63) / 64);
+    return w->bits + (size_t)(row - w->base) * w->width * bbcu_channel_words(w->channels);
 }
 
 /* Moves rows [row, made) to the buffers' start, so the next band's rows fit after them. */
 static void forget_before(Window *w, int row)
 {
-    const size_t rows = (size_t)(w->made - row), words = (w->channels + 63) / 64;
+    const size_t rows = (size_t)(w->made - row), words = bbcu_channel_words(w->channels);
     memmove(w->features, window_features(w, row), rows * w->width * w->channels * sizeof(float));
     memmove(w->bits, window_bits(w, row), rows * w->width * words * sizeof(uint64_t));
     w->base = row;
@@ -188,7 +188,7 @@ static void forget_before(Window *w, int row)
 static int make_rows(const Runner *r, const Op *up, const Op *unit, const Flow *f, const uint64_t *low_bits,
                      Window *w, int last)
 {
-    const int s = up->scale, first = w->made, cw = (f->channels + 63) / 64;
+    const int s = up->scale, first = w->made, cw = bbcu_channel_words(f->channels);
     if (first >= last)
         return 0;
     const int low_first = first / s, low_last = (last + s - 1) / s;
@@ -236,7 +236,7 @@ static int run_tail(const Runner *r, const Op *ops, Flow *f)
     const int outputs = conv->out_channels, rows = window_rows(height, s);
     uint64_t *low_bits = f->packed ? f->packed : pack(r, f, up->shift);
     f->packed = NULL;
-    const size_t words = (size_t)rows * width * ((c + 63) / 64);
+    const size_t words = (size_t)rows * width * bbcu_channel_words(c);
     Window w = {new_floats((size_t)rows * width * c), malloc(words * sizeof(uint64_t)), rows, width, c, 0, 0, 0};
     float *out = new_floats((size_t)height * width * outputs);
     int status = low_bits && w.features && w.bits && out ? 0 : -1;

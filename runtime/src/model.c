@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitops.h"
 #include "internal.h"
 #include "json.h"
 
@@ -517,7 +518,7 @@ static bbcu_status to_parts(Loader *l, void *data, int outputs, int parts, size_
 
 static bbcu_status check_padding_bits(Loader *l, const char *name, const uint64_t *bits, int rows, int channels)
 {
-    const int cw = (channels + 63) / 64;
+    const int cw = bbcu_channel_words(channels);
     if (channels % 64 == 0)
         return BBCU_OK;
     const uint64_t padding = ~((UINT64_C(1) << (channels % 64)) - 1);
@@ -530,7 +531,7 @@ static bbcu_status check_padding_bits(Loader *l, const char *name, const uint64_
 static bbcu_status take_binary(Loader *l, const char *name, int has_bias, Op *op)
 {
     const int c = op->in_channels, parts = op->kind == OP_BBCU_UPSAMPLE ? op->scale * op->scale : 1;
-    const int outputs = c * parts, cw = (c + 63) / 64;
+    const int outputs = c * parts, cw = bbcu_channel_words(c);
     const int64_t shift_shape[1] = {c}, per_output[1] = {outputs}, bits_shape[4] = {outputs, 3, 3, cw};
     float **fields[5] = {&op->alpha, &op->gamma, &op->beta, &op->zeta, &op->binary_bias};
     static const char *const names[5] = {"alpha", "gamma", "beta", "zeta", "bias"};

@@ -56,13 +56,14 @@ typedef struct ConvContext {
 #define FMA_CLONES
 #endif
 
-/* acc[0 .. count) += x[c] * w[c * stride + 0 .. count) for each input channel c in turn. */
-FMA_CLONES static void add_tap(const float *restrict x, const float *restrict w, int channels, int stride, int count,
+/* acc[0 .. count) += x[c] * w[c][0 .. count) for each input channel c in turn (w: one block's weights,
+ * BLOCK_OUTPUTS a channel, from the first output wanted). */
+FMA_CLONES static void add_tap(const float *restrict x, const float *restrict w, int channels, int count,
                                float *restrict acc)
 {
     for (int c = 0; c < channels; c++) {
         const float v = x[c];
-        const float *restrict row = w + (size_t)c * stride;
+        const float *restrict row = w + (size_t)c * BLOCK_OUTPUTS;
         for (int o = 0; o < count; o++)
             acc[o] = fmaf(v, row[o], acc[o]);
     }
@@ -88,7 +89,7 @@ static void conv_pixel_block(const ConvContext *a, int h, int w, int o, int coun
                 continue;
             const float *x = a->x + ((size_t)(h + dy) * a->width + (w + dx)) * c;
             const float *weights = block_weights(a, o / BLOCK_OUTPUTS, (dy + 1) * 3 + dx + 1) + o % BLOCK_OUTPUTS;
-            add_tap(x, weights, c, BLOCK_OUTPUTS, count, acc);
+            add_tap(x, weights, c, count, acc);
         }
     }
     for (int i = 0; a->bias && i < count; i++)

@@ -25,7 +25,7 @@ static float random_float(void) { return (float)((double)(next_random() >> 11) /
 
 static void random_bits(uint64_t *words, size_t vectors, int channels)
 {
-    const int cw = (channels + 63) / 64;
+    const int cw = bbcu_channel_words(channels);
     const uint64_t last = channels % 64 ? (UINT64_C(1) << (channels % 64)) - 1 : ~UINT64_C(0);
     for (size_t i = 0; i < vectors * cw; i++)
         words[i] = next_random() & (i % cw == (size_t)cw - 1 ? last : ~UINT64_C(0));
@@ -35,7 +35,7 @@ static void random_bits(uint64_t *words, size_t vectors, int channels)
 static int32_t naive_dot(const uint64_t *x, const uint64_t *w, int height, int width, int channels, int h, int wi,
                          int o)
 {
-    const int cw = (channels + 63) / 64;
+    const int cw = bbcu_channel_words(channels);
     int32_t sum = 0;
     for (int dy = -1; dy <= 1; dy++)
         for (int dx = -1; dx <= 1; dx++) {
@@ -63,7 +63,7 @@ static int run(ConvArgs a, const IsaKernels *isa)
 
 static int check_case(int height, int width, int channels, int out_channels)
 {
-    const int cw = (channels + 63) / 64, ow = (out_channels + 63) / 64;
+    const int cw = bbcu_channel_words(channels), ow = bbcu_channel_words(out_channels);
     const size_t pixels = (size_t)height * width, outputs = pixels * out_channels;
     uint64_t *x = malloc(pixels * cw * 8), *w = malloc((size_t)out_channels * 9 * cw * 8);
     int32_t *raw = malloc(outputs * 4), *raw_ref = malloc(outputs * 4);

@@ -29,6 +29,9 @@
 #define BBCU_ARM64 1
 #endif
 
+/* 64-bit words that hold the signs of `channels` channels (the packed format's channel_words). */
+static inline int bbcu_channel_words(int channels) { return (channels + 63) / 64; }
+
 typedef struct ConvArgs {
     const uint64_t *x;
     const uint64_t *w;  /* (O, 3, 3, Cw): used by kernels that walk output channels one at a time */
