@@ -46,8 +46,8 @@ typedef struct ConvContext {
  * such a block lie together, Op.weight): each weight loaded then feeds BLOCK_PIXELS multiply-adds and
  * the block's sums stay in registers (8 AVX2 or 16 NEON registers), where one pixel at a time streamed
  * a wide layer's weights (64 KB a tap for BBCU-L's 64 -> 256 upsampler convs) from L2 for every pixel
- * (BBCU-L x4 on one Zen 3 core: 17.0 s before, 7.4 s after, docs/deploy.md). Every output keeps its
- * order of sums, so a pixel's bits do not depend on which way it went. */
+ * (docs/deploy.md has BBCU-L x4 before and after). Every output keeps its order of sums, so a pixel's
+ * bits do not depend on which way it went. */
 #define BLOCK_PIXELS 4
 #define BLOCK_OUTPUTS BBCU_CONV_BLOCK
 #if defined(__x86_64__) && defined(__GLIBC__)
