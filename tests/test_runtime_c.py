@@ -129,6 +129,7 @@ def test_shipped_models_match_the_python_engine(
 RANDOM_CASES = [
     ("bbcu-m", {"scale": 3, "channels": 72, "num_units": 3}),  # a word and a bit, BBCU-U x3
     ("bbcu-l", {"scale": 2, "channels": 40, "num_units": 2}),  # less than a word, float upsampler
+    ("bbcu-l", {"scale": 4, "channels": 48, "num_units": 2}),  # its last upsampler banded (92 rows: 3 bands)
     ("dncnn-bbcu", {"channels": 130, "depth": 4}),  # three words
     ("dncnn3-bbcu", {"channels": 40, "depth": 4}),  # binary convs with bias
 ]
@@ -146,8 +147,18 @@ def test_random_networks_match_the_python_engine(
     assert_matches_python(model, tmp_path / "in.png", tmp_path)
 
 
-def test_tiles_threads_and_kernels_do_not_change_a_bit(builds: None, tmp_path: Path) -> None:
-    model = export_model(randomized("bbcu-m", scale=4, channels=72, num_units=2), tmp_path / "m.bbcu")
+TILED_CASES = [
+    ("bbcu-m", {"scale": 4, "channels": 72, "num_units": 2}),  # binary banded tail
+    ("bbcu-l", {"scale": 3, "channels": 32, "num_units": 2}),  # full-precision banded tail
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), TILED_CASES, ids=[name for name, _ in TILED_CASES])
+def test_tiles_threads_and_kernels_do_not_change_a_bit(
+    builds: None, tmp_path: Path, name: str, kwargs: dict
+) -> None:
+    """Also the float convs: the portable kernels run their generic code, the others AVX2 on x86."""
+    model = export_model(randomized(name, **kwargs), tmp_path / "m.bbcu")
     image = crop(data_root().joinpath(*SET5_X4), tmp_path / "in.png", 40)
     whole = restore(HOST, model, image, tmp_path / "whole.png", "--threads", "1")
     every_isa = [("--isa", isa) for isa in kernels.available_isas()]  # amx too, where the CPU has it
@@ -186,6 +197,7 @@ def test_host_kernels_equal_portable_bit_for_bit(builds: None) -> None:
 
 ARM_CASES = [
     ("bbcu-m-x4", SET5_X4, 24),
+    ("bbcu-l-x3", SET5_X4, 16),  # full-precision convs: the generic block on arm, AVX2 on x86
     ("dncnn3-bbcu-blind", ("Classic5", "boats.png"), 40),
 ]
 

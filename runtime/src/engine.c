@@ -24,6 +24,7 @@ typedef struct Flow {
     float *x, *skip;
     uint64_t *packed; /* signs of x + shift of the next op, when the previous epilogue made them */
     int height, width, channels;
+    int origin_row, origin_col; /* the tile's first input pixel in the image */
 } Flow;
 
 typedef struct Runner {
@@ -125,17 +126,20 @@ static int run_binary(const Runner *r, const Op *op, const Op *leaky, const Op *
     return 0;
 }
 
-/* A 3x3 float conv: with few outputs on the kernels' blocked float conv (the Python engine's, the same
- * sums in the same order), any other on ops.c's loop. */
-static void float_conv(const Runner *r, const Op *op, const Flow *f, float *y)
+/* A 3x3 float conv (a->weight in Op.weight's layout): with few outputs on the kernels' blocked float
+ * conv (the Python engine's, the same sums in the same order), any other on ops.c's. */
+static void float_conv(const Runner *r, const FloatConvArgs *a)
 {
-    if (!bbcu_few_outputs(f->channels, op->out_channels)) {
-        bbcu_conv3x3_float(f->x, f->height, f->width, f->channels, op->weight, op->bias, op->out_channels, y,
-                           r->threads);
-        return;
-    }
-    const FloatConvArgs a = {f->x, op->weight, op->bias, f->height, f->width, f->channels, op->out_channels, y, 0, 0};
-    bbcu_float_conv3x3(&a, r->isa, r->threads);
+    if (bbcu_few_outputs(a->channels, a->out_channels))
+        bbcu_float_conv3x3(a, r->isa, r->threads);
+    else
+        bbcu_conv3x3_float(a, r->isa, r->threads);
+}
+
+static void leaky_relu(float *restrict x, size_t count, float slope)
+{
+    for (size_t i = 0; i < count; i++)
+        x[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
 }
 
 static int replace_x(Flow *f, float *y, int height, int width, int channels)
@@ -155,9 +159,9 @@ static int replace_x(Flow *f, float *y, int height, int width, int channels)
 static int min_int(int a, int b) { return a < b ? a : b; }
 static int max_int(int a, int b) { return a > b ? a : b; }
 
-/* The rows of the high-resolution map a banded tail holds (runtime.py's _RowWindow): map rows
- * [base, made) in buffer rows [0, made - base) of `rows`, with their signs for the unit; before `done`
- * they hold the unit's output (it updates them in place). */
+/* The rows of a high-resolution map a banded tail holds (runtime.py's _RowWindow): map rows
+ * [base, made) in buffer rows [0, made - base) of `rows`, with their signs for a binary unit (bits; NULL
+ * in a full-precision tail); before `done` they hold the unit's output (it updates them in place). */
 typedef struct Window {
     float *features;
     uint64_t *bits;
@@ -179,7 +183,8 @@ static void forget_before(Window *w, int row)
 {
     const size_t rows = (size_t)(w->made - row), words = bbcu_channel_words(w->channels);
     memmove(w->features, window_features(w, row), rows * w->width * w->channels * sizeof(float));
-    memmove(w->bits, window_bits(w, row), rows * w->width * words * sizeof(uint64_t));
+    if (w->bits)
+        memmove(w->bits, window_bits(w, row), rows * w->width * words * sizeof(uint64_t));
     w->base = row;
 }
 
@@ -226,10 +231,32 @@ static int run_unit_rows(const Runner *r, const Op *unit, const Op *leaky, Windo
  * upsampler's rounding to whole input rows (runtime.py's _BandedTail.window). */
 static int window_rows(int height, int scale) { return min_int(height, BAND_ROWS + 4 * scale + 2); }
 
+/* Output rows [top, bottom) of a tail's last conv into out (the whole output), from window rows
+ * [y_first, y_last) (those rows and the rows around them). */
+static void last_conv_band(const Runner *r, const Op *conv, const Window *w, int y_first, int y_last, int top,
+                           int bottom, float *out)
+{
+    const int outputs = conv->out_channels;
+    const FloatConvArgs a = {window_features(w, y_first), conv->weight, conv->bias, y_last - y_first, w->width,
+                             w->channels, outputs, out + (size_t)y_first * w->width * outputs, top - y_first,
+                             bottom - y_first};
+    float_conv(r, &a);
+}
+
+/* The tail's output becomes the flow's features, or is freed when the tail failed. */
+static int finish_tail(Flow *f, int status, float *out, int height, int width, int outputs)
+{
+    if (status) {
+        free(out);
+        return -1;
+    }
+    return replace_x(f, out, height, width, outputs);
+}
+
 /* Ops[0 .. 3] (bbcu_banded_tail) band of rows by band of rows, as runtime.py's _BandedTail: each band's
  * high-resolution features are made, used and overwritten in a window that stays in cache, so the
  * 4x map of BBCU-M x4 never exists whole, and the result is the whole-map run's bit for bit. */
-static int run_tail(const Runner *r, const Op *ops, Flow *f)
+static int run_binary_tail(const Runner *r, const Op *ops, Flow *f)
 {
     const Op *up = &ops[0], *unit = &ops[1], *leaky = &ops[2], *conv = &ops[3];
     const int s = up->scale, height = s * f->height, width = s * f->width, c = f->channels;
@@ -247,19 +274,96 @@ static int run_tail(const Runner *r, const Op *ops, Flow *f)
         status = make_rows(r, up, unit, f, low_bits, &w, min_int(height, y_last + 1));
         if (!status)
             status = run_unit_rows(r, unit, leaky, &w, y_last);
-        const FloatConvArgs a = {window_features(&w, y_first), conv->weight, conv->bias, y_last - y_first, width, c,
-                                 outputs, out + (size_t)y_first * width * outputs, top - y_first, bottom - y_first};
         if (!status)
-            bbcu_float_conv3x3(&a, r->isa, r->threads);
+            last_conv_band(r, conv, &w, y_first, y_last, top, bottom, out);
     }
     free(low_bits);
     free(w.features);
     free(w.bits);
-    if (status) {
-        free(out);
-        return -1;
+    return finish_tail(f, status, out, height, width, outputs);
+}
+
+/* Appends the rows of a full-precision upsampler's output up to `last` -- its conv on the low-resolution
+ * rows they come from (their neighbours read), into `made` (room for the rows read), shuffled into the
+ * window, its LeakyReLU applied. */
+static int make_full_rows(const Runner *r, const Op *ops, const Flow *f, float *made, Window *w, int last)
+{
+    const Op *up = &ops[0], *leaky = &ops[2];
+    const int s = ops[1].scale, first = w->made;
+    if (first >= last)
+        return 0;
+    const int low_first = first / s, low_last = (last + s - 1) / s;
+    const int read_first = max_int(0, low_first - 1), read_last = min_int(f->height, low_last + 1);
+    if (s * low_last - w->base > w->rows)
+        return -1; /* never reached: run_full_tail's window leaves room for every band (and `made` for the
+                    * low-resolution rows, two more than those that fit) */
+    const size_t low_row = (size_t)f->width * up->out_channels;
+    const FloatConvArgs a = {f->x + (size_t)read_first * f->width * f->channels,
+                             up->weight,
+                             up->bias,
+                             read_last - read_first,
+                             f->width,
+                             f->channels,
+                             up->out_channels,
+                             made,
+                             low_first - read_first,
+                             low_last - read_first};
+    float_conv(r, &a);
+    float *rows = window_features(w, s * low_first);
+    bbcu_pixel_shuffle(made + (low_first - read_first) * low_row, low_last - low_first, f->width, w->channels, s, rows);
+    leaky_relu(rows, (low_last - low_first) * low_row, leaky->slope);
+    w->made = s * low_last;
+    return 0;
+}
+
+/* Appends conv_hr's rows up to `last` (its LeakyReLU applied) to `hr`, from the rows of `up` around them. */
+static int make_hr_rows(const Runner *r, const Op *conv, const Op *leaky, const Window *up, Window *hr, int last)
+{
+    const int first = hr->made;
+    if (first >= last)
+        return 0;
+    const int read_first = max_int(0, first - 1), read_last = min_int(up->made, last + 1);
+    if (last - hr->base > hr->rows || read_first < up->base || read_first < hr->base)
+        return -1; /* never reached: run_full_tail's windows leave room for every band */
+    const FloatConvArgs a = {window_features(up, read_first), conv->weight, conv->bias, read_last - read_first,
+                             up->width, up->channels, conv->out_channels, window_features(hr, read_first),
+                             first - read_first, last - read_first};
+    float_conv(r, &a);
+    leaky_relu(window_features(hr, first), (size_t)(last - first) * hr->width * hr->channels, leaky->slope);
+    hr->made = last;
+    return 0;
+}
+
+/* Ops[0 .. 5] (bbcu_banded_tail): BBCU-L's last upsampler (conv, pixel_shuffle, leaky_relu), conv_hr with
+ * its leaky_relu and conv_last, band of rows by band of rows as run_binary_tail does, each row of the two
+ * high-resolution maps computed once in windows of rows: BBCU-L x4's 4x maps (236 MB each at 320x180
+ * in) never exist whole, so the tile budget no longer cuts such an input into tiles with context. */
+static int run_full_tail(const Runner *r, const Op *ops, Flow *f)
+{
+    const Op *hr_conv = &ops[3], *hr_leaky = &ops[4], *conv = &ops[5];
+    const int s = ops[1].scale, height = s * f->height, width = s * f->width, c = hr_conv->in_channels;
+    const int outputs = conv->out_channels, up_rows = min_int(height, BAND_ROWS + 2 * s + 4);
+    const int hr_rows = min_int(height, BAND_ROWS + 2), low_rows = min_int(f->height, up_rows / s + 3);
+    Window up = {new_floats((size_t)up_rows * width * c), NULL, up_rows, width, c, 0, 0, 0};
+    Window hr = {new_floats((size_t)hr_rows * width * c), NULL, hr_rows, width, c, 0, 0, 0};
+    float *made = new_floats((size_t)low_rows * f->width * ops[0].out_channels);
+    float *out = new_floats((size_t)height * width * outputs);
+    int status = up.features && hr.features && made && out ? 0 : -1;
+    for (int top = 0; top < height && !status; top += BAND_ROWS) {
+        const int bottom = min_int(height, top + BAND_ROWS);
+        const int y_first = max_int(0, top - 1), y_last = min_int(height, bottom + 1); /* what conv reads */
+        forget_before(&hr, min_int(y_first, hr.made));
+        forget_before(&up, min_int(max_int(0, hr.made - 1), up.made));
+        status = make_full_rows(r, ops, f, made, &up, min_int(height, y_last + 1));
+        if (!status)
+            status = make_hr_rows(r, hr_conv, hr_leaky, &up, &hr, y_last);
+        if (!status)
+            last_conv_band(r, conv, &hr, y_first, y_last, top, bottom, out);
     }
-    return replace_x(f, out, height, width, outputs);
+    free(up.features);
+    free(hr.features);
+    free(made);
+    return finish_tail(f, status, out, height, width, outputs);
 }
 
 /* Runs op (a bbcu_unit with the leaky_relu `leaky` fused, or NULL); `next` is the op after them. */
@@ -280,12 +384,14 @@ static int run_op(const Runner *r, const Op *op, const Op *leaky, const Op *next
         return 0;
     case OP_CONV:
         y = new_floats((size_t)f->height * f->width * op->out_channels);
-        if (y)
-            float_conv(r, op, f, y);
+        if (y) {
+            const FloatConvArgs a = {x, op->weight, op->bias, f->height, f->width, f->channels, op->out_channels, y,
+                                     0, 0};
+            float_conv(r, &a);
+        }
         return replace_x(f, y, f->height, f->width, op->out_channels);
     case OP_LEAKY_RELU:
-        for (size_t i = 0; i < count; i++)
-            x[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
+        leaky_relu(x, count, slope);
         return 0;
     case OP_RELU:
         for (size_t i = 0; i < count; i++)
@@ -300,8 +406,8 @@ static int run_op(const Runner *r, const Op *op, const Op *leaky, const Op *next
     case OP_BBCU_UPSAMPLE:
         return run_binary(r, op, leaky, next, f);
     case OP_ADD_BILINEAR_SKIP:
-        return bbcu_add_bilinear(f->skip, f->height / op->scale, f->width / op->scale, f->channels, op->scale, f->x,
-                                 r->threads);
+        return bbcu_add_bilinear(f->skip, f->height / op->scale, f->width / op->scale, f->channels, op->scale,
+                                 f->origin_row, f->origin_col, f->x, r->threads);
     case OP_SUBTRACT_FROM_SKIP:
         for (size_t i = 0; i < count; i++)
             x[i] = skip[i] - x[i];
@@ -323,16 +429,20 @@ static const Op *fused_leaky(const bbcu_model *m, int i)
     return m->ops[i].kind == OP_BBCU_UNIT && next && next->kind == OP_LEAKY_RELU ? next : NULL;
 }
 
-/* The whole graph on one (height, width) input; out receives (sH, sW, out_channels). */
-static int run_tile(const Runner *r, const float *in, int height, int width, float *out)
+/* The whole graph on one (height, width) input, the image's from pixel (origin_row, origin_col) on; out
+ * receives (sH, sW, out_channels). */
+static int run_tile(const Runner *r, const float *in, int height, int width, int origin_row, int origin_col,
+                    float *out)
 {
     const bbcu_model *m = r->model;
-    Flow f = {NULL, NULL, NULL, height, width, m->in_channels};
+    Flow f = {NULL, NULL, NULL, height, width, m->in_channels, origin_row, origin_col};
     int status = 0;
     for (int i = 0; i < m->op_count && !status;) {
-        if (bbcu_banded_tail(m, i)) {
-            status = run_tail(r, &m->ops[i], &f);
-            i += 4;
+        const int tail = bbcu_banded_tail(m, i);
+        if (tail) {
+            const Op *ops = &m->ops[i];
+            status = ops->kind == OP_BBCU_UPSAMPLE ? run_binary_tail(r, ops, &f) : run_full_tail(r, ops, &f);
+            i += tail;
             continue;
         }
         const Op *op = &m->ops[i], *leaky = fused_leaky(m, i);
@@ -374,7 +484,7 @@ static int run_core(const Runner *r, const float *in, int height, int width, int
         memcpy(tile_in + (size_t)h * tw * cin, in + ((size_t)(ey0 + h) * width + ex0) * cin,
                (size_t)tw * cin * sizeof(float));
     if (!status)
-        status = run_tile(r, tile_in, th, tw, tile_out);
+        status = run_tile(r, tile_in, th, tw, ey0, ex0, tile_out);
     for (int h = (y0 - ey0) * s; h < (y1 - ey0) * s && !status; h++)
         memcpy(out + ((size_t)(ey0 * s + h) * width * s + (size_t)x0 * s) * cout,
                tile_out + ((size_t)h * tw * s + (size_t)(x0 - ex0) * s) * cout,

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "bbcu.h"
+#include "bitops.h"
 
 typedef enum OpKind {
     OP_INPUT_SCALE,
@@ -67,18 +68,22 @@ static inline int bbcu_few_outputs(int in_channels, int out_channels)
     return out_channels <= 4 && in_channels % 16 == 0;
 }
 
-/* Whether ops i .. i + 3 are a high-resolution tail -- bbcu_upsample, bbcu_unit, leaky_relu, a conv
- * with few outputs (BBCU-M's last upsampler, conv_hr, conv_last) -- which engine.c runs band by band,
- * as the Python engine's _BandedTail does: their maps then never exist whole (model.c's tile budget
- * counts on it). */
+/* How many ops from op i on make a high-resolution tail that engine.c runs band by band (0: none), as
+ * the Python engine's _BandedTail does: their maps then never exist whole (model.c's tile budget
+ * counts on it). Two kinds, both ending in a leaky_relu and a conv with few outputs (conv_hr's
+ * LeakyReLU and conv_last): BBCU-M's, 4 ops from its last bbcu_upsample (and bbcu_unit, conv_hr), and
+ * BBCU-L's, 6 ops from its last upsampler's conv (pixel_shuffle, leaky_relu, conv, the full-precision
+ * conv_hr). */
 int bbcu_banded_tail(const bbcu_model *model, int i);
 
 /* ------------------------------------------------------------------ ops.c: full-precision layers */
 
-/* y (H, W, O) = conv3x3(x (H, W, C)) with zero padding, weight in blocks of outputs (Op.weight), bias
- * (O,) or NULL. */
-void bbcu_conv3x3_float(const float *x, int height, int width, int channels, const float *weight,
-                        const float *bias, int out_channels, float *y, int threads);
+/* a->y (H, W, O) = conv3x3(a->x (H, W, C)) with zero padding, a->weight in blocks of outputs (Op.weight),
+ * a->bias (O,) or NULL; only output rows [rows_from, rows_to) when they are set, reading the rows
+ * around them as real neighbours (FloatConvArgs, as the kernels' few-output conv). Vectorised by hand
+ * for x86 kernels other than the portable ones, which run the generic code: the same sums in the same
+ * order either way. */
+void bbcu_conv3x3_float(const FloatConvArgs *a, const IsaKernels *isa, int threads);
 /* y (sH, sW, C) = PixelShuffle(s) of x (H, W, s^2 C), PyTorch's channel order. */
 void bbcu_pixel_shuffle(const float *x, int height, int width, int channels, int scale, float *y);
 

@@ -578,18 +578,18 @@ static bbcu_status take_tensors(Loader *l)
 static void measure(bbcu_model *m)
 {
     long reach = 0, upscaled = 1, floats = m->in_channels;
-    int tail_left = 0; /* ops still inside a banded tail: only its input and its output exist whole */
+    int tail = 0, tail_left = 0; /* a banded tail's ops, those still to come: only its input and output exist whole */
     for (int i = 0; i < m->op_count; i++) {
         const Op *op = &m->ops[i];
-        if (!tail_left && bbcu_banded_tail(m, i))
-            tail_left = 4;
+        if (!tail_left && (tail = bbcu_banded_tail(m, i)))
+            tail_left = tail;
         const long before = (long)op->in_channels * upscaled * upscaled;
         if (op->kind == OP_CONV || op->kind == OP_BBCU_UNIT || op->kind == OP_BBCU_UPSAMPLE)
             reach += m->scale / upscaled;
         if (op->kind == OP_PIXEL_SHUFFLE || op->kind == OP_BBCU_UPSAMPLE)
             upscaled *= op->scale;
         const long after = (long)op->out_channels * upscaled * upscaled;
-        if (!tail_left || tail_left == 4)
+        if (!tail_left || tail_left == tail)
             floats = before > floats ? before : floats;
         if (!tail_left || tail_left == 1)
             floats = after > floats ? after : floats;
@@ -599,13 +599,24 @@ static void measure(bbcu_model *m)
     m->floats_per_pixel = (int)floats; /* floats per input pixel of the largest feature map */
 }
 
-int bbcu_banded_tail(const bbcu_model *m, int i)
+/* Whether ops i .. i + count - 1 are of these kinds. */
+static int kinds_at(const bbcu_model *m, int i, const OpKind *kinds, int count)
 {
-    static const OpKind kinds[4] = {OP_BBCU_UPSAMPLE, OP_BBCU_UNIT, OP_LEAKY_RELU, OP_CONV};
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < count; k++)
         if (i + k >= m->op_count || m->ops[i + k].kind != kinds[k])
             return 0;
-    return bbcu_few_outputs(m->ops[i + 3].in_channels, m->ops[i + 3].out_channels);
+    return 1;
+}
+
+int bbcu_banded_tail(const bbcu_model *m, int i)
+{
+    static const OpKind binary[4] = {OP_BBCU_UPSAMPLE, OP_BBCU_UNIT, OP_LEAKY_RELU, OP_CONV};
+    static const OpKind full[6] = {OP_CONV, OP_PIXEL_SHUFFLE, OP_LEAKY_RELU, OP_CONV, OP_LEAKY_RELU, OP_CONV};
+    const int count = kinds_at(m, i, binary, 4) ? 4 : kinds_at(m, i, full, 6) ? 6 : 0;
+    if (!count)
+        return 0;
+    const Op *last = &m->ops[i + count - 1];
+    return bbcu_few_outputs(last->in_channels, last->out_channels) ? count : 0;
 }
 
 /* ------------------------------------------------------------------ entry points */

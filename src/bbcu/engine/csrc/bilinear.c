@@ -12,21 +12,23 @@
 
 #include "bitops.h"
 
-/* Source index and weights of output index i along an axis of n input samples, as PyTorch computes
- * them for align_corners=False with an explicit scale factor: src = (i + 0.5) / s - 0.5, clamped at 0. */
-static void bilinear_axis(int i, int n, float inverse_scale, int *i0, int *i1, float *l0, float *l1)
+/* Source index and weights of output index i along an axis, as PyTorch computes them for
+ * align_corners=False with an explicit scale factor: src = (i + 0.5) / s - 0.5, clamped at 0. The
+ * skip holds n input samples from input index `origin` of the image on (a tile's; 0: the whole image)
+ * and i counts from the image's first output too, so that a tile computes the very positions of a
+ * whole-image pass (for s = 3 they round differently at other offsets); the index is then made
+ * relative to the tile and kept inside it (the samples a tile's edge would read outside it fall in
+ * the context it discards). */
+static void bilinear_axis(int i, int origin, int n, float inverse_scale, int *i0, int *i1, float *l0, float *l1)
 {
     float src = inverse_scale * ((float)i + 0.5f) - 0.5f;
     if (src < 0.0f)
         src = 0.0f;
-    *i0 = (int)src;
-    if (*i0 > n - 1)
-        *i0 = n - 1;
-    *i1 = *i0 < n - 1 ? *i0 + 1 : *i0;
-    *l1 = src - (float)*i0;
-    if (*l1 > 1.0f)
-        *l1 = 1.0f;
+    const int whole = (int)src;
+    *l1 = src - (float)whole;
     *l0 = 1.0f - *l1;
+    *i0 = whole - origin < 0 ? 0 : whole - origin > n - 1 ? n - 1 : whole - origin;
+    *i1 = *i0 < n - 1 ? *i0 + 1 : *i0;
 }
 
 /* Where output column ow reads: its two input columns and their weights, the same for every row. */
@@ -37,7 +39,7 @@ typedef struct Column {
 
 typedef struct BilinearJob {
     const float *skip;
-    int height, width, channels, scale;
+    int height, width, channels, scale, origin_row;
     float *x;
     const Column *columns; /* one per output column, made once per call */
 } BilinearJob;
@@ -50,7 +52,7 @@ static void bilinear_rows(void *context, int row_begin, int row_end)
     for (int oh = row_begin; oh < row_end; oh++) {
         int h0, h1;
         float a0, a1;
-        bilinear_axis(oh, a->height, inverse_scale, &h0, &h1, &a0, &a1);
+        bilinear_axis(oh + a->scale * a->origin_row, a->origin_row, a->height, inverse_scale, &h0, &h1, &a0, &a1);
         const float *row0 = a->skip + (size_t)h0 * width * channels, *row1 = a->skip + (size_t)h1 * width * channels;
         float *out = a->x + (size_t)oh * out_width * channels;
         for (int ow = 0; ow < out_width; ow++, out += channels) {
@@ -64,7 +66,8 @@ static void bilinear_rows(void *context, int row_begin, int row_end)
 }
 
 /* Returns 0, or -1 when the column table cannot be allocated (x is then untouched). */
-int bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x, int threads)
+int bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, int origin_row,
+                      int origin_col, float *x, int threads)
 {
     const int out_width = width * scale;
     Column *columns = malloc((size_t)out_width * sizeof(Column));
@@ -73,9 +76,10 @@ int bbcu_add_bilinear(const float *skip, int height, int width, int channels, in
     const float inverse_scale = (float)(1.0 / scale);
     for (int ow = 0; ow < out_width; ow++) {
         Column *col = &columns[ow];
-        bilinear_axis(ow, width, inverse_scale, &col->w0, &col->w1, &col->b0, &col->b1);
+        bilinear_axis(ow + scale * origin_col, origin_col, width, inverse_scale, &col->w0, &col->w1, &col->b0,
+                      &col->b1);
     }
-    BilinearJob job = {skip, height, width, channels, scale, x, columns};
+    BilinearJob job = {skip, height, width, channels, scale, origin_row, x, columns};
     const long out_rows = (long)height * scale;
     const int useful = (int)(out_rows * out_width * channels / 65536); /* a band per 64k values at most */
     bbcu_parallel_rows(bilinear_rows, &job, (int)out_rows, useful < 1 ? 1 : useful < threads ? useful : threads);

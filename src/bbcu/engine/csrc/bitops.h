@@ -169,8 +169,10 @@ int bbcu_run_rows(const ConvArgs *a, const IsaKernels *isa, int num_threads);
 /* The threads worth starting for the conv `a`: 1 below a work size where starting them costs more. */
 int bbcu_threads_for(const ConvArgs *a, int num_threads);
 /* bilinear.c: x (sH, sW, C) += bilinear_up(skip (H, W, C), s), as PyTorch's F.interpolate with
- * align_corners=False, on up to `threads` threads. Returns 0, or -1 when memory ran out (x untouched). */
-int bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, float *x, int threads);
+ * align_corners=False, on up to `threads` threads; skip is the tile of an image from input pixel
+ * (origin_row, origin_col) on (0, 0: the whole image). Returns 0, or -1 when memory ran out (x untouched). */
+int bbcu_add_bilinear(const float *skip, int height, int width, int channels, int scale, int origin_row,
+                      int origin_col, float *x, int threads);
 /* The float conv `a` on isa's vectorisation and num_threads threads (1 for small convs). */
 void bbcu_float_conv3x3(const FloatConvArgs *a, const IsaKernels *isa, int num_threads);
 /* Runs loop(rounds) on num_threads threads at once (the band runner: a thread that cannot start runs

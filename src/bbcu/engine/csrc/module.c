@@ -468,7 +468,7 @@ static PyObject *add_bilinear(PyObject *self, PyObject *args)
     int failed;
     Py_BEGIN_ALLOW_THREADS;
     failed = bbcu_add_bilinear(PyArray_DATA(skip), (int)PyArray_DIM(skip, 0), (int)PyArray_DIM(skip, 1),
-                               (int)PyArray_DIM(skip, 2), scale, PyArray_DATA(x), num_threads);
+                               (int)PyArray_DIM(skip, 2), scale, 0, 0, PyArray_DATA(x), num_threads);
     Py_END_ALLOW_THREADS;
     if (failed)
         return PyErr_NoMemory();
