@@ -3,7 +3,8 @@
 The C runtime's before/after figures in docs/deploy.md: each round runs A then B (B then A in the
 next round), each as its own process timed from start to exit (file reading and writing included, as
 a user sees it), with its peak resident memory from the kernel (``wait4``'s usage of that child);
-whether the two output files are equal byte for byte is printed.
+whether the two output files are equal byte for byte is printed. A and B may carry options of their
+own (one argument each, shell-quoted: "B/bbcu-run --png-level 1").
 
 Usage: .venv/bin/python benchmarks/bbcu_run_ab.py A/bbcu-run B/bbcu-run MODEL.bbcu IN.png
     [--threads 2] [--rounds 2] [--out .png]
@@ -13,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 
-def run(binary: Path, model: Path, image: Path, out: Path, threads: int) -> tuple[float, float]:
-    """Seconds from start to exit, and the peak resident MB, of one ``bbcu-run``."""
+def run(binary: str, model: Path, image: Path, out: Path, threads: int) -> tuple[float, float]:
+    """Seconds from start to exit, and the peak resident MB, of one ``bbcu-run`` (with its options)."""
     start = time.perf_counter()
-    process = subprocess.Popen([binary, "--threads", str(threads), model, image, out])
+    process = subprocess.Popen([*shlex.split(binary), "--threads", str(threads), model, image, out])
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -32,8 +34,8 @@ def run(binary: Path, model: Path, image: Path, out: Path, threads: int) -> tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", type=Path)
-    parser.add_argument("b", type=Path)
+    parser.add_argument("a")
+    parser.add_argument("b")
     parser.add_argument("model", type=Path)
     parser.add_argument("image", type=Path)
     parser.add_argument("--threads", type=int, default=2)

@@ -177,6 +177,17 @@ def test_grey_image_on_a_colour_model_is_replicated_and_averaged(builds: None, t
     )
 
 
+def test_png_level_changes_the_file_not_the_pixels(builds: None, tmp_path: Path) -> None:
+    model = export_model(randomized("dncnn-bbcu", channels=16, depth=3), tmp_path / "m.bbcu")
+    image = crop(data_root().joinpath(*SET5_X4), tmp_path / "in.png", 40)
+    files = {level: tmp_path / f"level{level}.png" for level in ("0", "1", "9")}
+    for level, out in files.items():
+        assert run_cli(HOST, "--png-level", level, model, image, out).returncode == 0
+    np.testing.assert_array_equal(read_image(files["0"]), read_image(files["9"]))  # Pillow decodes them
+    np.testing.assert_array_equal(read_image(files["1"]), read_image(files["9"]))
+    assert files["0"].stat().st_size > files["1"].stat().st_size > files["9"].stat().st_size  # 0: stored
+
+
 # --------------------------------------------------------------------------------------------- aarch64
 
 
@@ -407,4 +418,5 @@ def test_bad_inputs_fail_with_one_line(builds: None, tmp_path: Path, valid_model
         assert result.returncode == 1, args
         assert result.stderr.startswith("bbcu-run: ") and result.stderr.count("\n") == 1, result.stderr
     assert run_cli(ASAN, "--threads", "0", model, tmp_path / "ok.png", tmp_path / "o.png").returncode == 2
+    assert run_cli(ASAN, "--png-level", "10", model, tmp_path / "ok.png", tmp_path / "o.png").returncode == 2
     assert not (tmp_path / "out.png").exists()

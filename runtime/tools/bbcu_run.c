@@ -1,13 +1,13 @@
 /*
  * bbcu-run: restore an image with a packed .bbcu model, on libbbcu alone.
  *
- *     bbcu-run [--threads N] [--tile N] [--isa NAME] [--float OUT.pfm] MODEL.bbcu IN OUT
+ *     bbcu-run [--threads N] [--tile N] [--isa NAME] [--float OUT.pfm] [--png-level L] MODEL.bbcu IN OUT
  *
  * IN is PNG, PPM or PGM; OUT is written by its extension (.png, .ppm, .pgm, or .pfm for the unclipped
- * float output). Grey and colour are matched to the model as bbcu's Python restore does: a grey image
- * on a colour model is replicated to three channels and the output averaged back to one; a colour
- * image on a grey model is restored channel by channel. Any failure prints one line and exits 1 (2 for
- * a usage error).
+ * float output; --png-level: zlib's level for a PNG, 0-9, default 6). Grey and colour are matched to
+ * the model as bbcu's Python restore does: a grey image on a colour model is replicated to three
+ * channels and the output averaged back to one; a colour image on a grey model is restored channel by
+ * channel. Any failure prints one line and exits 1 (2 for a usage error).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,29 +18,32 @@
 
 static const char USAGE[] =
     "usage: bbcu-run [--threads N] [--tile N] [--isa auto|portable|avx2|avx512|amx|neon] [--float OUT.pfm] "
-    "[--info] MODEL.bbcu IN OUT\n";
+    "[--png-level 0-9] [--info] MODEL.bbcu IN OUT\n";
 
 typedef struct Arguments {
     bbcu_options options;
     const char *model, *in, *out, *float_out;
-    int info;
+    int info, png_level;
 } Arguments;
 
-static int positive_number(const char *text, int *out)
+static int number_in(const char *text, long low, long high, int *out)
 {
     char *end;
     const long v = strtol(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || v < 1 || v > 1 << 20)
+    if (*text == '\0' || *end != '\0' || v < low || v > high)
         return -1;
     *out = (int)v;
     return 0;
 }
+
+static int positive_number(const char *text, int *out) { return number_in(text, 1, 1 << 20, out); }
 
 static int parse_arguments(int argc, char **argv, Arguments *a)
 {
     const char *positional[3];
     int count = 0;
     memset(a, 0, sizeof *a);
+    a->png_level = DEFAULT_PNG_LEVEL;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const int has_value = i + 1 < argc;
@@ -56,6 +59,10 @@ static int parse_arguments(int argc, char **argv, Arguments *a)
             a->options.isa = argv[++i];
         else if (strcmp(arg, "--float") == 0 && has_value)
             a->float_out = argv[++i];
+        else if (strcmp(arg, "--png-level") == 0 && has_value) {
+            if (number_in(argv[++i], 0, 9, &a->png_level))
+                return -1;
+        }
         else if (arg[0] == '-' && arg[1] != '\0')
             return -1;
         else if (count < 3)
@@ -151,8 +158,8 @@ int main(int argc, char **argv)
     }
     if (restore(model, &image, &result, &a.options, &error))
         status = failure(error.message);
-    else if ((a.float_out && image_write(a.float_out, &result, message, sizeof message))
-             || image_write(a.out, &result, message, sizeof message))
+    else if ((a.float_out && image_write(a.float_out, &result, a.png_level, message, sizeof message))
+             || image_write(a.out, &result, a.png_level, message, sizeof message))
         status = failure(message);
     image_free(&image);
     image_free(&result);

@@ -124,7 +124,7 @@ static int read_png(FILE *file, const char *path, Image *image, char *error, siz
     return 0;
 }
 
-static int write_png(FILE *file, const char *path, const Image *image, char *error, size_t error_size)
+static int write_png(FILE *file, const char *path, const Image *image, int level, char *error, size_t error_size)
 {
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, png_quiet_error, png_quiet_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -139,6 +139,7 @@ static int write_png(FILE *file, const char *path, const Image *image, char *err
         return fail(error, error_size, "%s: cannot write PNG", path);
     }
     png_init_io(png, file);
+    png_set_compression_level(png, level);
     png_set_IHDR(png, info, (png_uint_32)image->width, (png_uint_32)image->height, 8,
                  image->channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -256,7 +257,7 @@ static int has_suffix(const char *path, const char *suffix)
     return 1;
 }
 
-int image_write(const char *path, const Image *image, char *error, size_t error_size)
+int image_write(const char *path, const Image *image, int png_level, char *error, size_t error_size)
 {
     const int png = has_suffix(path, ".png"), pfm = has_suffix(path, ".pfm");
     const int netpbm = has_suffix(path, ".ppm") || has_suffix(path, ".pgm");
@@ -265,7 +266,7 @@ int image_write(const char *path, const Image *image, char *error, size_t error_
     FILE *file = fopen(path, "wb");
     if (!file)
         return fail(error, error_size, "%s: cannot write (%s)", path, strerror(errno));
-    int status = png ? write_png(file, path, image, error, error_size) : pfm ? write_pfm(file, image)
+    int status = png ? write_png(file, path, image, png_level, error, error_size) : pfm ? write_pfm(file, image)
                                                                           : write_netpbm(file, image);
     if (fclose(file) != 0 && status == 0)
         status = fail(error, error_size, "%s: cannot write (%s)", path, strerror(errno));
