@@ -283,87 +283,104 @@ static int run_binary_tail(const Runner *r, const Op *ops, Flow *f)
     return finish_tail(f, status, out, height, width, outputs);
 }
 
-/* Appends the rows of a full-precision upsampler's output up to `last` -- its conv on the low-resolution
- * rows they come from (their neighbours read), into `made` (room for the rows read), shuffled into the
- * window, its LeakyReLU applied. */
-static int make_full_rows(const Runner *r, const Op *ops, const Flow *f, float *made, Window *w, int last)
+/* One step of a full-precision tail: a conv (its output pixel-shuffled when scale > 1) and its
+ * LeakyReLU, whose rows are made into a window as the step after it asks for them. */
+typedef struct Stage {
+    const Op *conv, *leaky;
+    int scale, height; /* height: the rows of its whole output map */
+    Window w;
+    float *made; /* room for the conv's rows of one call, before the shuffle (NULL for conv_hr) */
+} Stage;
+
+/* Makes rows of stages[k] up to `last` from the rows of its input around them (the tail's input map
+ * `in` for stage 0, else stages[k - 1], asked in turn for the rows it lacks): its conv on the input
+ * rows they come from, the shuffle into the window, the LeakyReLU. Rows a later call reads again stay
+ * in the input's window, so no row of any stage is computed twice. */
+static int make_stage_rows(const Runner *r, Stage *stages, int k, Window *in, int in_height, int last)
 {
-    const Op *up = &ops[0], *leaky = &ops[2];
-    const int s = ops[1].scale, first = w->made;
+    Stage *st = &stages[k];
+    Window *input = k ? &stages[k - 1].w : in;
+    const int s = st->scale, first = st->w.made, height = k ? stages[k - 1].height : in_height;
     if (first >= last)
         return 0;
-    const int low_first = first / s, low_last = (last + s - 1) / s;
-    const int read_first = max_int(0, low_first - 1), read_last = min_int(f->height, low_last + 1);
-    if (s * low_last - w->base > w->rows)
-        return -1; /* never reached: run_full_tail's window leaves room for every band (and `made` for the
-                    * low-resolution rows, two more than those that fit) */
-    const size_t low_row = (size_t)f->width * up->out_channels;
-    const FloatConvArgs a = {f->x + (size_t)read_first * f->width * f->channels,
-                             up->weight,
-                             up->bias,
-                             read_last - read_first,
-                             f->width,
-                             f->channels,
-                             up->out_channels,
-                             made,
-                             low_first - read_first,
+    const int low_first = first / s, low_last = (last + s - 1) / s; /* the input rows these come from */
+    const int read_first = max_int(0, low_first - 1), read_last = min_int(height, low_last + 1);
+    if (k) {
+        forget_before(input, min_int(read_first, input->made));
+        if (make_stage_rows(r, stages, k - 1, in, in_height, read_last))
+            return -1;
+    }
+    if (s * low_last - st->w.base > st->w.rows || (s == 1 && read_first < st->w.base))
+        return -1; /* never reached: stage_rows leaves room for every band, and conv_hr's rows from the
+                    * band above its first are kept */
+    const Op *conv = st->conv;
+    float *y = s > 1 ? st->made : window_features(&st->w, read_first); /* a shuffle needs a copy */
+    const FloatConvArgs a = {window_features(input, read_first), conv->weight, conv->bias, read_last - read_first,
+                             input->width, input->channels, conv->out_channels, y, low_first - read_first,
                              low_last - read_first};
     float_conv(r, &a);
-    float *rows = window_features(w, s * low_first);
-    bbcu_pixel_shuffle(made + (low_first - read_first) * low_row, low_last - low_first, f->width, w->channels, s, rows);
-    leaky_relu(rows, (low_last - low_first) * low_row, leaky->slope);
-    w->made = s * low_last;
+    const size_t low_row = (size_t)input->width * conv->out_channels;
+    float *out = window_features(&st->w, s * low_first);
+    if (s > 1)
+        bbcu_pixel_shuffle(st->made + (low_first - read_first) * low_row, low_last - low_first, input->width,
+                           st->w.channels, s, out);
+    leaky_relu(out, (low_last - low_first) * low_row, st->leaky->slope);
+    st->w.made = s * low_last;
     return 0;
 }
 
-/* Appends conv_hr's rows up to `last` (its LeakyReLU applied) to `hr`, from the rows of `up` around them. */
-static int make_hr_rows(const Runner *r, const Op *conv, const Op *leaky, const Window *up, Window *hr, int last)
+/* The window rows of each stage: stage k + 1 reads at most ceil(its rows / its scale) + 2 rows of stage
+ * k's, made in whole input rows (up to scale - 1 more); the last stage holds a band and its neighbours. */
+static void stage_rows(const Stage *stages, int count, int *rows)
 {
-    const int first = hr->made;
-    if (first >= last)
-        return 0;
-    const int read_first = max_int(0, first - 1), read_last = min_int(up->made, last + 1);
-    if (last - hr->base > hr->rows || read_first < up->base || read_first < hr->base)
-        return -1; /* never reached: run_full_tail's windows leave room for every band */
-    const FloatConvArgs a = {window_features(up, read_first), conv->weight, conv->bias, read_last - read_first,
-                             up->width, up->channels, conv->out_channels, window_features(hr, read_first),
-                             first - read_first, last - read_first};
-    float_conv(r, &a);
-    leaky_relu(window_features(hr, first), (size_t)(last - first) * hr->width * hr->channels, leaky->slope);
-    hr->made = last;
-    return 0;
+    rows[count - 1] = BAND_ROWS + 2;
+    for (int k = count - 2; k >= 0; k--)
+        rows[k] = (rows[k + 1] + stages[k + 1].scale - 1) / stages[k + 1].scale + 2 + stages[k].scale;
 }
 
-/* Ops[0 .. 5] (bbcu_banded_tail): BBCU-L's last upsampler (conv, pixel_shuffle, leaky_relu), conv_hr with
- * its leaky_relu and conv_last, band of rows by band of rows as run_binary_tail does, each row of the two
- * high-resolution maps computed once in windows of rows: BBCU-L x4's 4x maps (236 MB each at 320x180
- * in) never exist whole, so the tile budget no longer cuts such an input into tiles with context. */
-static int run_full_tail(const Runner *r, const Op *ops, Flow *f)
+/* Ops[0 .. count) (bbcu_banded_tail): BBCU-L's upsamplers (conv, pixel_shuffle, leaky_relu each),
+ * conv_hr with its leaky_relu and conv_last, band of rows by band of rows as run_binary_tail does, each
+ * row of every stage computed once in a window of rows: none of the high-resolution maps exists whole
+ * (BBCU-L x4's 4x maps are 236 MB each at 320x180 in), so the tile budget counts only the tail's input
+ * and output, and a 320x180 input is no longer cut into tiles with context. */
+static int run_full_tail(const Runner *r, const Op *ops, int count, Flow *f)
 {
-    const Op *hr_conv = &ops[3], *hr_leaky = &ops[4], *conv = &ops[5];
-    const int s = ops[1].scale, height = s * f->height, width = s * f->width, c = hr_conv->in_channels;
-    const int outputs = conv->out_channels, up_rows = min_int(height, BAND_ROWS + 2 * s + 4);
-    const int hr_rows = min_int(height, BAND_ROWS + 2), low_rows = min_int(f->height, up_rows / s + 3);
-    Window up = {new_floats((size_t)up_rows * width * c), NULL, up_rows, width, c, 0, 0, 0};
-    Window hr = {new_floats((size_t)hr_rows * width * c), NULL, hr_rows, width, c, 0, 0, 0};
-    float *made = new_floats((size_t)low_rows * f->width * ops[0].out_channels);
-    float *out = new_floats((size_t)height * width * outputs);
-    int status = up.features && hr.features && made && out ? 0 : -1;
+    Stage stages[BBCU_MAX_TAIL_STAGES] = {0};
+    const int n = count / 3; /* the upsamplers (conv, pixel_shuffle, leaky_relu), then conv_hr and its leaky_relu */
+    int rows[BBCU_MAX_TAIL_STAGES], status = 0, height = f->height, width = f->width;
+    for (int k = 0; k < n; k++) {
+        Stage *st = &stages[k];
+        st->conv = &ops[3 * k];
+        st->scale = k < n - 1 ? ops[3 * k + 1].scale : 1;
+        st->leaky = &ops[3 * k + (k < n - 1 ? 2 : 1)];
+        st->height = height *= st->scale;
+        st->w.width = width *= st->scale;
+        st->w.channels = st->conv->out_channels / (st->scale * st->scale);
+    }
+    stage_rows(stages, n, rows);
+    for (int k = 0; k < n; k++) {
+        Stage *st = &stages[k];
+        const int in_width = st->w.width / st->scale, in_rows = (rows[k] + st->scale - 1) / st->scale + 2;
+        st->w.rows = min_int(st->height, rows[k]);
+        st->w.features = new_floats((size_t)st->w.rows * st->w.width * st->w.channels);
+        st->made = st->scale > 1 ? new_floats((size_t)in_rows * in_width * st->conv->out_channels) : NULL;
+        status |= st->w.features && (st->made || st->scale == 1) ? 0 : -1;
+    }
+    const Op *conv = &ops[count - 1];
+    Window in = {f->x, NULL, f->height, f->width, f->channels, 0, f->height, 0}, *hr = &stages[n - 1].w;
+    float *out = new_floats((size_t)height * width * conv->out_channels);
+    status |= out ? 0 : -1;
     for (int top = 0; top < height && !status; top += BAND_ROWS) {
         const int bottom = min_int(height, top + BAND_ROWS);
         const int y_first = max_int(0, top - 1), y_last = min_int(height, bottom + 1); /* what conv reads */
-        forget_before(&hr, min_int(y_first, hr.made));
-        forget_before(&up, min_int(max_int(0, hr.made - 1), up.made));
-        status = make_full_rows(r, ops, f, made, &up, min_int(height, y_last + 1));
+        forget_before(hr, min_int(y_first, hr->made));
+        status = make_stage_rows(r, stages, n - 1, &in, f->height, y_last);
         if (!status)
-            status = make_hr_rows(r, hr_conv, hr_leaky, &up, &hr, y_last);
-        if (!status)
-            last_conv_band(r, conv, &hr, y_first, y_last, top, bottom, out);
+            last_conv_band(r, conv, hr, y_first, y_last, top, bottom, out);
     }
-    free(up.features);
-    free(hr.features);
-    free(made);
-    return finish_tail(f, status, out, height, width, outputs);
+    for (int k = 0; k < n; k++)
+        free(stages[k].w.features), free(stages[k].made);
+    return finish_tail(f, status, out, height, width, conv->out_channels);
 }
 
 /* Runs op (a bbcu_unit with the leaky_relu `leaky` fused, or NULL); `next` is the op after them. */
@@ -441,7 +458,7 @@ static int run_tile(const Runner *r, const float *in, int height, int width, int
         const int tail = bbcu_banded_tail(m, i);
         if (tail) {
             const Op *ops = &m->ops[i];
-            status = ops->kind == OP_BBCU_UPSAMPLE ? run_binary_tail(r, ops, &f) : run_full_tail(r, ops, &f);
+            status = ops->kind == OP_BBCU_UPSAMPLE ? run_binary_tail(r, ops, &f) : run_full_tail(r, ops, tail, &f);
             i += tail;
             continue;
         }

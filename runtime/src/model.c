@@ -608,11 +608,22 @@ static int kinds_at(const bbcu_model *m, int i, const OpKind *kinds, int count)
     return 1;
 }
 
+/* The ops of a full-precision tail from op i: upsamplers (conv, pixel_shuffle, leaky_relu each), then
+ * conv, leaky_relu, conv (BBCU-L's conv_hr and conv_last); 0 when there is none. */
+static int full_tail_length(const bbcu_model *m, int i)
+{
+    static const OpKind upsampler[3] = {OP_CONV, OP_PIXEL_SHUFFLE, OP_LEAKY_RELU};
+    static const OpKind end[3] = {OP_CONV, OP_LEAKY_RELU, OP_CONV};
+    int upsamplers = 0;
+    while (upsamplers < BBCU_MAX_TAIL_STAGES - 1 && kinds_at(m, i + 3 * upsamplers, upsampler, 3))
+        upsamplers++;
+    return upsamplers && kinds_at(m, i + 3 * upsamplers, end, 3) ? 3 * upsamplers + 3 : 0;
+}
+
 int bbcu_banded_tail(const bbcu_model *m, int i)
 {
     static const OpKind binary[4] = {OP_BBCU_UPSAMPLE, OP_BBCU_UNIT, OP_LEAKY_RELU, OP_CONV};
-    static const OpKind full[6] = {OP_CONV, OP_PIXEL_SHUFFLE, OP_LEAKY_RELU, OP_CONV, OP_LEAKY_RELU, OP_CONV};
-    const int count = kinds_at(m, i, binary, 4) ? 4 : kinds_at(m, i, full, 6) ? 6 : 0;
+    const int count = kinds_at(m, i, binary, 4) ? 4 : full_tail_length(m, i);
     if (!count)
         return 0;
     const Op *last = &m->ops[i + count - 1];
