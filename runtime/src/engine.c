@@ -338,6 +338,32 @@ static void stage_rows(const Stage *stages, int count, int *rows)
         rows[k] = (rows[k + 1] + stages[k + 1].scale - 1) / stages[k + 1].scale + 2 + stages[k].scale;
 }
 
+/* The `count` stages of ops (the upsamplers' conv, pixel_shuffle, leaky_relu, then conv_hr and its
+ * leaky_relu) on a (height, width) input, their windows allocated; -1 when memory ran out. */
+static int new_stages(const Op *ops, int count, int height, int width, Stage *stages)
+{
+    int rows[BBCU_MAX_TAIL_STAGES], status = 0;
+    for (int k = 0; k < count; k++) {
+        Stage *st = &stages[k];
+        st->conv = &ops[3 * k];
+        st->scale = k < count - 1 ? ops[3 * k + 1].scale : 1;
+        st->leaky = &ops[3 * k + (k < count - 1 ? 2 : 1)];
+        st->height = height *= st->scale;
+        st->w.width = width *= st->scale;
+        st->w.channels = st->conv->out_channels / (st->scale * st->scale);
+    }
+    stage_rows(stages, count, rows);
+    for (int k = 0; k < count; k++) {
+        Stage *st = &stages[k];
+        const int in_width = st->w.width / st->scale, in_rows = (rows[k] + st->scale - 1) / st->scale + 2;
+        st->w.rows = min_int(st->height, rows[k]);
+        st->w.features = new_floats((size_t)st->w.rows * st->w.width * st->w.channels);
+        st->made = st->scale > 1 ? new_floats((size_t)in_rows * in_width * st->conv->out_channels) : NULL;
+        status |= st->w.features && (st->made || st->scale == 1) ? 0 : -1;
+    }
+    return status;
+}
+
 /* Ops[0 .. count) (bbcu_banded_tail): BBCU-L's upsamplers (conv, pixel_shuffle, leaky_relu each),
  * conv_hr with its leaky_relu and conv_last, band of rows by band of rows as run_binary_tail does, each
  * row of every stage computed once in a window of rows: none of the high-resolution maps exists whole
@@ -346,27 +372,10 @@ static void stage_rows(const Stage *stages, int count, int *rows)
 static int run_full_tail(const Runner *r, const Op *ops, int count, Flow *f)
 {
     Stage stages[BBCU_MAX_TAIL_STAGES] = {0};
-    const int n = count / 3; /* the upsamplers (conv, pixel_shuffle, leaky_relu), then conv_hr and its leaky_relu */
-    int rows[BBCU_MAX_TAIL_STAGES], status = 0, height = f->height, width = f->width;
-    for (int k = 0; k < n; k++) {
-        Stage *st = &stages[k];
-        st->conv = &ops[3 * k];
-        st->scale = k < n - 1 ? ops[3 * k + 1].scale : 1;
-        st->leaky = &ops[3 * k + (k < n - 1 ? 2 : 1)];
-        st->height = height *= st->scale;
-        st->w.width = width *= st->scale;
-        st->w.channels = st->conv->out_channels / (st->scale * st->scale);
-    }
-    stage_rows(stages, n, rows);
-    for (int k = 0; k < n; k++) {
-        Stage *st = &stages[k];
-        const int in_width = st->w.width / st->scale, in_rows = (rows[k] + st->scale - 1) / st->scale + 2;
-        st->w.rows = min_int(st->height, rows[k]);
-        st->w.features = new_floats((size_t)st->w.rows * st->w.width * st->w.channels);
-        st->made = st->scale > 1 ? new_floats((size_t)in_rows * in_width * st->conv->out_channels) : NULL;
-        status |= st->w.features && (st->made || st->scale == 1) ? 0 : -1;
-    }
+    const int n = count / 3; /* the upsamplers, then conv_hr */
+    int status = new_stages(ops, n, f->height, f->width, stages);
     const Op *conv = &ops[count - 1];
+    const int height = stages[n - 1].height, width = stages[n - 1].w.width;
     Window in = {f->x, NULL, f->height, f->width, f->channels, 0, f->height, 0}, *hr = &stages[n - 1].w;
     float *out = new_floats((size_t)height * width * conv->out_channels);
     status |= out ? 0 : -1;
