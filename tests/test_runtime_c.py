@@ -9,7 +9,11 @@ when up to date); the aarch64 tools are Debian packages the top-level ``make run
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import pty
+import re
 import shutil
 import struct
 import subprocess
@@ -190,6 +194,100 @@ def test_png_level_changes_the_file_not_the_pixels(builds: None, tmp_path: Path)
     np.testing.assert_array_equal(read_image(files["0"]), read_image(files["9"]))  # Pillow decodes them
     np.testing.assert_array_equal(read_image(files["1"]), read_image(files["9"]))
     assert files["0"].stat().st_size > files["1"].stat().st_size > files["9"].stat().st_size  # 0: stored
+
+
+# --------------------------------------------------------------------------------------------- libbbcu API
+
+PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_double)
+
+
+class Options(ctypes.Structure):
+    """bbcu.h's bbcu_options."""
+
+    _fields_ = [
+        ("threads", ctypes.c_int),
+        ("tile", ctypes.c_int),
+        ("tile_budget_mib", ctypes.c_int),
+        ("isa", ctypes.c_char_p),
+        ("progress", PROGRESS),
+        ("progress_context", ctypes.c_void_p),
+    ]
+
+
+class Error(ctypes.Structure):
+    """bbcu.h's bbcu_error."""
+
+    _fields_ = [("status", ctypes.c_int), ("message", ctypes.c_char * 256)]
+
+
+PROGRESS_CASES = [
+    ("bbcu-m", {"scale": 4, "channels": 32, "num_units": 2}),  # binary banded tail
+    ("bbcu-l", {"scale": 4, "channels": 32, "num_units": 2}),  # full-precision tail of two upsamplers
+    ("dncnn-bbcu", {"scale": 1, "channels": 16, "depth": 3}),  # no tail
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), PROGRESS_CASES, ids=[name for name, _ in PROGRESS_CASES])
+@pytest.mark.parametrize("tile", [0, 9])
+def test_progress_counts_every_layer_once(
+    builds: None, tmp_path: Path, name: str, kwargs: dict, tile: int
+) -> None:
+    """Through libbbcu.so: the reported fraction grows, reaches 1 with the last layer (all the work
+    counted, none twice: banded tails report per band) and is the output of a run equal to bbcu-run's."""
+    library = ctypes.CDLL(str(HOST / "libbbcu.so"))
+    model_path = export_model(randomized(name, **kwargs), tmp_path / "m.bbcu")
+    model, error = ctypes.c_void_p(), Error()
+    assert library.bbcu_load(str(model_path).encode(), ctypes.byref(model), ctypes.byref(error)) == 0
+    image = crop(data_root().joinpath(*SET5_X4), tmp_path / "in.png", 40)
+    pixels = np.ascontiguousarray(to_float(read_image(image)), np.float32)
+    scale = kwargs["scale"]
+    out = np.empty((40 * scale, 40 * scale, 3), np.float32)
+    fractions: list[float] = []
+    options = Options(2, tile, 0, None, PROGRESS(lambda _, fraction: fractions.append(fraction)), None)
+    status = library.bbcu_run(
+        model,
+        pixels.ctypes.data_as(ctypes.c_void_p),
+        40,
+        40,
+        out.ctypes.data_as(ctypes.c_void_p),
+        ctypes.byref(options),
+        ctypes.byref(error),
+    )
+    library.bbcu_free(model)
+    assert status == 0, error.message
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert fractions[-2] == pytest.approx(1.0, abs=1e-9)  # the work adds up to the whole
+    assert sum(fraction >= 1.0 - 1e-9 for fraction in fractions) == 2  # and no layer reaches it early
+    np.testing.assert_array_equal(out, restore(HOST, model_path, image, tmp_path / "cli.png"))
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_gets_nothing(builds: None, tmp_path: Path) -> None:
+    model = export_model(randomized("bbcu-l", scale=4, channels=32, num_units=2), tmp_path / "m.bbcu")
+    image = crop(data_root().joinpath(*SET5_X4), tmp_path / "in.png", 64)
+    piped = run_cli(HOST, model, image, tmp_path / "piped.png")
+    assert piped.returncode == 0 and piped.stderr == ""
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [HOST / "bbcu-run", model, image, tmp_path / "tty.png"], stderr=terminal
+    ) as process:
+        os.close(terminal)
+        shown = b""
+        while chunk := _read_terminal(controller):
+            shown += chunk
+        assert process.wait(timeout=300) == 0
+    os.close(controller)
+    lines = shown.decode().replace("\r\n", "\n").split("\r")
+    percents = [int(p) for p in re.findall(r"bbcu-run: +(\d+)% \[[# ]{30}\] [\d.]+ s", "".join(lines))]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert lines[-1].endswith("output MP/s\n")
+
+
+def _read_terminal(controller: int) -> bytes:
+    """The next bytes the terminal shows, b"" once the program has closed it (Linux raises EIO then)."""
+    try:
+        return os.read(controller, 4096)
+    except OSError:
+        return b""
 
 
 # --------------------------------------------------------------------------------------------- aarch64

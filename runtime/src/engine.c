@@ -25,13 +25,40 @@ typedef struct Flow {
     uint64_t *packed; /* signs of x + shift of the next op, when the previous epilogue made them */
     int height, width, channels;
     int origin_row, origin_col; /* the tile's first input pixel in the image */
+    double input_pixels;        /* the tile's, for progress (Op.work is per network input pixel) */
 } Flow;
+
+/* bbcu_options.progress's state: the work done of the whole run's. */
+typedef struct Progress {
+    void (*report)(void *context, double fraction);
+    void *context;
+    double total, done;
+} Progress;
 
 typedef struct Runner {
     const bbcu_model *model;
     const IsaKernels *isa;
     int threads;
+    Progress *progress;
 } Runner;
+
+/* Counts `work` more as done and reports the fraction (nothing for ops that do no multiply-adds). */
+static void advance(const Runner *r, double work)
+{
+    Progress *p = r->progress;
+    p->done += work;
+    if (p->report && work > 0.0)
+        p->report(p->context, p->done < p->total ? p->done / p->total : 1.0);
+}
+
+/* The work of ops [first, first + count) on an input of `pixels` pixels. */
+static double ops_work(const Op *ops, int count, double pixels)
+{
+    double work = 0.0;
+    for (int i = 0; i < count; i++)
+        work += ops[i].work;
+    return work * pixels;
+}
 
 static float *new_floats(size_t count) { return malloc((count ? count : 1) * sizeof(float)); }
 
@@ -261,6 +288,7 @@ static int run_binary_tail(const Runner *r, const Op *ops, Flow *f)
     const Op *up = &ops[0], *unit = &ops[1], *leaky = &ops[2], *conv = &ops[3];
     const int s = up->scale, height = s * f->height, width = s * f->width, c = f->channels;
     const int outputs = conv->out_channels, rows = window_rows(height, s);
+    const double row_work = ops_work(ops, 4, f->input_pixels) / height; /* per output row */
     uint64_t *low_bits = f->packed ? f->packed : pack(r, f, up->shift);
     f->packed = NULL;
     const size_t words = (size_t)rows * width * bbcu_channel_words(c);
@@ -274,8 +302,10 @@ static int run_binary_tail(const Runner *r, const Op *ops, Flow *f)
         status = make_rows(r, up, unit, f, low_bits, &w, min_int(height, y_last + 1));
         if (!status)
             status = run_unit_rows(r, unit, leaky, &w, y_last);
-        if (!status)
+        if (!status) {
             last_conv_band(r, conv, &w, y_first, y_last, top, bottom, out);
+            advance(r, row_work * (bottom - top));
+        }
     }
     free(low_bits);
     free(w.features);
@@ -376,6 +406,7 @@ static int run_full_tail(const Runner *r, const Op *ops, int count, Flow *f)
     int status = new_stages(ops, n, f->height, f->width, stages);
     const Op *conv = &ops[count - 1];
     const int height = stages[n - 1].height, width = stages[n - 1].w.width;
+    const double row_work = ops_work(ops, count, f->input_pixels) / height; /* per output row */
     Window in = {f->x, NULL, f->height, f->width, f->channels, 0, f->height, 0}, *hr = &stages[n - 1].w;
     float *out = new_floats((size_t)height * width * conv->out_channels);
     status |= out ? 0 : -1;
@@ -384,8 +415,10 @@ static int run_full_tail(const Runner *r, const Op *ops, int count, Flow *f)
         const int y_first = max_int(0, top - 1), y_last = min_int(height, bottom + 1); /* what conv reads */
         forget_before(hr, min_int(y_first, hr->made));
         status = make_stage_rows(r, stages, n - 1, &in, f->height, y_last);
-        if (!status)
+        if (!status) {
             last_conv_band(r, conv, hr, y_first, y_last, top, bottom, out);
+            advance(r, row_work * (bottom - top));
+        }
     }
     for (int k = 0; k < n; k++)
         free(stages[k].w.features), free(stages[k].made);
@@ -461,7 +494,7 @@ static int run_tile(const Runner *r, const float *in, int height, int width, int
                     float *out)
 {
     const bbcu_model *m = r->model;
-    Flow f = {NULL, NULL, NULL, height, width, m->in_channels, origin_row, origin_col};
+    Flow f = {NULL, NULL, NULL, height, width, m->in_channels, origin_row, origin_col, (double)height * width};
     int status = 0;
     for (int i = 0; i < m->op_count && !status;) {
         const int tail = bbcu_banded_tail(m, i);
@@ -474,6 +507,7 @@ static int run_tile(const Runner *r, const float *in, int height, int width, int
         const Op *op = &m->ops[i], *leaky = fused_leaky(m, i);
         i += leaky ? 2 : 1;
         status = run_op(r, op, leaky, i < m->op_count ? &m->ops[i] : NULL, &f, in);
+        advance(r, ops_work(op, leaky ? 2 : 1, f.input_pixels));
     }
     if (!status)
         memcpy(out, f.x, (size_t)f.height * f.width * f.channels * sizeof(float));
@@ -495,29 +529,63 @@ static int auto_tile(const bbcu_model *m, int height, int width, int budget_mib)
     return side > MIN_AUTO_TILE ? side : MIN_AUTO_TILE;
 }
 
-/* Runs tile [y0, y1) x [x0, x1) with its context of `radius` pixels and keeps its centre. */
-static int run_core(const Runner *r, const float *in, int height, int width, int y0, int y1, int x0, int x1,
-                    float *out)
+/* Rows [y0, y1) x columns [x0, x1) of the input. */
+typedef struct Box {
+    int y0, y1, x0, x1;
+} Box;
+
+/* The count of tiles of `tile` pixels a side, and tile `i` of them (row by row). */
+static int tiles_across(int side, int tile) { return (side + tile - 1) / tile; }
+static int tile_count(int height, int width, int tile)
+{
+    return tiles_across(height, tile) * tiles_across(width, tile);
+}
+static Box tile_core(int height, int width, int tile, int i)
+{
+    const int y0 = i / tiles_across(width, tile) * tile, x0 = i % tiles_across(width, tile) * tile;
+    return (Box){y0, min_int(height, y0 + tile), x0, min_int(width, x0 + tile)};
+}
+
+/* The tile `core` with its context of the network's receptive radius, inside the image. */
+static Box with_context(const bbcu_model *m, int height, int width, Box core)
+{
+    const int radius = m->radius;
+    return (Box){max_int(0, core.y0 - radius), min_int(height, core.y1 + radius), max_int(0, core.x0 - radius),
+                 min_int(width, core.x1 + radius)};
+}
+
+/* Runs tile `core` with its context and keeps its centre. */
+static int run_core(const Runner *r, const float *in, int height, int width, Box core, float *out)
 {
     const bbcu_model *m = r->model;
-    const int radius = m->radius, s = m->scale, cin = m->in_channels, cout = m->out_channels;
-    const int ey0 = y0 - radius > 0 ? y0 - radius : 0, ey1 = y1 + radius < height ? y1 + radius : height;
-    const int ex0 = x0 - radius > 0 ? x0 - radius : 0, ex1 = x1 + radius < width ? x1 + radius : width;
-    const int th = ey1 - ey0, tw = ex1 - ex0;
+    const int s = m->scale, cin = m->in_channels, cout = m->out_channels;
+    const Box box = with_context(m, height, width, core);
+    const int th = box.y1 - box.y0, tw = box.x1 - box.x0;
     float *tile_in = new_floats((size_t)th * tw * cin), *tile_out = new_floats((size_t)th * tw * s * s * cout);
     int status = tile_in && tile_out ? 0 : -1;
     for (int h = 0; h < th && !status; h++)
-        memcpy(tile_in + (size_t)h * tw * cin, in + ((size_t)(ey0 + h) * width + ex0) * cin,
+        memcpy(tile_in + (size_t)h * tw * cin, in + ((size_t)(box.y0 + h) * width + box.x0) * cin,
                (size_t)tw * cin * sizeof(float));
     if (!status)
-        status = run_tile(r, tile_in, th, tw, ey0, ex0, tile_out);
-    for (int h = (y0 - ey0) * s; h < (y1 - ey0) * s && !status; h++)
-        memcpy(out + ((size_t)(ey0 * s + h) * width * s + (size_t)x0 * s) * cout,
-               tile_out + ((size_t)h * tw * s + (size_t)(x0 - ex0) * s) * cout,
-               (size_t)(x1 - x0) * s * cout * sizeof(float));
+        status = run_tile(r, tile_in, th, tw, box.y0, box.x0, tile_out);
+    for (int h = (core.y0 - box.y0) * s; h < (core.y1 - box.y0) * s && !status; h++)
+        memcpy(out + ((size_t)(box.y0 * s + h) * width * s + (size_t)core.x0 * s) * cout,
+               tile_out + ((size_t)h * tw * s + (size_t)(core.x0 - box.x0) * s) * cout,
+               (size_t)(core.x1 - core.x0) * s * cout * sizeof(float));
     free(tile_in);
     free(tile_out);
     return status;
+}
+
+/* The work of the whole run: every tile with its context. */
+static double run_work(const bbcu_model *m, int height, int width, int tile)
+{
+    double work = 0.0;
+    for (int i = 0; i < tile_count(height, width, tile); i++) {
+        const Box box = with_context(m, height, width, tile_core(height, width, tile, i));
+        work += m->work * (double)(box.y1 - box.y0) * (box.x1 - box.x0);
+    }
+    return work;
 }
 
 static int online_cpus(void)
@@ -541,7 +609,7 @@ bbcu_status bbcu_run(const bbcu_model *model, const float *in, int height, int w
     if (height < 1 || width < 1 || height > BBCU_MAX_SIDE || width > BBCU_MAX_SIDE)
         return bbcu_fail(error, BBCU_ERROR_ARGUMENT, "bbcu_run: image of %d x %d pixels (each side 1 to %d)", height,
                          width, BBCU_MAX_SIDE);
-    const bbcu_options defaults = {0, 0, 0, NULL};
+    const bbcu_options defaults = {0, 0, 0, NULL, NULL, NULL};
     const bbcu_options *o = options ? options : &defaults;
     const IsaKernels *isa = !o->isa || strcmp(o->isa, "auto") == 0 ? bbcu_isa_best() : bbcu_isa_find(o->isa);
     if (!isa || !bbcu_isa_supported(isa))
@@ -549,14 +617,14 @@ bbcu_status bbcu_run(const bbcu_model *model, const float *in, int height, int w
                          o->isa);
     if (o->threads < 0 || o->tile < 0 || o->tile_budget_mib < 0)
         return bbcu_fail(error, BBCU_ERROR_ARGUMENT, "bbcu_run: threads, tile and tile_budget_mib must be >= 0");
-    const Runner r = {model, isa, o->threads ? o->threads : online_cpus()};
     const int tile = o->tile ? o->tile : auto_tile(model, height, width, o->tile_budget_mib);
-    for (int y0 = 0; y0 < height; y0 += tile)
-        for (int x0 = 0; x0 < width; x0 += tile) {
-            const int y1 = height - y0 > tile ? y0 + tile : height, x1 = width - x0 > tile ? x0 + tile : width;
-            if (run_core(&r, in, height, width, y0, y1, x0, x1, out))
-                return bbcu_fail(error, BBCU_ERROR_MEMORY, "bbcu_run: out of memory (try a smaller tile)");
-        }
+    Progress progress = {o->progress, o->progress_context, run_work(model, height, width, tile), 0.0};
+    const Runner r = {model, isa, o->threads ? o->threads : online_cpus(), &progress};
+    for (int i = 0; i < tile_count(height, width, tile); i++)
+        if (run_core(&r, in, height, width, tile_core(height, width, tile, i), out))
+            return bbcu_fail(error, BBCU_ERROR_MEMORY, "bbcu_run: out of memory (try a smaller tile)");
+    if (o->progress)
+        o->progress(o->progress_context, 1.0);
     if (error) {
         error->status = BBCU_OK;
         error->message[0] = '\0';

@@ -41,12 +41,14 @@ typedef struct Op {
     uint64_t *bits;
     float *alpha, *binary_bias, *gamma, *beta, *zeta;
     int parts;
+    double work; /* its multiply-adds per input pixel of the network (BBCU_BINARY_MAC_WORK each if binary) */
 } Op;
 
 struct bbcu_model {
     char architecture[16];
     int scale, in_channels, out_channels;
     int floats_per_pixel; /* floats per input pixel of the largest feature map (for automatic tiles) */
+    double work;          /* the ops' work per input pixel (Op.work), for progress */
     float k;
     int radius;
     int op_count;

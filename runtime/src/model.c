@@ -572,20 +572,35 @@ static bbcu_status take_tensors(Loader *l)
 
 /* ------------------------------------------------------------------ derived facts */
 
-/* How far an output pixel's input reaches, in input pixels: each 3x3 conv adds one pixel of its own
- * resolution (1 / upscaling so far input pixels), the bilinear skip one more. Counted in units of
- * 1 / (product of all scales) so it is exact. */
+/* An op's multiply-adds per input pixel of the network, at `upscaled` times its resolution (binary
+ * ones at BBCU_BINARY_MAC_WORK each); 0 for the ops that do none. */
+static double op_work(const Op *op, long upscaled)
+{
+    const double pixels = (double)upscaled * upscaled;
+    if (op->kind == OP_CONV)
+        return pixels * 9 * op->in_channels * op->out_channels;
+    if (op->kind == OP_BBCU_UNIT || op->kind == OP_BBCU_UPSAMPLE)
+        return pixels * 9 * op->in_channels * op->in_channels * op->parts * BBCU_BINARY_MAC_WORK;
+    return 0.0;
+}
+
+/* The facts tiling and progress need. How far an output pixel's input reaches, in input pixels: each
+ * 3x3 conv adds one pixel of its own resolution (1 / upscaling so far input pixels), the bilinear skip
+ * one more, counted in units of 1 / (product of all scales) so it is exact; the largest feature map
+ * that exists whole; each op's work. */
 static void measure(bbcu_model *m)
 {
     long reach = 0, upscaled = 1, floats = m->in_channels;
     int tail = 0, tail_left = 0; /* a banded tail's ops, those still to come: only its input and output exist whole */
     for (int i = 0; i < m->op_count; i++) {
-        const Op *op = &m->ops[i];
+        Op *op = &m->ops[i];
         if (!tail_left && (tail = bbcu_banded_tail(m, i)))
             tail_left = tail;
         const long before = (long)op->in_channels * upscaled * upscaled;
         if (op->kind == OP_CONV || op->kind == OP_BBCU_UNIT || op->kind == OP_BBCU_UPSAMPLE)
             reach += m->scale / upscaled;
+        op->work = op_work(op, upscaled);
+        m->work += op->work;
         if (op->kind == OP_PIXEL_SHUFFLE || op->kind == OP_BBCU_UPSAMPLE)
             upscaled *= op->scale;
         const long after = (long)op->out_channels * upscaled * upscaled;

@@ -7,11 +7,14 @@
  * float output; --png-level: zlib's level for a PNG, 0-9, default 6). Grey and colour are matched to
  * the model as bbcu's Python restore does: a grey image on a colour model is replicated to three
  * channels and the output averaged back to one; a colour image on a grey model is restored channel by
- * channel. Any failure prints one line and exits 1 (2 for a usage error).
+ * channel. Any failure prints one line and exits 1 (2 for a usage error). On a terminal, stderr shows a
+ * progress bar with the rate and the time left.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "bbcu.h"
 #include "image_io.h"
@@ -84,6 +87,54 @@ static int failure(const char *message)
     return 1;
 }
 
+/* ------------------------------------------------------------------ progress bar */
+
+#define BAR_WIDTH 30
+#define BAR_PERIOD 0.1 /* seconds between redraws */
+
+/* The bar's state: bbcu_options.progress reports each run's fraction; a colour image on a grey model
+ * takes one run per channel. */
+typedef struct Bar {
+    int run, runs;
+    double output_pixels; /* of all runs */
+    double start, drawn_at;
+    int drawn, finished;
+} Bar;
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* bbcu_options.progress: redraws the line at most every BAR_PERIOD, and once, with a newline, at the end. */
+static void draw_bar(void *context, double fraction)
+{
+    Bar *b = context;
+    const double done = (b->run + fraction) / b->runs, now = seconds(), elapsed = now - b->start;
+    const int finished = done >= 1.0;
+    if (b->finished || (!finished && now - b->drawn_at < BAR_PERIOD))
+        return;
+    char bar[BAR_WIDTH + 1];
+    for (int i = 0; i < BAR_WIDTH; i++)
+        bar[i] = i < (int)(done * BAR_WIDTH) ? '#' : ' ';
+    bar[BAR_WIDTH] = '\0';
+    const double left = done > 0.0 ? elapsed * (1.0 - done) / done : 0.0;
+    const double rate = elapsed > 0.0 ? done * b->output_pixels / elapsed / 1e6 : 0.0;
+    fprintf(stderr, "\rbbcu-run: %3d%% [%s] %.1f s, %.1f s left, %.2f output MP/s%s", (int)(done * 100.0), bar,
+            elapsed, left, rate, finished ? "\n" : "");
+    fflush(stderr);
+    b->drawn = 1, b->finished = finished, b->drawn_at = now;
+}
+
+/* Ends an unfinished bar's line, so that a message after it starts on a line of its own. */
+static void end_bar(const Bar *b)
+{
+    if (b->drawn && !b->finished)
+        fputc('\n', stderr);
+}
+
 /* Runs the model on one (H, W, C) plane set whose C is the model's in_channels. */
 static bbcu_status run(const bbcu_model *model, const float *in, int height, int width, float **out,
                        const bbcu_options *options, bbcu_error *error)
@@ -94,9 +145,10 @@ static bbcu_status run(const bbcu_model *model, const float *in, int height, int
     return bbcu_run(model, in, height, width, *out, options, error);
 }
 
-/* Restores `image` into `result`, matching its channels to the model's (see the file comment). */
+/* Restores `image` into `result`, matching its channels to the model's (see the file comment); `bar`
+ * (options' progress_context, or NULL) learns which run is going. */
 static bbcu_status restore(const bbcu_model *model, const Image *image, Image *result, const bbcu_options *options,
-                           bbcu_error *error)
+                           Bar *bar, bbcu_error *error)
 {
     const int s = bbcu_scale(model), cin = bbcu_in_channels(model), cout = bbcu_out_channels(model);
     const size_t pixels = (size_t)image->height * image->width, out_pixels = pixels * s * s;
@@ -112,6 +164,8 @@ static bbcu_status restore(const bbcu_model *model, const Image *image, Image *r
     /* Grey on colour: one run on the replicated image. Colour on grey: one run per channel. */
     const int runs = image->channels > cin ? image->channels : 1;
     for (int r = 0; r < runs && !status; r++) {
+        if (bar)
+            bar->run = r, bar->runs = runs;
         for (size_t p = 0; p < pixels; p++)
             for (int c = 0; c < cin; c++)
                 in[p * cin + c] = image->data[p * image->channels + (runs > 1 ? r : 0)];
@@ -156,8 +210,15 @@ int main(int argc, char **argv)
         bbcu_free(model);
         return failure(message);
     }
-    if (restore(model, &image, &result, &a.options, &error))
+    Bar bar = {0, 1, (double)image.height * image.width * bbcu_scale(model) * bbcu_scale(model), seconds(), 0.0,
+               0, 0};
+    bar.drawn_at = bar.start;
+    if (isatty(STDERR_FILENO))
+        a.options.progress = draw_bar, a.options.progress_context = &bar;
+    if (restore(model, &image, &result, &a.options, a.options.progress ? &bar : NULL, &error)) {
+        end_bar(&bar);
         status = failure(error.message);
+    }
     else if ((a.float_out && image_write(a.float_out, &result, a.png_level, message, sizeof message))
              || image_write(a.out, &result, a.png_level, message, sizeof message))
         status = failure(message);

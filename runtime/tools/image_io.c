@@ -42,10 +42,14 @@ static unsigned eight_bits(unsigned v) { return (2 * v + 257) / 514; }
 
 static float sample(unsigned v8) { return (float)v8 / 255.0f; }
 
+/* Clipped (NaN to 0), times 255, rounded half to even: adding and taking away 2^23 rounds a float in
+ * [0, 2^23) to an integer in the default rounding mode, as nearbyintf does (the two agree on every
+ * float from -2^-20 to 1.125, checked exhaustively), without its library call: nearbyintf took 0.27 s
+ * of writing a 1920x1080 colour image. */
 static unsigned char to_uint8(float v)
 {
-    const float clipped = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-    return (unsigned char)nearbyintf(clipped * 255.0f); /* the default rounding: half to even */
+    const float clipped = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f, two_23 = 8388608.0f;
+    return (unsigned char)((clipped * 255.0f + two_23) - two_23);
 }
 
 /* ------------------------------------------------------------------ PNG */
@@ -204,11 +208,19 @@ static int read_netpbm(FILE *file, const char *path, int channels, Image *image,
     return 0;
 }
 
-static int write_netpbm(FILE *file, const Image *image)
+static int write_netpbm(FILE *file, const char *path, const Image *image, char *error, size_t error_size)
 {
+    const size_t row_samples = (size_t)image->width * image->channels;
+    unsigned char *row = malloc(row_samples);
+    if (!row)
+        return fail(error, error_size, "%s: out of memory", path);
     fprintf(file, "P%d\n%d %d\n255\n", image->channels == 1 ? 5 : 6, image->width, image->height);
-    for (size_t i = 0; i < (size_t)image->height * image->width * image->channels; i++)
-        fputc(to_uint8(image->data[i]), file);
+    for (int h = 0; h < image->height; h++) {
+        for (size_t i = 0; i < row_samples; i++)
+            row[i] = to_uint8(image->data[h * row_samples + i]);
+        fwrite(row, 1, row_samples, file);
+    }
+    free(row);
     return 0;
 }
 
@@ -266,8 +278,9 @@ int image_write(const char *path, const Image *image, int png_level, char *error
     FILE *file = fopen(path, "wb");
     if (!file)
         return fail(error, error_size, "%s: cannot write (%s)", path, strerror(errno));
-    int status = png ? write_png(file, path, image, png_level, error, error_size) : pfm ? write_pfm(file, image)
-                                                                          : write_netpbm(file, image);
+    int status = png   ? write_png(file, path, image, png_level, error, error_size)
+                 : pfm ? write_pfm(file, image)
+                       : write_netpbm(file, path, image, error, error_size);
     if (fclose(file) != 0 && status == 0)
         status = fail(error, error_size, "%s: cannot write (%s)", path, strerror(errno));
     if (status)
