@@ -42,14 +42,11 @@ static unsigned eight_bits(unsigned v) { return (2 * v + 257) / 514; }
 
 static float sample(unsigned v8) { return (float)v8 / 255.0f; }
 
-/* Clipped (NaN to 0), times 255, rounded half to even: adding and taking away 2^23 rounds a float in
- * [0, 2^23) to an integer in the default rounding mode, as nearbyintf does (the two agree on every
- * float from -2^-20 to 1.125, checked exhaustively), without its library call: nearbyintf took 0.27 s
- * of writing a 1920x1080 colour image. */
+/* Clipped (NaN to 0), times 255, rounded half to even (nearbyintf in the default rounding mode). */
 static unsigned char to_uint8(float v)
 {
-    const float clipped = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f, two_23 = 8388608.0f;
-    return (unsigned char)((clipped * 255.0f + two_23) - two_23);
+    const float clipped = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
+    return (unsigned char)nearbyintf(clipped * 255.0f);
 }
 
 /* ------------------------------------------------------------------ PNG */
