@@ -215,29 +215,50 @@ static void forget_before(Window *w, int row)
     w->base = row;
 }
 
-/* Appends the unit's input rows up to `last`, made by the upsampler from the low-resolution rows they
- * come from (their neighbours read, not recomputed). */
-static int make_rows(const Runner *r, const Op *up, const Op *unit, const Flow *f, const uint64_t *low_bits,
-                     Window *w, int last)
+/* One stage of a banded tail: an upsampler (a bbcu_upsample, or a conv whose output is pixel-shuffled,
+ * with its LeakyReLU) or a full-precision conv_hr (scale 1), whose rows are made into a window as the
+ * stage after it asks for them. */
+typedef struct Stage {
+    const Op *conv, *leaky; /* leaky: full-precision stages */
+    const Op *next;         /* binary stages: the op whose input signs they pack */
+    int scale, height;      /* height: the rows of its whole output map */
+    Window w;
+    float *made; /* full-precision upsamplers: room for the conv's rows of one call, before the shuffle */
+} Stage;
+
+/* Lets `w` forget the rows before `row`, but keeps the `scale` rows before its last (an upsampler's
+ * next call writes from its input's row above on, window_features of which must lie in the window). */
+static void keep_from(Window *w, int row, int scale) { forget_before(w, max_int(0, min_int(row, w->made - scale))); }
+
+/* Appends rows of binary upsampler stages[k] up to `last`, with the signs of its next op's input,
+ * made from the rows of its input they come from (their neighbours read, not recomputed): the tail's
+ * input `in` for stage 0, else stages[k - 1], asked in turn for the rows it lacks. */
+static int make_binary_rows(const Runner *r, Stage *stages, int k, Window *in, int in_height, int last)
 {
-    const int s = up->scale, first = w->made, cw = bbcu_channel_words(f->channels);
+    Stage *st = &stages[k];
+    Window *input = k ? &stages[k - 1].w : in;
+    const int s = st->scale, first = st->w.made, height = k ? stages[k - 1].height : in_height;
     if (first >= last)
         return 0;
-    const int low_first = first / s, low_last = (last + s - 1) / s;
-    const int read_first = max_int(0, low_first - 1), read_last = min_int(f->height, low_last + 1);
-    if (s * low_last - w->base > w->rows)
-        return -1; /* never reached: window_rows leaves room for every band */
-    const size_t low_row = (size_t)f->width;
-    const Slice x = {low_bits + (size_t)read_first * low_row * cw,
-                     f->x + (size_t)read_first * low_row * f->channels,
+    const int low_first = first / s, low_last = (last + s - 1) / s; /* the input rows these come from */
+    const int read_first = max_int(0, low_first - 1), read_last = min_int(height, low_last + 1);
+    if (k) {
+        keep_from(input, read_first, stages[k - 1].scale);
+        if (make_binary_rows(r, stages, k - 1, in, in_height, read_last))
+            return -1;
+    }
+    if (s * low_last - st->w.base > st->w.rows || s * read_first < st->w.base)
+        return -1; /* never reached: binary_stages leaves room for every band, keep_from the row above */
+    const Slice x = {window_bits(input, read_first),
+                     window_features(input, read_first),
                      read_last - read_first,
-                     f->width,
-                     window_features(w, s * read_first),
-                     window_bits(w, s * read_first),
+                     input->width,
+                     window_features(&st->w, s * read_first),
+                     window_bits(&st->w, s * read_first),
                      low_first - read_first,
                      low_last - read_first};
-    w->made = s * low_last;
-    return binary_conv(r, up, NULL, &x, unit->shift);
+    st->w.made = s * low_last;
+    return binary_conv(r, st->conv, NULL, &x, st->next->shift);
 }
 
 /* Runs the unit, its leaky_relu fused, on rows [done, last), in place, reading the signs around them. */
@@ -253,10 +274,6 @@ static int run_unit_rows(const Runner *r, const Op *unit, const Op *leaky, Windo
     w->done = last;
     return binary_conv(r, unit, leaky, &x, NULL);
 }
-
-/* Rows of the window a banded tail needs: a band, the rows kept from the band before, and the
- * upsampler's rounding to whole input rows (runtime.py's _BandedTail.window). */
-static int window_rows(int height, int scale) { return min_int(height, BAND_ROWS + 4 * scale + 2); }
 
 /* Output rows [top, bottom) of a tail's last conv into out (the whole output), from window rows
  * [y_first, y_last) (those rows and the rows around them). */
@@ -280,47 +297,69 @@ static int finish_tail(Flow *f, int status, float *out, int height, int width, i
     return replace_x(f, out, height, width, outputs);
 }
 
-/* Ops[0 .. 3] (bbcu_banded_tail) band of rows by band of rows, as runtime.py's _BandedTail: each band's
- * high-resolution features are made, used and overwritten in a window that stays in cache, so the
- * 4x map of BBCU-M x4 never exists whole, and the result is the whole-map run's bit for bit. */
-static int run_binary_tail(const Runner *r, const Op *ops, Flow *f)
+/* The `count` binary upsamplers of ops on a (height, width) input, their windows (features and signs)
+ * allocated: the last holds a band, the rows kept from the band before and its rounding to whole input
+ * rows (runtime.py's _BandedTail.window); each other one what the next reads of it in one call, plus
+ * the rows keep_from keeps; -1 when memory ran out. */
+static int binary_stages(const Op *ops, int count, int height, int width, Stage *stages)
 {
-    const Op *up = &ops[0], *unit = &ops[1], *leaky = &ops[2], *conv = &ops[3];
-    const int s = up->scale, height = s * f->height, width = s * f->width, c = f->channels;
-    const int outputs = conv->out_channels, rows = window_rows(height, s);
-    const double row_work = ops_work(ops, 4, f->input_pixels) / height; /* per output row */
-    uint64_t *low_bits = f->packed ? f->packed : pack(r, f, up->shift);
+    int rows[BBCU_MAX_TAIL_STAGES], status = 0;
+    for (int k = 0; k < count; k++) {
+        Stage *st = &stages[k];
+        st->conv = &ops[k], st->next = &ops[k + 1], st->scale = ops[k].scale;
+        st->height = height *= st->scale;
+        st->w.width = width *= st->scale;
+        st->w.channels = ops[k].in_channels;
+    }
+    rows[count - 1] = BAND_ROWS + 4 * stages[count - 1].scale + 2;
+    for (int k = count - 2; k >= 0; k--)
+        rows[k] = (rows[k + 1] + stages[k + 1].scale - 1) / stages[k + 1].scale + 2 * stages[k].scale + 3;
+    for (int k = 0; k < count; k++) {
+        Window *w = &stages[k].w;
+        w->rows = min_int(stages[k].height, rows[k]);
+        w->features = new_floats((size_t)w->rows * w->width * w->channels);
+        w->bits = malloc((size_t)w->rows * w->width * bbcu_channel_words(w->channels) * sizeof(uint64_t));
+        status |= w->features && w->bits ? 0 : -1;
+    }
+    return status;
+}
+
+/* Ops[0 .. count) (bbcu_banded_tail): BBCU-M's upsamplers, conv_hr with its LeakyReLU fused, and
+ * conv_last, band of rows by band of rows as runtime.py's _BandedTail runs its last upsampler and the
+ * rest: each band's high-resolution features are made, used and overwritten in windows that stay in
+ * cache, every row of every stage computed once, so none of BBCU-M x4's 2x and 4x maps exists whole
+ * and the result is the whole-map run's bit for bit. */
+static int run_binary_tail(const Runner *r, const Op *ops, int count, Flow *f)
+{
+    Stage stages[BBCU_MAX_TAIL_STAGES] = {0};
+    const int n = count - 3; /* the upsamplers, then the unit, its leaky_relu and the last conv */
+    const Op *unit = &ops[n], *leaky = &ops[n + 1], *conv = &ops[n + 2];
+    int status = binary_stages(ops, n, f->height, f->width, stages);
+    Window *w = &stages[n - 1].w;
+    const int s = stages[n - 1].scale, height = stages[n - 1].height, width = w->width;
+    const double row_work = ops_work(ops, count, f->input_pixels) / height; /* per output row */
+    uint64_t *low_bits = f->packed ? f->packed : pack(r, f, ops[0].shift);
     f->packed = NULL;
-    const size_t words = (size_t)rows * width * bbcu_channel_words(c);
-    Window w = {new_floats((size_t)rows * width * c), malloc(words * sizeof(uint64_t)), rows, width, c, 0, 0, 0};
-    float *out = new_floats((size_t)height * width * outputs);
-    int status = low_bits && w.features && w.bits && out ? 0 : -1;
+    Window in = {f->x, low_bits, f->height, f->width, f->channels, 0, f->height, 0};
+    float *out = new_floats((size_t)height * width * conv->out_channels);
+    status |= low_bits && out ? 0 : -1;
     for (int top = 0; top < height && !status; top += BAND_ROWS) {
         const int bottom = min_int(height, top + BAND_ROWS);
         const int y_first = max_int(0, top - 1), y_last = min_int(height, bottom + 1); /* what conv reads */
-        forget_before(&w, max_int(0, min_int(y_first, w.made - s)));
-        status = make_rows(r, up, unit, f, low_bits, &w, min_int(height, y_last + 1));
+        keep_from(w, y_first, s);
+        status = make_binary_rows(r, stages, n - 1, &in, f->height, min_int(height, y_last + 1));
         if (!status)
-            status = run_unit_rows(r, unit, leaky, &w, y_last);
+            status = run_unit_rows(r, unit, leaky, w, y_last);
         if (!status) {
-            last_conv_band(r, conv, &w, y_first, y_last, top, bottom, out);
+            last_conv_band(r, conv, w, y_first, y_last, top, bottom, out);
             advance(r, row_work * (bottom - top));
         }
     }
     free(low_bits);
-    free(w.features);
-    free(w.bits);
-    return finish_tail(f, status, out, height, width, outputs);
+    for (int k = 0; k < n; k++)
+        free(stages[k].w.features), free(stages[k].w.bits);
+    return finish_tail(f, status, out, height, width, conv->out_channels);
 }
-
-/* One step of a full-precision tail: a conv (its output pixel-shuffled when scale > 1) and its
- * LeakyReLU, whose rows are made into a window as the step after it asks for them. */
-typedef struct Stage {
-    const Op *conv, *leaky;
-    int scale, height; /* height: the rows of its whole output map */
-    Window w;
-    float *made; /* room for the conv's rows of one call, before the shuffle (NULL for conv_hr) */
-} Stage;
 
 /* Makes rows of stages[k] up to `last` from the rows of its input around them (the tail's input map
  * `in` for stage 0, else stages[k - 1], asked in turn for the rows it lacks): its conv on the input
@@ -500,7 +539,7 @@ static int run_tile(const Runner *r, const float *in, int height, int width, int
         const int tail = bbcu_banded_tail(m, i);
         if (tail) {
             const Op *ops = &m->ops[i];
-            status = ops->kind == OP_BBCU_UPSAMPLE ? run_binary_tail(r, ops, &f) : run_full_tail(r, ops, tail, &f);
+            status = ops->kind == OP_BBCU_UPSAMPLE ? run_binary_tail(r, ops, tail, &f) : run_full_tail(r, ops, tail, &f);
             i += tail;
             continue;
         }

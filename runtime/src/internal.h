@@ -71,11 +71,12 @@ static inline int bbcu_few_outputs(int in_channels, int out_channels)
 }
 
 /* How many ops from op i on make a high-resolution tail that engine.c runs band by band (0: none), as
- * the Python engine's _BandedTail does: their maps then never exist whole (model.c's tile budget
- * counts on it). Two kinds, both ending in a leaky_relu and a conv with few outputs (conv_hr's
- * LeakyReLU and conv_last): BBCU-M's, 4 ops from its last bbcu_upsample (and bbcu_unit, conv_hr), and
- * BBCU-L's, from its first upsampler's conv: up to BBCU_MAX_TAIL_STAGES - 1 upsamplers (conv,
- * pixel_shuffle, leaky_relu each), then the full-precision conv_hr, its leaky_relu and conv_last. */
+ * the Python engine's _BandedTail does with BBCU-M's last upsampler: their maps then never exist whole
+ * (model.c's tile budget counts on it). Two kinds, both from the network's first upsampler on and both
+ * ending in a leaky_relu and a conv with few outputs (conv_hr's LeakyReLU and conv_last): BBCU-M's, up
+ * to BBCU_MAX_TAIL_STAGES bbcu_upsamples, then the bbcu_unit conv_hr; BBCU-L's, up to
+ * BBCU_MAX_TAIL_STAGES - 1 upsamplers (conv, pixel_shuffle, leaky_relu each), then the full-precision
+ * conv_hr. */
 #define BBCU_MAX_TAIL_STAGES 8
 int bbcu_banded_tail(const bbcu_model *model, int i);
 

@@ -635,10 +635,21 @@ static int full_tail_length(const bbcu_model *m, int i)
     return upsamplers && kinds_at(m, i + 3 * upsamplers, end, 3) ? 3 * upsamplers + 3 : 0;
 }
 
+/* The ops of a binary tail from op i: bbcu_upsamples, then bbcu_unit, leaky_relu, conv (BBCU-M's
+ * conv_hr and conv_last); 0 when there is none. */
+static int binary_tail_length(const bbcu_model *m, int i)
+{
+    static const OpKind end[3] = {OP_BBCU_UNIT, OP_LEAKY_RELU, OP_CONV};
+    int upsamplers = 0;
+    while (upsamplers < BBCU_MAX_TAIL_STAGES && i + upsamplers < m->op_count
+           && m->ops[i + upsamplers].kind == OP_BBCU_UPSAMPLE)
+        upsamplers++;
+    return upsamplers && kinds_at(m, i + upsamplers, end, 3) ? upsamplers + 3 : 0;
+}
+
 int bbcu_banded_tail(const bbcu_model *m, int i)
 {
-    static const OpKind binary[4] = {OP_BBCU_UPSAMPLE, OP_BBCU_UNIT, OP_LEAKY_RELU, OP_CONV};
-    const int count = kinds_at(m, i, binary, 4) ? 4 : full_tail_length(m, i);
+    const int binary = binary_tail_length(m, i), count = binary ? binary : full_tail_length(m, i);
     if (!count)
         return 0;
     const Op *last = &m->ops[i + count - 1];
