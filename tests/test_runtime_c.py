@@ -154,12 +154,15 @@ def test_random_networks_match_the_python_engine(
 
 
 TILED_CASES = [
-    ("bbcu-m", {"scale": 4, "channels": 72, "num_units": 2}),  # binary banded tail
+    ("bbcu-m", {"scale": 4, "channels": 72, "num_units": 2}),  # no banded tail (72: not a multiple of 16)
+    ("bbcu-m", {"scale": 4, "channels": 32, "num_units": 2}),  # binary banded tail, two upsamplers
     ("bbcu-l", {"scale": 3, "channels": 32, "num_units": 2}),  # full-precision banded tail
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs"), TILED_CASES, ids=[name for name, _ in TILED_CASES])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), TILED_CASES, ids=[f"{name}-c{kwargs['channels']}" for name, kwargs in TILED_CASES]
+)
 def test_tiles_threads_and_kernels_do_not_change_a_bit(
     builds: None, tmp_path: Path, name: str, kwargs: dict
 ) -> None:
