@@ -215,9 +215,9 @@ static void forget_before(Window *w, int row)
     w->base = row;
 }
 
-/* One stage of a banded tail: an upsampler (a bbcu_upsample, or a conv whose output is pixel-shuffled,
- * with its LeakyReLU) or a full-precision conv_hr (scale 1), whose rows are made into a window as the
- * stage after it asks for them. */
+/* One stage of a banded tail: an upsampler (a bbcu_upsample; or a conv whose output is pixel-shuffled,
+ * with its LeakyReLU) or a full-precision conv_hr (scale 1, with its LeakyReLU), whose rows are made
+ * into a window as the stage after it asks for them. */
 typedef struct Stage {
     const Op *conv, *leaky; /* leaky: full-precision stages */
     const Op *next;         /* binary stages: the op whose input signs they pack */
@@ -230,35 +230,76 @@ typedef struct Stage {
  * next call writes from its input's row above on, window_features of which must lie in the window). */
 static void keep_from(Window *w, int row, int scale) { forget_before(w, max_int(0, min_int(row, w->made - scale))); }
 
-/* Appends rows of binary upsampler stages[k] up to `last`, with the signs of its next op's input,
- * made from the rows of its input they come from (their neighbours read, not recomputed): the tail's
- * input `in` for stage 0, else stages[k - 1], asked in turn for the rows it lacks. */
-static int make_binary_rows(const Runner *r, Stage *stages, int k, Window *in, int in_height, int last)
+/* The input rows a stage reads to make its next rows: those they come from, [low_first, low_last), and
+ * the rows around them, [read_first, read_last). */
+typedef struct RowPlan {
+    int low_first, low_last, read_first, read_last;
+} RowPlan;
+
+/* A binary upsampler's rows: one kernel call, the shuffle fused, the signs of its next op's input
+ * packed beside its features. */
+static int binary_rows(const Runner *r, const Stage *st, const Window *input, RowPlan p)
+{
+    const int s = st->scale;
+    const Slice x = {window_bits(input, p.read_first),
+                     window_features(input, p.read_first),
+                     p.read_last - p.read_first,
+                     input->width,
+                     window_features(&st->w, s * p.read_first),
+                     window_bits(&st->w, s * p.read_first),
+                     p.low_first - p.read_first,
+                     p.low_last - p.read_first};
+    return binary_conv(r, st->conv, NULL, &x, st->next->shift);
+}
+
+/* A full-precision stage's rows: its conv (an upsampler's into `made`, conv_hr's straight into its
+ * window), an upsampler's shuffle into the window, the LeakyReLU. */
+static int full_rows(const Runner *r, const Stage *st, const Window *input, RowPlan p)
+{
+    const Op *conv = st->conv;
+    const int s = st->scale;
+    const FloatConvArgs a = {window_features(input, p.read_first),
+                             conv->weight,
+                             conv->bias,
+                             p.read_last - p.read_first,
+                             input->width,
+                             input->channels,
+                             conv->out_channels,
+                             s > 1 ? st->made : window_features(&st->w, p.read_first),
+                             p.low_first - p.read_first,
+                             p.low_last - p.read_first};
+    float_conv(r, &a);
+    const size_t low_row = (size_t)input->width * conv->out_channels;
+    float *out = window_features(&st->w, s * p.low_first);
+    if (s > 1)
+        bbcu_pixel_shuffle(st->made + (p.low_first - p.read_first) * low_row, p.low_last - p.low_first, input->width,
+                           st->w.channels, s, out);
+    leaky_relu(out, (p.low_last - p.low_first) * low_row, st->leaky->slope);
+    return 0;
+}
+
+/* Appends rows of stages[k] up to `last`, made from the rows of its input they come from (their
+ * neighbours read, not recomputed): the tail's input `in` for stage 0, else stages[k - 1], asked in
+ * turn for the rows it lacks. The rows a later call reads again stay in the input's window, so no row
+ * of any stage is computed twice. */
+static int make_rows(const Runner *r, Stage *stages, int k, Window *in, int in_height, int last)
 {
     Stage *st = &stages[k];
     Window *input = k ? &stages[k - 1].w : in;
     const int s = st->scale, first = st->w.made, height = k ? stages[k - 1].height : in_height;
     if (first >= last)
         return 0;
-    const int low_first = first / s, low_last = (last + s - 1) / s; /* the input rows these come from */
-    const int read_first = max_int(0, low_first - 1), read_last = min_int(height, low_last + 1);
+    const int low_first = first / s, low_last = (last + s - 1) / s;
+    const RowPlan plan = {low_first, low_last, max_int(0, low_first - 1), min_int(height, low_last + 1)};
     if (k) {
-        keep_from(input, read_first, stages[k - 1].scale);
-        if (make_binary_rows(r, stages, k - 1, in, in_height, read_last))
+        keep_from(input, plan.read_first, stages[k - 1].scale);
+        if (make_rows(r, stages, k - 1, in, in_height, plan.read_last))
             return -1;
     }
-    if (s * low_last - st->w.base > st->w.rows || s * read_first < st->w.base)
-        return -1; /* never reached: binary_stages leaves room for every band, keep_from the row above */
-    const Slice x = {window_bits(input, read_first),
-                     window_features(input, read_first),
-                     read_last - read_first,
-                     input->width,
-                     window_features(&st->w, s * read_first),
-                     window_bits(&st->w, s * read_first),
-                     low_first - read_first,
-                     low_last - read_first};
+    if (s * low_last - st->w.base > st->w.rows || s * plan.read_first < st->w.base)
+        return -1; /* never reached: new_windows leaves room for every band, keep_from the rows above */
     st->w.made = s * low_last;
-    return binary_conv(r, st->conv, NULL, &x, st->next->shift);
+    return st->next ? binary_rows(r, st, input, plan) : full_rows(r, st, input, plan);
 }
 
 /* Runs the unit, its leaky_relu fused, on rows [done, last), in place, reading the signs around them. */
@@ -287,69 +328,83 @@ static void last_conv_band(const Runner *r, const Op *conv, const Window *w, int
     float_conv(r, &a);
 }
 
-/* The tail's output becomes the flow's features, or is freed when the tail failed. */
-static int finish_tail(Flow *f, int status, float *out, int height, int width, int outputs)
+/* The stages of a tail's `count` ops (bbcu_banded_tail): BBCU-M's bbcu_upsamples, or BBCU-L's
+ * upsamplers (conv, pixel_shuffle, leaky_relu each) and its conv_hr with its leaky_relu. Returns their
+ * count. */
+static int tail_stages(const Op *ops, int count, Stage *stages)
 {
-    if (status) {
-        free(out);
-        return -1;
+    const int binary = ops[0].kind == OP_BBCU_UPSAMPLE, n = binary ? count - 3 : count / 3;
+    for (int k = 0; k < n; k++) {
+        Stage *st = &stages[k];
+        if (binary) {
+            st->conv = &ops[k], st->next = &ops[k + 1], st->scale = ops[k].scale;
+            st->w.channels = ops[k].in_channels;
+        } else {
+            st->conv = &ops[3 * k], st->scale = k < n - 1 ? ops[3 * k + 1].scale : 1;
+            st->leaky = &ops[3 * k + (k < n - 1 ? 2 : 1)];
+            st->w.channels = st->conv->out_channels / (st->scale * st->scale);
+        }
     }
-    return replace_x(f, out, height, width, outputs);
+    return n;
 }
 
-/* The `count` binary upsamplers of ops on a (height, width) input, their windows (features and signs)
- * allocated: the last holds a band, the rows kept from the band before and its rounding to whole input
- * rows (runtime.py's _BandedTail.window); each other one what the next reads of it in one call, plus
- * the rows keep_from keeps; -1 when memory ran out. */
-static int binary_stages(const Op *ops, int count, int height, int width, Stage *stages)
+/* Each stage's output size on a (height, width) input and its window: the last one's holds a band, the
+ * rows kept from the band before and the rounding to whole input rows (runtime.py's
+ * _BandedTail.window); each other one's what the next stage reads of it in one call and the rows
+ * keep_from keeps. Binary stages keep the signs of their rows too; full-precision upsamplers get room
+ * for their conv's rows of one call. -1 when memory ran out. */
+static int new_windows(Stage *stages, int n, int height, int width)
 {
     int rows[BBCU_MAX_TAIL_STAGES], status = 0;
-    for (int k = 0; k < count; k++) {
-        Stage *st = &stages[k];
-        st->conv = &ops[k], st->next = &ops[k + 1], st->scale = ops[k].scale;
-        st->height = height *= st->scale;
-        st->w.width = width *= st->scale;
-        st->w.channels = ops[k].in_channels;
-    }
-    rows[count - 1] = BAND_ROWS + 4 * stages[count - 1].scale + 2;
-    for (int k = count - 2; k >= 0; k--)
+    rows[n - 1] = BAND_ROWS + 4 * stages[n - 1].scale + 2;
+    for (int k = n - 2; k >= 0; k--)
         rows[k] = (rows[k + 1] + stages[k + 1].scale - 1) / stages[k + 1].scale + 2 * stages[k].scale + 3;
-    for (int k = 0; k < count; k++) {
-        Window *w = &stages[k].w;
-        w->rows = min_int(stages[k].height, rows[k]);
+    for (int k = 0; k < n; k++) {
+        Stage *st = &stages[k];
+        Window *w = &st->w;
+        const int s = st->scale, in_width = width, in_rows = (rows[k] + s - 1) / s + 2;
+        st->height = height *= s;
+        w->width = width *= s;
+        w->rows = min_int(st->height, rows[k]);
         w->features = new_floats((size_t)w->rows * w->width * w->channels);
-        w->bits = malloc((size_t)w->rows * w->width * bbcu_channel_words(w->channels) * sizeof(uint64_t));
-        status |= w->features && w->bits ? 0 : -1;
+        if (st->next)
+            w->bits = malloc((size_t)w->rows * w->width * bbcu_channel_words(w->channels) * sizeof(uint64_t));
+        if (!st->next && s > 1)
+            st->made = new_floats((size_t)in_rows * in_width * st->conv->out_channels);
+        status |= w->features && (w->bits || !st->next) && (st->made || st->next || s == 1) ? 0 : -1;
     }
     return status;
 }
 
-/* Ops[0 .. count) (bbcu_banded_tail): BBCU-M's upsamplers, conv_hr with its LeakyReLU fused, and
- * conv_last, band of rows by band of rows as runtime.py's _BandedTail runs its last upsampler and the
- * rest: each band's high-resolution features are made, used and overwritten in windows that stay in
- * cache, every row of every stage computed once, so none of BBCU-M x4's 2x and 4x maps exists whole
- * and the result is the whole-map run's bit for bit. */
-static int run_binary_tail(const Runner *r, const Op *ops, int count, Flow *f)
+/* Ops[0 .. count) (bbcu_banded_tail) band of rows by band of rows, as runtime.py's _BandedTail runs
+ * BBCU-M's last upsampler and the rest: each band's high-resolution features are made, used and
+ * overwritten in windows that stay in cache, every row of every stage computed once, so none of the
+ * upsampled maps exists whole (the tile budget counts only the tail's input and output) and the
+ * result is the whole-map run's bit for bit. A binary tail's conv_hr (a bbcu_unit, its LeakyReLU
+ * fused) runs in place in the last window. */
+static int run_tail(const Runner *r, const Op *ops, int count, Flow *f)
 {
     Stage stages[BBCU_MAX_TAIL_STAGES] = {0};
-    const int n = count - 3; /* the upsamplers, then the unit, its leaky_relu and the last conv */
-    const Op *unit = &ops[n], *leaky = &ops[n + 1], *conv = &ops[n + 2];
-    int status = binary_stages(ops, n, f->height, f->width, stages);
+    const int n = tail_stages(ops, count, stages), binary = stages[0].next != NULL;
+    const Op *conv = &ops[count - 1];
+    int status = new_windows(stages, n, f->height, f->width);
     Window *w = &stages[n - 1].w;
     const int s = stages[n - 1].scale, height = stages[n - 1].height, width = w->width;
     const double row_work = ops_work(ops, count, f->input_pixels) / height; /* per output row */
-    uint64_t *low_bits = f->packed ? f->packed : pack(r, f, ops[0].shift);
-    f->packed = NULL;
+    uint64_t *low_bits = binary ? (f->packed ? f->packed : pack(r, f, ops[0].shift)) : NULL;
+    if (binary)
+        f->packed = NULL;
     Window in = {f->x, low_bits, f->height, f->width, f->channels, 0, f->height, 0};
     float *out = new_floats((size_t)height * width * conv->out_channels);
-    status |= low_bits && out ? 0 : -1;
+    status |= (low_bits || !binary) && out ? 0 : -1;
     for (int top = 0; top < height && !status; top += BAND_ROWS) {
         const int bottom = min_int(height, top + BAND_ROWS);
         const int y_first = max_int(0, top - 1), y_last = min_int(height, bottom + 1); /* what conv reads */
         keep_from(w, y_first, s);
-        status = make_binary_rows(r, stages, n - 1, &in, f->height, min_int(height, y_last + 1));
-        if (!status)
-            status = run_unit_rows(r, unit, leaky, w, y_last);
+        /* The in-place unit reads one row more than it writes. */
+        status = make_rows(r, stages, n - 1, &in, f->height, min_int(height, y_last + binary));
+        if (!status && binary)
+            status = run_unit_rows(r, &ops[n], &ops[n + 1], w, y_last);
         if (!status) {
             last_conv_band(r, conv, w, y_first, y_last, top, bottom, out);
             advance(r, row_work * (bottom - top));
@@ -357,111 +412,12 @@ static int run_binary_tail(const Runner *r, const Op *ops, int count, Flow *f)
     }
     free(low_bits);
     for (int k = 0; k < n; k++)
-        free(stages[k].w.features), free(stages[k].w.bits);
-    return finish_tail(f, status, out, height, width, conv->out_channels);
-}
-
-/* Makes rows of stages[k] up to `last` from the rows of its input around them (the tail's input map
- * `in` for stage 0, else stages[k - 1], asked in turn for the rows it lacks): its conv on the input
- * rows they come from, the shuffle into the window, the LeakyReLU. Rows a later call reads again stay
- * in the input's window, so no row of any stage is computed twice. */
-static int make_stage_rows(const Runner *r, Stage *stages, int k, Window *in, int in_height, int last)
-{
-    Stage *st = &stages[k];
-    Window *input = k ? &stages[k - 1].w : in;
-    const int s = st->scale, first = st->w.made, height = k ? stages[k - 1].height : in_height;
-    if (first >= last)
-        return 0;
-    const int low_first = first / s, low_last = (last + s - 1) / s; /* the input rows these come from */
-    const int read_first = max_int(0, low_first - 1), read_last = min_int(height, low_last + 1);
-    if (k) {
-        forget_before(input, min_int(read_first, input->made));
-        if (make_stage_rows(r, stages, k - 1, in, in_height, read_last))
-            return -1;
+        free(stages[k].w.features), free(stages[k].w.bits), free(stages[k].made);
+    if (status) {
+        free(out);
+        return -1;
     }
-    if (s * low_last - st->w.base > st->w.rows || (s == 1 && read_first < st->w.base))
-        return -1; /* never reached: stage_rows leaves room for every band, and conv_hr's rows from the
-                    * band above its first are kept */
-    const Op *conv = st->conv;
-    float *y = s > 1 ? st->made : window_features(&st->w, read_first); /* a shuffle needs a copy */
-    const FloatConvArgs a = {window_features(input, read_first), conv->weight, conv->bias, read_last - read_first,
-                             input->width, input->channels, conv->out_channels, y, low_first - read_first,
-                             low_last - read_first};
-    float_conv(r, &a);
-    const size_t low_row = (size_t)input->width * conv->out_channels;
-    float *out = window_features(&st->w, s * low_first);
-    if (s > 1)
-        bbcu_pixel_shuffle(st->made + (low_first - read_first) * low_row, low_last - low_first, input->width,
-                           st->w.channels, s, out);
-    leaky_relu(out, (low_last - low_first) * low_row, st->leaky->slope);
-    st->w.made = s * low_last;
-    return 0;
-}
-
-/* The window rows of each stage: stage k + 1 reads at most ceil(its rows / its scale) + 2 rows of stage
- * k's, made in whole input rows (up to scale - 1 more); the last stage holds a band and its neighbours. */
-static void stage_rows(const Stage *stages, int count, int *rows)
-{
-    rows[count - 1] = BAND_ROWS + 2;
-    for (int k = count - 2; k >= 0; k--)
-        rows[k] = (rows[k + 1] + stages[k + 1].scale - 1) / stages[k + 1].scale + 2 + stages[k].scale;
-}
-
-/* The `count` stages of ops (the upsamplers' conv, pixel_shuffle, leaky_relu, then conv_hr and its
- * leaky_relu) on a (height, width) input, their windows allocated; -1 when memory ran out. */
-static int new_stages(const Op *ops, int count, int height, int width, Stage *stages)
-{
-    int rows[BBCU_MAX_TAIL_STAGES], status = 0;
-    for (int k = 0; k < count; k++) {
-        Stage *st = &stages[k];
-        st->conv = &ops[3 * k];
-        st->scale = k < count - 1 ? ops[3 * k + 1].scale : 1;
-        st->leaky = &ops[3 * k + (k < count - 1 ? 2 : 1)];
-        st->height = height *= st->scale;
-        st->w.width = width *= st->scale;
-        st->w.channels = st->conv->out_channels / (st->scale * st->scale);
-    }
-    stage_rows(stages, count, rows);
-    for (int k = 0; k < count; k++) {
-        Stage *st = &stages[k];
-        const int in_width = st->w.width / st->scale, in_rows = (rows[k] + st->scale - 1) / st->scale + 2;
-        st->w.rows = min_int(st->height, rows[k]);
-        st->w.features = new_floats((size_t)st->w.rows * st->w.width * st->w.channels);
-        st->made = st->scale > 1 ? new_floats((size_t)in_rows * in_width * st->conv->out_channels) : NULL;
-        status |= st->w.features && (st->made || st->scale == 1) ? 0 : -1;
-    }
-    return status;
-}
-
-/* Ops[0 .. count) (bbcu_banded_tail): BBCU-L's upsamplers (conv, pixel_shuffle, leaky_relu each),
- * conv_hr with its leaky_relu and conv_last, band of rows by band of rows as run_binary_tail does, each
- * row of every stage computed once in a window of rows: none of the high-resolution maps exists whole
- * (BBCU-L x4's 4x maps are 236 MB each at 320x180 in), so the tile budget counts only the tail's input
- * and output, and a 320x180 input is no longer cut into tiles with context. */
-static int run_full_tail(const Runner *r, const Op *ops, int count, Flow *f)
-{
-    Stage stages[BBCU_MAX_TAIL_STAGES] = {0};
-    const int n = count / 3; /* the upsamplers, then conv_hr */
-    int status = new_stages(ops, n, f->height, f->width, stages);
-    const Op *conv = &ops[count - 1];
-    const int height = stages[n - 1].height, width = stages[n - 1].w.width;
-    const double row_work = ops_work(ops, count, f->input_pixels) / height; /* per output row */
-    Window in = {f->x, NULL, f->height, f->width, f->channels, 0, f->height, 0}, *hr = &stages[n - 1].w;
-    float *out = new_floats((size_t)height * width * conv->out_channels);
-    status |= out ? 0 : -1;
-    for (int top = 0; top < height && !status; top += BAND_ROWS) {
-        const int bottom = min_int(height, top + BAND_ROWS);
-        const int y_first = max_int(0, top - 1), y_last = min_int(height, bottom + 1); /* what conv reads */
-        forget_before(hr, min_int(y_first, hr->made));
-        status = make_stage_rows(r, stages, n - 1, &in, f->height, y_last);
-        if (!status) {
-            last_conv_band(r, conv, hr, y_first, y_last, top, bottom, out);
-            advance(r, row_work * (bottom - top));
-        }
-    }
-    for (int k = 0; k < n; k++)
-        free(stages[k].w.features), free(stages[k].made);
-    return finish_tail(f, status, out, height, width, conv->out_channels);
+    return replace_x(f, out, height, width, conv->out_channels);
 }
 
 /* Runs op (a bbcu_unit with the leaky_relu `leaky` fused, or NULL); `next` is the op after them. */
@@ -538,8 +494,7 @@ static int run_tile(const Runner *r, const float *in, int height, int width, int
     for (int i = 0; i < m->op_count && !status;) {
         const int tail = bbcu_banded_tail(m, i);
         if (tail) {
-            const Op *ops = &m->ops[i];
-            status = ops->kind == OP_BBCU_UPSAMPLE ? run_binary_tail(r, ops, tail, &f) : run_full_tail(r, ops, tail, &f);
+            status = run_tail(r, &m->ops[i], tail, &f);
             i += tail;
             continue;
         }
