@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bbcu.engine import PackedModel, export_model, load
 from bbcu.engine.runtime import (
     TORCH_THREADS_MIN_WORK,
     _BandedTail,
+    _Conv,
+    _Flow,
+    _PixelShuffle,
     _torch_threads_for,
     in_reused_buffer,
     pack_model,
@@ -172,6 +176,27 @@ def test_the_banded_tail_equals_its_steps_run_on_the_whole_image(
         "conv_hr",
         "conv_last",
     ]
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_pixel_shuffle_steps_equal_pytorch_whether_the_conv_before_them_is_grouped_or_not(scale: int) -> None:
+    """A conv -> pixel shuffle pair as the runtime compiles it (outputs in sub-pixel order, the shuffle
+    moving whole pixels) and as the graph has it, against F.conv2d and F.pixel_shuffle."""
+    generator = torch.Generator().manual_seed(scale)
+    weight = torch.randn(8 * scale * scale, 5, 3, 3, generator=generator)
+    bias = torch.randn(8 * scale * scale, generator=generator)
+    x = torch.randn(1, 5, 6, 7, generator=generator)
+    expected = F.pixel_shuffle(F.conv2d(x, weight, bias, padding=1), scale)[0].permute(1, 2, 0).numpy()
+    conv = _Conv("up", weight.numpy(), bias.numpy())
+    for steps in (
+        [conv, _PixelShuffle(scale)],
+        [conv.grouped_by_subpixel(scale), _PixelShuffle(scale, grouped=True)],
+    ):
+        features = np.ascontiguousarray(x[0].permute(1, 2, 0).numpy())
+        flow = _Flow(features, skip=features)
+        for step in steps:
+            step(flow)
+        np.testing.assert_allclose(flow.x, expected, rtol=0, atol=1e-5)
 
 
 def test_small_pytorch_steps_run_on_one_thread_and_restore_the_count() -> None:
