@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define BBCU_VERSION "0.1.0"
+#define BBCU_VERSION "0.2.0" /* 0.2.0: bbcu_options gained progress and progress_context (rebuild callers) */
 
 /* What went wrong. */
 typedef enum bbcu_status {
