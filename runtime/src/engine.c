@@ -6,7 +6,9 @@
  * next op is binary too, that op's input signs packed in the same pass; a bbcu_upsample is one such
  * call C -> s^2 C with the sub-pixel shuffle fused into its epilogue, the input its residual (the
  * nearest-neighbour skip); a conv with few outputs (a network's last) runs on the kernels' blocked
- * float conv, in the Python engine's order of sums.
+ * float conv, in the Python engine's order of sums. A network's tail from its first upsampler on runs
+ * band of rows by band of rows (run_tail), further than the Python engine's: none of its upsampled
+ * maps exists whole. Progress is reported per layer and per band (bbcu_options.progress).
  */
 #include <math.h>
 #include <stdlib.h>
