@@ -113,6 +113,13 @@ def _torch_threads_for(work: float) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def subpixel_order(channels: int, scale: int) -> np.ndarray:
+    """The output channels of a conv feeding a PixelShuffle(scale) in sub-pixel order: PyTorch's channel
+    ``c * s^2 + r`` moves to ``r * C + c``, so that sub-pixel ``r`` is the contiguous block
+    ``[r*C, (r+1)*C)``."""
+    return np.arange(channels * scale**2).reshape(channels, scale**2).T.ravel()
+
+
 class _Conv:
     """A full-precision 3x3 convolution through PyTorch/oneDNN, weights kept channels_last."""
 
@@ -129,12 +136,9 @@ class _Conv:
             flow.update(as_hwc(F.conv2d(as_nchw(flow.x), self.weight, self.bias, padding=1)))
 
     def grouped_by_subpixel(self, scale: int) -> _Conv:
-        """This conv with its outputs in sub-pixel order: output ``c * s^2 + r`` (PyTorch's PixelShuffle
-        order) becomes ``r * C + c``, the same values laid out so that the shuffle after it moves whole
-        pixels (``_PixelShuffle(grouped=True)``)."""
-        subpixels = scale * scale
-        channels = len(self.weight) // subpixels
-        order = [c * subpixels + r for r in range(subpixels) for c in range(channels)]
+        """This conv with its outputs in sub-pixel order (``subpixel_order``), the same values laid out
+        so that the shuffle after it moves whole pixels (``_PixelShuffle(grouped=True)``)."""
+        order = subpixel_order(len(self.weight) // scale**2, scale)
         grouped = copy.copy(self)
         grouped.weight = self.weight[order].contiguous(memory_format=torch.channels_last)
         grouped.bias = None if self.bias is None else self.bias[order].contiguous()
@@ -346,19 +350,17 @@ class _BinaryUpsample:
     """BBCU-U: ``PixelShuffle(RPReLU(alpha * popcount_conv(sign(x + shift)))) + nearest_up(x)``.
 
     One fused kernel call C -> s^2 C with the shuffle in its epilogue: the output channels are
-    reordered at load so that sub-pixel ``r`` reads the contiguous block ``[r*C, (r+1)*C)`` (PyTorch's
-    channels ``c*s^2 + r``), the input is the residual of every sub-pixel (that is the
-    nearest-neighbour skip), and the next unit's signs are packed at full resolution in the same pass.
+    reordered at load (``subpixel_order``) so that each sub-pixel reads a contiguous block, the input
+    is the residual of every sub-pixel (that is the nearest-neighbour skip), and the next unit's signs
+    are packed at full resolution in the same pass.
     """
 
     def __init__(
         self, tensors: dict[str, np.ndarray], op: dict[str, Any], next_shift: np.ndarray | None
     ) -> None:
         self.scale, self.name = op["scale"], op["name"]
-        subpixels, channels = self.scale**2, op["channels"]
-        by_subpixel = np.arange(channels * subpixels).reshape(channels, subpixels).T.ravel()
-        repeated_shift = None if next_shift is None else np.tile(next_shift, subpixels)
-        self.unit = _BinaryUnit(tensors, op, repeated_shift, by_subpixel)
+        repeated_shift = None if next_shift is None else np.tile(next_shift, self.scale**2)
+        self.unit = _BinaryUnit(tensors, op, repeated_shift, subpixel_order(op["channels"], self.scale))
 
     @property
     def path(self) -> str:
