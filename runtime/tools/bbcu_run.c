@@ -145,11 +145,12 @@ static bbcu_status run(const bbcu_model *model, const float *in, int height, int
     return bbcu_run(model, in, height, width, *out, options, error);
 }
 
-/* Restores `image` into `result`, matching its channels to the model's (see the file comment); `bar`
- * (options' progress_context, or NULL) learns which run is going. */
+/* Restores `image` into `result`, matching its channels to the model's (see the file comment); the bar
+ * (options' progress_context, when there is one) learns which run is going. */
 static bbcu_status restore(const bbcu_model *model, const Image *image, Image *result, const bbcu_options *options,
-                           Bar *bar, bbcu_error *error)
+                           bbcu_error *error)
 {
+    Bar *bar = options->progress ? options->progress_context : NULL;
     const int s = bbcu_scale(model), cin = bbcu_in_channels(model), cout = bbcu_out_channels(model);
     const size_t pixels = (size_t)image->height * image->width, out_pixels = pixels * s * s;
     result->height = image->height * s, result->width = image->width * s, result->channels = image->channels;
@@ -210,12 +211,12 @@ int main(int argc, char **argv)
         bbcu_free(model);
         return failure(message);
     }
-    Bar bar = {0, 1, (double)image.height * image.width * bbcu_scale(model) * bbcu_scale(model), seconds(), 0.0,
-               0, 0};
-    bar.drawn_at = bar.start;
+    const double start = seconds();
+    Bar bar = {.runs = 1, .output_pixels = (double)image.height * image.width * bbcu_scale(model) * bbcu_scale(model),
+               .start = start, .drawn_at = start};
     if (isatty(STDERR_FILENO))
         a.options.progress = draw_bar, a.options.progress_context = &bar;
-    if (restore(model, &image, &result, &a.options, a.options.progress ? &bar : NULL, &error)) {
+    if (restore(model, &image, &result, &a.options, &error)) {
         end_bar(&bar);
         status = failure(error.message);
     }
