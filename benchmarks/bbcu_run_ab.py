@@ -3,8 +3,8 @@
 The C runtime's before/after figures in docs/deploy.md: each round runs A then B (B then A in the
 next round), each as its own process timed from start to exit (file reading and writing included, as
 a user sees it), with its peak resident memory from the kernel (``wait4``'s usage of that child);
-whether the two output files are equal byte for byte is printed. A and B may carry options of their
-own (one argument each, shell-quoted: "B/bbcu-run --png-level 1").
+whether the two output files are equal byte for byte is printed, and their sizes. A and B may carry
+options of their own (one argument each, shell-quoted: "B/bbcu-run --png-level 1").
 
 Usage: .venv/bin/python benchmarks/bbcu_run_ab.py A/bbcu-run B/bbcu-run MODEL.bbcu IN.png
     [--threads 2] [--rounds 2] [--out .png]
@@ -52,9 +52,10 @@ def main() -> None:
         seconds = ", ".join(f"{s:.2f}" for s, _ in results[tag])
         peaks = ", ".join(f"{mb:.0f}" for _, mb in results[tag])
         print(f"{tag} ({binary}): {seconds} s; peak RSS {peaks} MB")
-    same = (folder / f"A{args.out}").read_bytes() == (folder / f"B{args.out}").read_bytes()
-    verdict = "equal" if same else "different"
-    print(f"{args.model.name} on {args.image.name}, threads {args.threads}: output files {verdict}")
+    files = {tag: (folder / f"{tag}{args.out}").read_bytes() for tag in binaries}
+    verdict = "equal" if files["A"] == files["B"] else "different"
+    sizes = f"{len(files['A']):,} / {len(files['B']):,} bytes"
+    print(f"{args.model.name} on {args.image.name}, threads {args.threads}: output files {verdict} ({sizes})")
 
 
 if __name__ == "__main__":
